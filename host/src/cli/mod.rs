@@ -1,0 +1,94 @@
+//! The command line: argument definitions and one file per command. Each
+//! command parses its flags into an options struct, calls one operation in
+//! `ops`, and prints the result for people or, with `--json`, as one JSON
+//! document. No engine is touched from here except through `ops`.
+
+mod audit;
+mod config;
+mod execute;
+mod limits;
+mod opt_in;
+mod opt_out;
+mod output;
+mod policy;
+mod prompt;
+mod status;
+mod terms;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Output;
+
+/// Run Claude jobs in locked-down containers, with every decision made by
+/// sandboxed WebAssembly policy plugins.
+#[derive(Debug, Parser)]
+#[command(name = "claude-max-market", version, max_term_width = 100)]
+pub struct Cli {
+    /// Data folder (config, state database, plugins). Default: the platform's data directory.
+    #[arg(long, global = true, env = "CMM_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// No colours, even on a terminal (also: NO_COLOR set in the environment).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the legal notice and usage policy; --accept records acceptance.
+    Terms(terms::Args),
+    /// Consent to running Claude jobs on this machine.
+    OptIn(opt_in::Args),
+    /// Withdraw consent; no job is admitted afterwards.
+    OptOut(opt_out::Args),
+    /// Show or change the daily and per-job limits.
+    Limits(limits::Args),
+    /// Consent, limits, today's usage, active policies and audit chain state.
+    Status,
+    /// Read or change settings.
+    Config(config::Args),
+    /// Run a Claude job through the policy pipeline.
+    Execute(execute::Args),
+    /// Report or verify the audit log.
+    Audit(audit::Args),
+    /// List, inspect or swap the policy plugins.
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+/// How a command that ran to completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Done,
+    /// The command worked, and its answer is a policy denial.
+    Denied,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<Finish> {
+    let out = Output::new(cli.json, cli.no_color);
+    let home = cli.home;
+    match cli.command {
+        Command::Terms(args) => terms::run(home, args, &out),
+        Command::OptIn(args) => opt_in::run(home, args, &out),
+        Command::OptOut(args) => opt_out::run(home, args, &out),
+        Command::Limits(args) => limits::run(home, args, &out),
+        Command::Status => status::run(home, &out),
+        Command::Config(args) => config::run(home, args, &out),
+        Command::Execute(args) => execute::run(home, args, &out),
+        Command::Audit(args) => audit::run(home, args, &out),
+        Command::Policy(cmd) => policy::run(home, cmd, &out),
+    }
+}

@@ -1,0 +1,292 @@
+//! The key registry: every setting's name, type, default, meaning and rule.
+//!
+//! This table is the one place a key is described. The command line, the
+//! policy plugins' flattened settings and the file check all go through it,
+//! so adding a key here is all it takes to expose it everywhere. It holds
+//! no settings of its own and never touches the file.
+
+use std::sync::LazyLock;
+
+use super::Settings;
+use super::access::{Access, Field};
+use super::error::ConfigError;
+use super::rules::{IntRange, ListRule, TextRule};
+use super::suggest;
+use super::values::ByteSize;
+
+/// A field of `Settings` by path, e.g. `field!(limits.daily_tasks)`.
+macro_rules! field {
+    ($section:ident . $name:ident) => {
+        Field {
+            read: |s| &s.$section.$name,
+            write: |s| &mut s.$section.$name,
+        }
+    };
+}
+
+/// One setting as users and plugins see it.
+#[derive(Debug)]
+pub struct KeyInfo {
+    /// `section.key`, as in `config --set limits.dailyTasks=5`.
+    pub name: &'static str,
+    /// The type, e.g. `bool`, `integer 1..=1024`, `size`, `list`.
+    pub kind: &'static str,
+    /// The default value, in the same form as `Settings::get`.
+    pub default: String,
+    /// One line on what the key does.
+    pub description: &'static str,
+    pub(super) access: &'static Access,
+}
+
+struct Spec {
+    name: &'static str,
+    description: &'static str,
+    access: Access,
+}
+
+const MODEL_NAME: TextRule = TextRule::Name {
+    what: "a model name",
+    example: "claude-sonnet-4-5",
+};
+
+static SPECS: [Spec; 27] = [
+    Spec {
+        name: "api.defaultModel",
+        description: "Model a job uses when it does not name one",
+        access: Access::Text(field!(api.default_model), MODEL_NAME),
+    },
+    Spec {
+        name: "docker.image",
+        description: "Image that job containers run",
+        access: Access::Text(
+            field!(docker.image),
+            TextRule::Name {
+                what: "a Docker image reference",
+                example: "claude-max-market-job:0.1.0",
+            },
+        ),
+    },
+    Spec {
+        name: "docker.memory",
+        description: "Memory cap of a job container (Docker refuses less than 6m)",
+        access: Access::Size(field!(docker.memory), ByteSize::mib(6)),
+    },
+    Spec {
+        name: "docker.cpuShares",
+        description: "CPU weight of a job container relative to other containers",
+        access: Access::U32(field!(docker.cpu_shares), IntRange::new(2, 262_144)),
+    },
+    Spec {
+        name: "docker.pidsLimit",
+        description: "Most processes a job container may run at once",
+        access: Access::U32(field!(docker.pids_limit), IntRange::new(8, 32_768)),
+    },
+    Spec {
+        name: "docker.tmpfsSize",
+        description: "Size of the writable scratch space inside a job container",
+        access: Access::Size(field!(docker.tmpfs_size), ByteSize::mib(1)),
+    },
+    Spec {
+        name: "security.keyRotationDays",
+        description: "Days after which this node's key is due for rotation",
+        access: Access::U32(field!(security.key_rotation_days), IntRange::new(1, 3650)),
+    },
+    Spec {
+        name: "security.keyPassphraseEnv",
+        description: "Environment variable holding the node key's passphrase (empty: none)",
+        access: Access::Text(field!(security.key_passphrase_env), TextRule::EnvVarOrEmpty),
+    },
+    Spec {
+        name: "security.apiKeyFile",
+        description: "File holding the Anthropic API key (empty: none)",
+        access: Access::Text(field!(security.api_key_file), TextRule::PathOrEmpty),
+    },
+    Spec {
+        name: "limits.dailyTasks",
+        description: "Jobs that may start per day; 0 stops all jobs",
+        access: Access::U32(field!(limits.daily_tasks), IntRange::new(0, 1_000_000)),
+    },
+    Spec {
+        name: "limits.dailyTokens",
+        description: "Tokens all jobs together may use per day, as metered by the gateway",
+        access: Access::U64(field!(limits.daily_tokens), IntRange::at_least(0)),
+    },
+    Spec {
+        name: "limits.maxTokensPerTask",
+        description: "Most tokens one job may use",
+        access: Access::U32(
+            field!(limits.max_tokens_per_task),
+            IntRange::new(1, 1_000_000),
+        ),
+    },
+    Spec {
+        name: "limits.timeoutSecs",
+        description: "Seconds a job may run before it is stopped",
+        access: Access::U32(field!(limits.timeout_secs), IntRange::new(1, 86_400)),
+    },
+    Spec {
+        name: "limits.concurrentJobs",
+        description: "Jobs that may run at the same time",
+        access: Access::U32(field!(limits.concurrent_jobs), IntRange::new(1, 1024)),
+    },
+    Spec {
+        name: "market.url",
+        description: "NATS servers of the market (nats:// or tls://); empty keeps the market off",
+        access: Access::List(field!(market.url), ListRule::NatsUrls),
+    },
+    Spec {
+        name: "market.basePrice",
+        description: "Fixed part of the price this host asks per job",
+        access: Access::U64(field!(market.base_price), IntRange::at_least(0)),
+    },
+    Spec {
+        name: "market.pricePerKiloToken",
+        description: "Price this host asks per 1000 tokens a job uses",
+        access: Access::U64(field!(market.price_per_kilo_token), IntRange::at_least(0)),
+    },
+    Spec {
+        name: "market.maxBidPrice",
+        description: "Most this host will bid for a job on the market",
+        access: Access::U64(field!(market.max_bid_price), IntRange::at_least(0)),
+    },
+    Spec {
+        name: "compliance.requireApproval",
+        description: "Ask before running a job",
+        access: Access::Bool(field!(compliance.require_approval)),
+    },
+    Spec {
+        name: "compliance.allowAutoApprove",
+        description: "Let the approval policy approve jobs without asking",
+        access: Access::Bool(field!(compliance.allow_auto_approve)),
+    },
+    Spec {
+        name: "compliance.allowedModels",
+        description: "Models a job may use; the gateway refuses any other",
+        access: Access::List(field!(compliance.allowed_models), ListRule::Models),
+    },
+    Spec {
+        name: "compliance.maxPromptBytes",
+        description: "Largest prompt a job may carry, in bytes",
+        access: Access::U64(field!(compliance.max_prompt_bytes), IntRange::at_least(1)),
+    },
+    Spec {
+        name: "policy.fuel",
+        description: "Fuel (roughly, WebAssembly instructions) one policy call may burn",
+        access: Access::U64(field!(policy.fuel), IntRange::new(10_000, 10_000_000_000)),
+    },
+    Spec {
+        name: "policy.timeoutMs",
+        description: "Milliseconds of wall-clock time one policy call may take",
+        access: Access::U32(field!(policy.timeout_ms), IntRange::new(1, 10_000)),
+    },
+    Spec {
+        name: "policy.memoryMiB",
+        description: "Memory cap of a policy plugin, in MiB",
+        access: Access::U32(field!(policy.memory_mib), IntRange::new(1, 1024)),
+    },
+    Spec {
+        name: "policy.maxAnswerBytes",
+        description: "Largest answer a policy plugin may return, in bytes",
+        access: Access::U32(
+            field!(policy.max_answer_bytes),
+            IntRange::new(256, 16_777_216),
+        ),
+    },
+    Spec {
+        name: "policy.isolation",
+        description: "fresh: a new plugin instance per call; reuse: keep one between calls",
+        access: Access::Isolation(field!(policy.isolation)),
+    },
+];
+
+static KEYS: LazyLock<Vec<KeyInfo>> = LazyLock::new(|| {
+    let defaults = Settings::default();
+    let mut keys: Vec<KeyInfo> = SPECS
+        .iter()
+        .map(|spec| KeyInfo {
+            name: spec.name,
+            // Derived from the rule so the two cannot drift apart; the table
+            // lives as long as the process, so leaking the text is what gives
+            // callers a `&'static str` to keep.
+            kind: Box::leak(spec.access.kind().into_boxed_str()),
+            default: spec.access.read(&defaults),
+            description: spec.description,
+            access: &spec.access,
+        })
+        .collect();
+    keys.sort_unstable_by_key(|key| key.name);
+    keys
+});
+
+/// Every setting, sorted by name.
+pub fn keys() -> &'static [KeyInfo] {
+    &KEYS
+}
+
+pub(super) fn find(name: &str) -> Result<&'static KeyInfo, ConfigError> {
+    let keys = keys();
+    keys.binary_search_by_key(&name, |key| key.name)
+        .map(|at| &keys[at])
+        .map_err(|_| ConfigError::UnknownKey {
+            key: name.to_string(),
+            suggestion: suggest::closest(name).map(String::from),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_the_file_keys() {
+        let table = toml::Table::try_from(Settings::default()).unwrap();
+        let mut file_keys: Vec<String> = table
+            .iter()
+            .flat_map(|(section, keys)| {
+                let keys = keys.as_table().unwrap();
+                keys.keys().map(move |key| format!("{section}.{key}"))
+            })
+            .collect();
+        file_keys.sort();
+        let names: Vec<&str> = keys().iter().map(|key| key.name).collect();
+        assert_eq!(file_keys, names);
+    }
+
+    #[test]
+    fn kinds_and_defaults_are_as_documented() {
+        let shown = |name: &str| {
+            let key = find(name).unwrap();
+            (key.kind, key.default.as_str())
+        };
+        assert_eq!(shown("api.defaultModel"), ("string", "claude-sonnet-4-5"));
+        assert_eq!(shown("docker.memory"), ("size", "512m"));
+        assert_eq!(shown("docker.cpuShares"), ("integer 2..=262144", "512"));
+        assert_eq!(shown("limits.dailyTokens"), ("integer", "200000"));
+        assert_eq!(
+            shown("compliance.maxPromptBytes"),
+            ("integer 1..", "200000")
+        );
+        assert_eq!(shown("compliance.requireApproval"), ("bool", "true"));
+        assert_eq!(
+            shown("compliance.allowedModels"),
+            ("list", "claude-opus-4-1,claude-sonnet-4-5,claude-haiku-4-5")
+        );
+        assert_eq!(shown("market.url"), ("list", ""));
+        assert_eq!(shown("policy.isolation"), ("fresh|reuse", "fresh"));
+        assert!(keys().iter().all(|key| !key.description.is_empty()));
+    }
+
+    #[test]
+    fn defaults_obey_their_own_rules() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn narrow_ranges_fit_their_fields() {
+        for spec in &SPECS {
+            if let Access::U32(_, range) = &spec.access {
+                assert!(u32::try_from(range.max).is_ok(), "{}", spec.name);
+            }
+        }
+    }
+}

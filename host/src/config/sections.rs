@@ -1,0 +1,189 @@
+//! The sections of `config.toml` as typed structs, with their defaults.
+//!
+//! Serde names follow the file (camelCase keys); a missing key takes its
+//! default and an unknown one is refused, so a typo never silently leaves a
+//! default in force. What each key means and allows lives in `keys`, not
+//! here: these structs hold values and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use super::values::ByteSize;
+
+/// `[api]`: talking to the Anthropic API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiSettings {
+    pub default_model: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            default_model: "claude-sonnet-4-5".to_string(),
+        }
+    }
+}
+
+/// `[docker]`: the job container's image and resource caps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DockerSettings {
+    pub image: String,
+    pub memory: ByteSize,
+    pub cpu_shares: u32,
+    pub pids_limit: u32,
+    pub tmpfs_size: ByteSize,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            image: "claude-max-market-job:0.1.0".to_string(),
+            memory: ByteSize::mib(512),
+            cpu_shares: 512,
+            pids_limit: 64,
+            tmpfs_size: ByteSize::mib(64),
+        }
+    }
+}
+
+/// `[security]`: node keys and where the API key comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecuritySettings {
+    pub key_rotation_days: u32,
+    /// Empty means none.
+    pub key_passphrase_env: String,
+    /// Empty means none.
+    pub api_key_file: String,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            key_rotation_days: 90,
+            key_passphrase_env: String::new(),
+            api_key_file: String::new(),
+        }
+    }
+}
+
+/// `[limits]`: how much work this host takes on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsSettings {
+    pub daily_tasks: u32,
+    pub daily_tokens: u64,
+    pub max_tokens_per_task: u32,
+    pub timeout_secs: u32,
+    pub concurrent_jobs: u32,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        LimitsSettings {
+            daily_tasks: 20,
+            daily_tokens: 200_000,
+            max_tokens_per_task: 8192,
+            timeout_secs: 300,
+            concurrent_jobs: 2,
+        }
+    }
+}
+
+/// `[market]`: where the market is and what this host charges and bids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MarketSettings {
+    /// NATS server URLs; empty keeps the market off.
+    pub url: Vec<String>,
+    pub base_price: u64,
+    pub price_per_kilo_token: u64,
+    pub max_bid_price: u64,
+}
+
+impl Default for MarketSettings {
+    fn default() -> Self {
+        MarketSettings {
+            url: Vec::new(),
+            base_price: 10,
+            price_per_kilo_token: 2,
+            max_bid_price: 100,
+        }
+    }
+}
+
+/// `[compliance]`: what jobs may do at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ComplianceSettings {
+    pub require_approval: bool,
+    pub allow_auto_approve: bool,
+    pub allowed_models: Vec<String>,
+    pub max_prompt_bytes: u64,
+}
+
+impl Default for ComplianceSettings {
+    fn default() -> Self {
+        ComplianceSettings {
+            require_approval: true,
+            allow_auto_approve: false,
+            allowed_models: ["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"]
+                .map(String::from)
+                .to_vec(),
+            max_prompt_bytes: 200_000,
+        }
+    }
+}
+
+/// `[policy]`: the sandbox each policy plugin call runs in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySettings {
+    pub fuel: u64,
+    pub timeout_ms: u32,
+    // camelCase would give `memoryMib`; the unit is spelled MiB everywhere.
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u32,
+    pub max_answer_bytes: u32,
+    pub isolation: Isolation,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            fuel: 10_000_000,
+            timeout_ms: 50,
+            memory_mib: 16,
+            max_answer_bytes: 65536,
+            isolation: Isolation::Fresh,
+        }
+    }
+}
+
+/// Whether each policy call gets a fresh plugin instance or reuses one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A new instance per call: no state survives between decisions.
+    #[default]
+    Fresh,
+    /// One warm instance per plugin, kept between calls.
+    Reuse,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Fresh => "fresh",
+            Isolation::Reuse => "reuse",
+        }
+    }
+
+    /// Reads `fresh` or `reuse`, in any case.
+    pub fn from_name(text: &str) -> Option<Isolation> {
+        [Isolation::Fresh, Isolation::Reuse]
+            .into_iter()
+            .find(|mode| mode.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}

@@ -1,0 +1,62 @@
+//! What every operation starts from: the data folder, its settings and its
+//! database, opened once per invocation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Isolation as ConfigIsolation, Settings};
+use crate::home::Home;
+use crate::policy::{CompileCache, Isolation, PolicyEngine, SandboxLimits};
+use crate::store::Store;
+
+use super::OpsError;
+
+pub struct Context {
+    pub home: Home,
+    pub settings: Settings,
+    pub store: Store,
+}
+
+impl Context {
+    /// Opens the data folder (`--home`/`CMM_HOME` when given), loading its
+    /// settings and migrating its database.
+    pub fn open(home: Option<PathBuf>) -> Result<Context, OpsError> {
+        let root = Home::locate(home)?;
+        let home = Home::open(&root)?;
+        let settings = Settings::load(&home.config_path())?;
+        let store = Store::open(&home.database_path())?;
+        Ok(Context { home, settings, store })
+    }
+
+    /// The sandbox limits configured under `policy.*`.
+    pub fn sandbox_limits(&self) -> SandboxLimits {
+        let p = &self.settings.policy;
+        SandboxLimits {
+            fuel: p.fuel,
+            timeout: Duration::from_millis(u64::from(p.timeout_ms)),
+            memory_bytes: (p.memory_mib as usize) << 20,
+            max_answer_bytes: p.max_answer_bytes as usize,
+        }
+    }
+
+    /// A policy engine with the configured limits and isolation.
+    pub fn engine(&self) -> Result<Arc<PolicyEngine>, OpsError> {
+        let isolation = match self.settings.policy.isolation {
+            ConfigIsolation::Fresh => Isolation::Fresh,
+            ConfigIsolation::Reuse => Isolation::Reuse,
+        };
+        PolicyEngine::new(self.sandbox_limits(), isolation).map_err(|e| OpsError::Engine {
+            detail: format!("{e:#}"),
+        })
+    }
+
+    /// The compile cache in the data folder. A cache that cannot be opened
+    /// only costs compile time, so callers treat `None` as "compile".
+    pub fn compile_cache(&self) -> Option<CompileCache> {
+        let dir = self.home.subdir("cache").ok()?;
+        CompileCache::open(dir)
+            .inspect_err(|e| tracing::warn!(error = %e, "compile cache unavailable"))
+            .ok()
+    }
+}

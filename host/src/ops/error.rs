@@ -1,0 +1,66 @@
+//! The error every operation returns: the engines' typed errors plus the
+//! refusals that only make sense at the operation level.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::home::HomeError;
+use crate::policy::{Failure, LoadError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("could not start the policy engine: {detail}")]
+    Engine { detail: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}")]
+    InvalidInput { what: String },
+    #[error(
+        "the current terms (version {current}) have not been accepted; read them with `claude-max-market terms` and accept with `terms --accept` or `opt-in --accept-terms`"
+    )]
+    TermsNotAccepted { current: String },
+    #[error("not opted in to running Claude jobs; run `claude-max-market opt-in --claude-jobs`")]
+    NotOptedIn,
+    #[error("{what} needs confirmation: pass --yes to confirm without a prompt")]
+    NeedsConfirmation { what: &'static str },
+    #[error("denied by policy: {reason}")]
+    Denied { reason: String },
+    #[error("{0}")]
+    PluginRefused(Failure),
+    #[error("the audit chain is broken at row {seq}: {reason}")]
+    ChainBroken { seq: i64, reason: String },
+    #[error(
+        "running jobs in containers is not built yet; use `execute --dry-run` to see the policy decision"
+    )]
+    ExecutionNotBuilt,
+}
+
+impl OpsError {
+    /// True when the operation was refused by policy or consent, which the
+    /// binary reports with its own exit code.
+    pub fn is_denial(&self) -> bool {
+        matches!(
+            self,
+            OpsError::Denied { .. } | OpsError::NotOptedIn | OpsError::TermsNotAccepted { .. }
+        )
+    }
+}

@@ -1,0 +1,15 @@
+//! The one place the host generates bindings from `wit/`.
+//!
+//! It binds the `policy-host` world, which includes every role's exports, so
+//! the shared `types` records exist once. Each plugin still targets a single
+//! role's world; `plugin.rs` checks which role's exports it actually has.
+
+wasmtime::component::bindgen!({
+    world: "policy-host",
+    path: "../wit",
+});
+
+pub use claude_max_market::policy::types::{
+    ConfiguredLimits, CredentialKind, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
+};
+pub use exports::claude_max_market::policy::{approval, compliance, config_check, limits, pricing};

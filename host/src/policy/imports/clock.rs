@@ -1,0 +1,15 @@
+//! `clock.now`: the only time a plugin sees, in whole seconds, so a plugin
+//! has no fine-grained timer to measure the host with.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::super::bindings::claude_max_market::policy::clock::Host;
+use super::super::sandbox::PluginState;
+
+impl Host for PluginState {
+    fn now(&mut self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}

@@ -1,0 +1,105 @@
+//! What a role decided, in host types the rest of the crate can use without
+//! knowing the WIT bindings.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::failure::{Failure, FailureClass};
+use super::plugin::PluginMeta;
+use super::role::Role;
+
+/// A decision, from one role or from the whole pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Ask,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Ask => "ask",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The budget the limits role granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub max_tokens: u32,
+    pub timeout_secs: u32,
+}
+
+/// The price the pricing role quoted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Quote {
+    pub price: u64,
+    pub explanation: String,
+}
+
+/// What one role answered, before it is tied to a plugin.
+#[derive(Clone, Debug)]
+pub enum RoleResult {
+    Allow,
+    Deny(String),
+    Ask(String),
+    Granted(Grant),
+    Quoted(Quote),
+    Failed(Failure),
+}
+
+/// One role's decision, with the plugin that made it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleDecision {
+    pub role: Role,
+    pub plugin: PluginMeta,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<FailureClass>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+    pub elapsed_us: u64,
+}
+
+impl RoleDecision {
+    pub(crate) fn new(role: Role, plugin: PluginMeta, result: RoleResult, elapsed_us: u64) -> Self {
+        let mut d = RoleDecision {
+            role,
+            plugin,
+            outcome: Outcome::Allow,
+            reason: None,
+            error_class: None,
+            grant: None,
+            quote: None,
+            elapsed_us,
+        };
+        match result {
+            RoleResult::Allow => {}
+            RoleResult::Deny(reason) => (d.outcome, d.reason) = (Outcome::Deny, Some(reason)),
+            RoleResult::Ask(reason) => (d.outcome, d.reason) = (Outcome::Ask, Some(reason)),
+            RoleResult::Granted(grant) => d.grant = Some(grant),
+            RoleResult::Quoted(quote) => d.quote = Some(quote),
+            RoleResult::Failed(failure) => {
+                d.outcome = Outcome::Deny;
+                d.error_class = Some(failure.class);
+                d.reason = Some(failure.message);
+            }
+        }
+        d
+    }
+}

@@ -1,0 +1,238 @@
+//! The four-role decision: ask approval, limits, compliance and pricing about
+//! one job and combine their answers.
+//!
+//! Combination is fail-closed: any deny (including any plugin failure) makes
+//! the job denied; otherwise any ask makes it ask; only four clean answers
+//! allow it. Every role is asked even after a deny, so a dry run shows all.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::bindings::{Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing};
+use super::call::Live;
+use super::engine::{Isolation, PolicyEngine};
+use super::failure::{Failure, FailureClass};
+use super::outcome::{Grant, Outcome, Quote, RoleDecision, RoleResult};
+use super::plugin::{PluginMeta, PluginPre, RoleExports};
+use super::role::Role;
+use super::sandbox::PluginSettings;
+
+/// Everything the roles are told about one job.
+#[derive(Clone, Debug)]
+pub struct DecisionInput {
+    pub job: Job,
+    pub usage: Usage,
+    pub market: MarketContext,
+    pub facts: Vec<Fact>,
+}
+
+/// The combined decision and each role's part in it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineDecision {
+    pub decision: Outcome,
+    pub roles: Vec<RoleDecision>,
+}
+
+impl PipelineDecision {
+    /// The budget granted by limits, when the decision allows the job.
+    pub fn grant(&self) -> Option<Grant> {
+        self.roles.iter().find_map(|r| r.grant)
+    }
+
+    pub fn quote(&self) -> Option<&Quote> {
+        self.roles.iter().find_map(|r| r.quote.as_ref())
+    }
+}
+
+/// One role's plugin, or the reason there is none usable.
+pub struct Slot {
+    role: Role,
+    meta: PluginMeta,
+    plugin: Result<PluginPre, Failure>,
+    warm: Option<Live>,
+}
+
+impl Slot {
+    pub fn ready(plugin: PluginPre) -> Slot {
+        Slot {
+            role: plugin.role(),
+            meta: plugin.meta().clone(),
+            plugin: Ok(plugin),
+            warm: None,
+        }
+    }
+
+    /// A role whose plugin could not be loaded: every decision denies with
+    /// class `missing`.
+    pub fn missing(role: Role, meta: PluginMeta, message: String) -> Slot {
+        Slot {
+            role,
+            meta,
+            plugin: Err(Failure::new(FailureClass::Missing, message)),
+            warm: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    /// The failure every decision of this role will give, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.plugin.as_ref().err()
+    }
+}
+
+/// The active plugin per role, validated against the current settings.
+pub struct Pipeline {
+    engine: Arc<PolicyEngine>,
+    settings: Arc<PluginSettings>,
+    slots: Vec<Slot>,
+}
+
+impl Pipeline {
+    /// Builds the pipeline and asks each plugin to validate `settings`; a
+    /// plugin that refuses them fails every decision with `invalid-config`.
+    /// `slots` must hold one slot per role.
+    pub fn new(engine: Arc<PolicyEngine>, mut slots: Vec<Slot>, settings: Vec<(String, String)>) -> Pipeline {
+        slots.sort_by_key(|s| s.role.index());
+        assert!(
+            slots.iter().map(|s| s.role).eq(Role::ALL),
+            "a pipeline needs exactly one slot per role"
+        );
+        let settings = Arc::new(PluginSettings::new(settings));
+        for slot in &mut slots {
+            if let Ok(plugin) = &slot.plugin
+                && let Err(failure) = validate(&engine, plugin, &settings)
+            {
+                slot.plugin = Err(failure);
+            }
+        }
+        Pipeline {
+            engine,
+            settings,
+            slots,
+        }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Asks every role about `input` and combines the answers.
+    pub fn decide(&mut self, input: &DecisionInput) -> PipelineDecision {
+        let roles: Vec<RoleDecision> = (0..self.slots.len()).map(|i| self.ask(i, input)).collect();
+        let decision = if roles.iter().any(|r| r.outcome == Outcome::Deny) {
+            Outcome::Deny
+        } else if roles.iter().any(|r| r.outcome == Outcome::Ask) {
+            Outcome::Ask
+        } else {
+            Outcome::Allow
+        };
+        PipelineDecision { decision, roles }
+    }
+
+    fn ask(&mut self, index: usize, input: &DecisionInput) -> RoleDecision {
+        let started = Instant::now();
+        let reuse = self.engine.isolation() == Isolation::Reuse;
+        let slot = &mut self.slots[index];
+        let result = match &slot.plugin {
+            Err(failure) => RoleResult::Failed(failure.clone()),
+            Ok(plugin) => {
+                let warm = if reuse { Some(&mut slot.warm) } else { None };
+                let max = self.engine.limits().max_answer_bytes;
+                let answer = plugin.run(&self.engine, &self.settings, warm, |store, instance| {
+                    call_role(plugin, store, instance, input)
+                });
+                answer
+                    .and_then(|result| check_answer(plugin, result, &input.job, max))
+                    .unwrap_or_else(RoleResult::Failed)
+            }
+        };
+        let elapsed = started.elapsed().as_micros() as u64;
+        RoleDecision::new(slot.role, slot.meta.clone(), result, elapsed)
+    }
+}
+
+/// Asks one plugin its role's question.
+fn call_role(
+    plugin: &PluginPre,
+    store: &mut wasmtime::Store<super::sandbox::PluginState>,
+    instance: &wasmtime::component::Instance,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
+    let job = &input.job;
+    Ok(match &plugin.exports {
+        RoleExports::Approval(ix) => match ix.load(&mut *store, instance)?.call_decide(&mut *store, job)? {
+            approval::Verdict::Allow => RoleResult::Allow,
+            approval::Verdict::Deny(reason) => RoleResult::Deny(reason),
+            approval::Verdict::Ask(reason) => RoleResult::Ask(reason),
+        },
+        RoleExports::Limits(ix) => match ix.load(&mut *store, instance)?.call_check(&mut *store, job, input.usage)? {
+            limits::Verdict::Allow(g) => RoleResult::Granted(Grant {
+                max_tokens: g.max_tokens,
+                timeout_secs: g.timeout_secs,
+            }),
+            limits::Verdict::Deny(reason) => RoleResult::Deny(reason),
+        },
+        RoleExports::Compliance(ix) => {
+            match ix.load(&mut *store, instance)?.call_check_job(&mut *store, job, &input.facts)? {
+                compliance::Verdict::Allow => RoleResult::Allow,
+                compliance::Verdict::Deny(reason) => RoleResult::Deny(reason),
+            }
+        }
+        RoleExports::Pricing(ix) => {
+            let q: pricing::Quote = ix.load(&mut *store, instance)?.call_quote_job(&mut *store, job, input.market)?;
+            RoleResult::Quoted(Quote {
+                price: q.price,
+                explanation: q.explanation,
+            })
+        }
+    })
+}
+
+/// Refuses answers the host will not carry: oversized text (the guest
+/// controls its size) and grants larger than what the job asked for.
+fn check_answer(plugin: &PluginPre, result: RoleResult, job: &Job, max: usize) -> Result<RoleResult, Failure> {
+    let invalid = |what: String| Err(Failure::invalid_output(plugin.role, &plugin.meta.name, &what));
+    match &result {
+        RoleResult::Deny(text) | RoleResult::Ask(text) | RoleResult::Quoted(Quote { explanation: text, .. })
+            if text.len() > max =>
+        {
+            invalid(format!("a {} byte reason, over the {max} byte cap (policy.maxAnswerBytes)", text.len()))
+        }
+        RoleResult::Granted(g) if g.max_tokens == 0 || g.max_tokens > job.max_tokens || g.timeout_secs == 0 => invalid(format!(
+            "a grant of {} tokens and {} s for a job that asked for {} tokens",
+            g.max_tokens, g.timeout_secs, job.max_tokens
+        )),
+        _ => Ok(result),
+    }
+}
+
+/// Calls a plugin's `validate-config` under the same sandbox as decisions.
+pub(crate) fn validate(engine: &PolicyEngine, plugin: &PluginPre, settings: &Arc<PluginSettings>) -> Result<(), Failure> {
+    let answer = plugin.run(engine, settings, None, |store, instance| {
+        plugin
+            .config_check
+            .load(&mut *store, instance)?
+            .call_validate_config(&mut *store, settings.pairs())
+    })?;
+    answer.map_err(|problems| {
+        let max = engine.limits().max_answer_bytes;
+        let mut text = problems.join("; ");
+        text.truncate(text.floor_char_boundary(max));
+        Failure::new(
+            FailureClass::InvalidConfig,
+            format!(
+                "{} plugin '{}' refuses the configuration: {text}; fix it with `config --set` or run `policy reset {}`",
+                plugin.role, plugin.meta.name, plugin.role
+            ),
+        )
+    })
+}

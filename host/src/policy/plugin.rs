@@ -1,0 +1,183 @@
+//! A plugin compiled and linked for one role: the `…Pre` state that is cheap
+//! to turn into a live instance.
+//!
+//! Loading proves the component implements its role's world (exports the
+//! role's interface and `config-check`, imports nothing the host does not
+//! give), so a plugin for the wrong role is refused here, not at decision time.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre};
+
+use super::bindings::{approval, compliance, config_check, limits, pricing};
+use super::cache::CompileCache;
+use super::engine::PolicyEngine;
+use super::role::Role;
+use super::sandbox::PluginState;
+
+/// Where an active plugin came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginOrigin {
+    /// Built from `plugins/` and embedded in this binary.
+    Default,
+    /// A local component activated with `policy set`.
+    File,
+}
+
+impl PluginOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginOrigin::Default => "default",
+            PluginOrigin::File => "file",
+        }
+    }
+}
+
+/// Who a decision came from: recorded with every decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PluginMeta {
+    pub name: String,
+    /// Hex sha256 of the component bytes.
+    pub digest: String,
+    pub origin: PluginOrigin,
+}
+
+/// Why a component could not become a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("could not compile {role} plugin '{plugin}': {detail}; it must be a WebAssembly component (e.g. built for wasm32-wasip2)")]
+    Compile {
+        role: Role,
+        plugin: String,
+        detail: String,
+    },
+    #[error("'{plugin}' is not a {role} plugin: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/")]
+    WrongRole {
+        role: Role,
+        plugin: String,
+        world: &'static str,
+        missing: String,
+        found: String,
+    },
+    #[error("{role} plugin '{plugin}' imports something this host does not provide: {detail}; plugins may import only the logging, clock and settings interfaces (and WASI, which is denied)")]
+    Link {
+        role: Role,
+        plugin: String,
+        detail: String,
+    },
+}
+
+/// The role-specific export of a plugin, resolved once at load time.
+pub(crate) enum RoleExports {
+    Approval(approval::GuestIndices),
+    Limits(limits::GuestIndices),
+    Pricing(pricing::GuestIndices),
+    Compliance(compliance::GuestIndices),
+}
+
+/// A compiled, linked plugin for one role.
+pub struct PluginPre {
+    pub(crate) role: Role,
+    pub(crate) meta: PluginMeta,
+    pub(crate) label: Arc<str>,
+    pub(crate) pre: InstancePre<PluginState>,
+    pub(crate) config_check: config_check::GuestIndices,
+    pub(crate) exports: RoleExports,
+}
+
+impl PluginPre {
+    /// Compiles (through the cache when given) and links `wasm` as a plugin
+    /// for `role`.
+    pub fn load(
+        engine: &PolicyEngine,
+        cache: Option<&CompileCache>,
+        role: Role,
+        name: &str,
+        origin: PluginOrigin,
+        wasm: &[u8],
+    ) -> Result<PluginPre, LoadError> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let compiled = match cache {
+            Some(cache) => cache.load_or_compile(engine.engine(), &digest, wasm),
+            None => Component::new(engine.engine(), wasm),
+        };
+        let component = compiled.map_err(|e| LoadError::Compile {
+            role,
+            plugin: name.to_string(),
+            detail: format!("{e:#}"),
+        })?;
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                role,
+                plugin: name.to_string(),
+                detail: format!("{e:#}"),
+            })?;
+        let wrong_role = |missing: &str| LoadError::WrongRole {
+            role,
+            plugin: name.to_string(),
+            world: role.world(),
+            missing: missing.to_string(),
+            found: export_names(engine, &component),
+        };
+        let config_check = config_check::GuestIndices::new(&pre)
+            .map_err(|_| wrong_role(&interface_name("config-check")))?;
+        let exports = role_exports(role, &pre).map_err(|_| wrong_role(&interface_name(role.as_str())))?;
+        Ok(PluginPre {
+            role,
+            label: format!("{role}:{name}").into(),
+            meta: PluginMeta {
+                name: name.to_string(),
+                digest,
+                origin,
+            },
+            pre,
+            config_check,
+            exports,
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn meta(&self) -> &PluginMeta {
+        &self.meta
+    }
+
+    /// Asks the plugin to validate `settings`, as activation and the
+    /// pipeline do; a refusal is an `invalid-config` failure.
+    pub fn validate(&self, engine: &PolicyEngine, settings: Vec<(String, String)>) -> Result<(), super::Failure> {
+        super::pipeline::validate(engine, self, &Arc::new(super::sandbox::PluginSettings::new(settings)))
+    }
+}
+
+fn role_exports(role: Role, pre: &InstancePre<PluginState>) -> wasmtime::Result<RoleExports> {
+    Ok(match role {
+        Role::Approval => RoleExports::Approval(approval::GuestIndices::new(pre)?),
+        Role::Limits => RoleExports::Limits(limits::GuestIndices::new(pre)?),
+        Role::Pricing => RoleExports::Pricing(pricing::GuestIndices::new(pre)?),
+        Role::Compliance => RoleExports::Compliance(compliance::GuestIndices::new(pre)?),
+    })
+}
+
+fn interface_name(interface: &str) -> String {
+    format!("claude-max-market:policy/{interface}@0.1.0")
+}
+
+fn export_names(engine: &PolicyEngine, component: &Component) -> String {
+    let names: Vec<String> = component
+        .component_type()
+        .exports(engine.engine())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
+}

@@ -1,0 +1,188 @@
+//! The state a plugin call runs with, and the store built around it.
+//!
+//! A plugin gets no ambient capability: the WASI context has no preopened
+//! directories, no environment, no arguments, no sockets, and clocks frozen at
+//! zero (the `clock` import is the only time a plugin sees). A wasip2 guest
+//! still links, and every attempt to reach outside simply fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::engine::{PolicyEngine, SandboxLimits};
+
+/// Log messages one call may emit before the rest are dropped, so a plugin
+/// cannot flood the host's log.
+const LOG_BUDGET: u32 = 32;
+
+/// The configuration a plugin sees, sorted by key for lookup.
+#[derive(Debug, Default)]
+pub struct PluginSettings {
+    pairs: Vec<(String, String)>,
+}
+
+impl PluginSettings {
+    pub fn new(mut pairs: Vec<(String, String)>) -> Self {
+        pairs.sort();
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        PluginSettings { pairs }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.pairs[i].1.as_str())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+}
+
+/// Per-store state: what the imports read and what the limiter records.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: CappedMemory,
+    pub(crate) settings: Arc<PluginSettings>,
+    pub(crate) label: Arc<str>,
+    pub(crate) logs_left: u32,
+}
+
+impl PluginState {
+    /// True once the plugin tried to grow memory past its cap.
+    pub fn memory_exceeded(&self) -> bool {
+        self.limiter.exceeded
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `StoreLimits`, plus a record of whether it refused a growth: a refused
+/// growth surfaces as a generic trap, and the host must still report it as
+/// a memory overrun.
+struct CappedMemory {
+    inner: StoreLimits,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for CappedMemory {
+    fn memory_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+        let verdict = self.inner.memory_growing(current, desired, max);
+        self.exceeded |= !matches!(verdict, Ok(true));
+        verdict
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.exceeded = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, max)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A clock stuck at zero: WASI's clocks are not a channel into the plugin.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Builds a store for one plugin with every limit armed.
+pub(crate) fn new_store(
+    engine: &PolicyEngine,
+    settings: Arc<PluginSettings>,
+    label: Arc<str>,
+) -> wasmtime::Result<Store<PluginState>> {
+    let limits = engine.limits();
+    let state = PluginState {
+        wasi: WasiCtx::builder()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .build(),
+        table: ResourceTable::new(),
+        limiter: CappedMemory {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            exceeded: false,
+        },
+        settings,
+        label,
+        logs_left: LOG_BUDGET,
+    };
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    arm(&mut store, limits)?;
+    Ok(store)
+}
+
+/// Refills fuel and resets the deadline and per-call budgets before a call,
+/// so a reused instance gets exactly what a fresh one would.
+pub(crate) fn arm(store: &mut Store<PluginState>, limits: &SandboxLimits) -> wasmtime::Result<()> {
+    store.set_fuel(limits.fuel)?;
+    store.set_epoch_deadline(limits.deadline_ticks());
+    let state = store.data_mut();
+    state.logs_left = LOG_BUDGET;
+    state.limiter.exceeded = false;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_lookup_is_exact_and_first_value_wins() {
+        let s = PluginSettings::new(vec![
+            ("b.x".into(), "2".into()),
+            ("a.y".into(), "1".into()),
+            ("b.x".into(), "3".into()),
+        ]);
+        assert_eq!(s.get("a.y"), Some("1"));
+        assert_eq!(s.get("b.x"), Some("2"));
+        assert_eq!(s.get("b"), None);
+    }
+}

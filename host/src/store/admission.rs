@@ -1,0 +1,337 @@
+//! Admission: the one transaction in which a job's policy verdict is made,
+//! recorded and, if it allows, acted on. Holding SQLite's write lock from the
+//! usage read to the reservation is what stops two processes both seeing room
+//! under a limit that only one fits. It must not run policy itself: the
+//! caller's `decide` does, inside the lock.
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::json;
+use time::Date;
+use tracing::instrument;
+
+use super::error::{During, StoreError};
+use super::usage::{self, UsageSnapshot};
+use super::{Store, audit, jobs, now};
+
+/// A job asking to run, before any decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewJob {
+    pub id: String,
+    pub model: String,
+    pub max_tokens: u32,
+    pub prompt_bytes: u64,
+    pub prompt_sha256: String,
+    /// "local" or "market".
+    pub source: String,
+    pub requester: String,
+}
+
+/// A policy's answer. Only `Allow` admits a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Deny,
+    Ask,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Ask => "ask",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One plugin's part in a verdict, with what identifies the code that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionRecord {
+    pub role: String,
+    pub plugin: String,
+    pub digest: String,
+    pub origin: String,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    /// Why a plugin failed closed (trap, timeout, ...), if it did.
+    pub error_class: Option<String>,
+    pub elapsed_us: u64,
+}
+
+/// The pipeline's combined answer for one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub granted_tokens: u32,
+    pub timeout_secs: u32,
+    pub decisions: Vec<DecisionRecord>,
+}
+
+/// What admission did. `snapshot` is the usage the verdict was decided on,
+/// before this job's reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "admission", rename_all = "snake_case")]
+pub enum Admission {
+    Admitted {
+        job_id: String,
+        snapshot: UsageSnapshot,
+    },
+    Refused {
+        outcome: Outcome,
+        snapshot: UsageSnapshot,
+    },
+}
+
+impl Admission {
+    fn of(job_id: &str, verdict: &Verdict, snapshot: UsageSnapshot) -> Admission {
+        match verdict.outcome {
+            Outcome::Allow => Admission::Admitted {
+                job_id: job_id.to_owned(),
+                snapshot,
+            },
+            outcome => Admission::Refused { outcome, snapshot },
+        }
+    }
+}
+
+fn record_decisions(conn: &Connection, job_id: &str, verdict: &Verdict) -> Result<(), StoreError> {
+    let ts = now()?;
+    let mut stmt = conn
+        .prepare(
+            "INSERT INTO decisions (job_id, ts, role, plugin, digest, origin, outcome,
+                                    reason, error_class, elapsed_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .during("recording policy decisions")?;
+    for d in &verdict.decisions {
+        stmt.execute(params![
+            job_id,
+            ts,
+            d.role,
+            d.plugin,
+            d.digest,
+            d.origin,
+            d.outcome.as_str(),
+            d.reason,
+            d.error_class,
+            d.elapsed_us,
+        ])
+        .during("recording policy decisions")?;
+    }
+    Ok(())
+}
+
+/// Decision rows plus one audit row carrying the job and the whole verdict.
+fn record(
+    conn: &Connection,
+    job: &NewJob,
+    kind: &str,
+    verdict: &Verdict,
+) -> Result<(), StoreError> {
+    record_decisions(conn, &job.id, verdict)?;
+    let details = json!({
+        "job": audit::to_details("the job", job)?,
+        "verdict": audit::to_details("the verdict", verdict)?,
+    });
+    audit::append(conn, kind, &job.id, &details)?;
+    Ok(())
+}
+
+impl Store {
+    /// Decides and records a job's admission in one IMMEDIATE transaction.
+    ///
+    /// `decide` runs while this process holds the write lock, so keep it to
+    /// the policy pipeline. Returns the verdict alongside the admission
+    /// because the caller needs its budget and timeout to run the job and
+    /// `decide` has handed it over. An `Allow` inserts the job as 'admitted'
+    /// and reserves a task and the granted tokens on `day`; anything else
+    /// records the refusal and changes no usage. A job id already admitted
+    /// is an error, before `decide` runs.
+    #[instrument(skip_all, fields(job_id = %job.id))]
+    pub fn admit(
+        &mut self,
+        job: &NewJob,
+        day: Date,
+        decide: impl FnOnce(&UsageSnapshot) -> Verdict,
+    ) -> Result<(Verdict, Admission), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during("starting admission")?;
+        if jobs::exists(&tx, &job.id)? {
+            return Err(StoreError::JobExists {
+                job_id: job.id.clone(),
+            });
+        }
+        let snapshot = usage::snapshot(&tx, day)?;
+        let verdict = decide(&snapshot);
+        let admitted = verdict.outcome == Outcome::Allow;
+        let kind = if admitted {
+            "job.admitted"
+        } else {
+            "job.refused"
+        };
+        record(&tx, job, kind, &verdict)?;
+        if admitted {
+            jobs::insert(&tx, job, &verdict)?;
+            usage::reserve(&tx, day, verdict.granted_tokens)?;
+        }
+        tx.commit().during("committing admission")?;
+        tracing::info!(outcome = %verdict.outcome, "admission decided");
+        let admission = Admission::of(&job.id, &verdict, snapshot);
+        Ok((verdict, admission))
+    }
+
+    /// Records a verdict that admits nothing (a dry run, say): its decisions
+    /// and one audit row of `kind`, in one transaction.
+    #[instrument(skip_all, fields(job_id = %job.id, kind))]
+    pub fn record_verdict(
+        &mut self,
+        job: &NewJob,
+        kind: &str,
+        verdict: &Verdict,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during("starting to record a verdict")?;
+        record(&tx, job, kind, verdict)?;
+        tx.commit().during("committing a verdict")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::super::test_support::{count, sample_job, temp_store, verdict};
+    use super::*;
+    use time::macros::date;
+
+    const DAY: Date = date!(2026 - 02 - 10);
+
+    /// Allows while fewer than five tasks ran today, like a daily task limit.
+    fn five_a_day(snapshot: &UsageSnapshot) -> Verdict {
+        if snapshot.tasks_today < 5 {
+            verdict(Outcome::Allow, 1000)
+        } else {
+            verdict(Outcome::Deny, 0)
+        }
+    }
+
+    #[test]
+    fn parallel_processes_cannot_overrun_a_limit() {
+        let (dir, store) = temp_store();
+        let path = dir.path().join("state.db");
+        let start = Arc::new(Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let (path, start) = (path.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let mut own = Store::open(&path).expect("each thread opens its own store");
+                    start.wait();
+                    let job = sample_job(&format!("job-{n}"));
+                    own.admit(&job, DAY, five_a_day).expect("admission").1
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let admitted = results
+            .iter()
+            .filter(|a| matches!(a, Admission::Admitted { .. }))
+            .count();
+        assert_eq!(admitted, 5);
+        let snapshot = store.usage_snapshot(DAY).unwrap();
+        assert_eq!(snapshot.tasks_today, 5);
+        assert_eq!(snapshot.tokens_today, 5000);
+        assert_eq!(snapshot.running_jobs, 5);
+        assert_eq!(count(&store, "SELECT count(*) FROM decisions"), 8);
+        let entries = store.audit_entries(None).unwrap();
+        let of_kind = |kind: &str| entries.iter().filter(|e| e.kind == kind).count();
+        assert_eq!((of_kind("job.admitted"), of_kind("job.refused")), (5, 3));
+        assert!(store.verify_audit().unwrap().broken.is_none());
+    }
+
+    #[test]
+    fn an_allowed_job_is_inserted_reserved_and_audited() {
+        let (_dir, mut store) = temp_store();
+        let job = sample_job("job-a");
+        let (verdict, admission) = store.admit(&job, DAY, five_a_day).unwrap();
+        assert_eq!(verdict.granted_tokens, 1000);
+        let expected = Admission::Admitted {
+            job_id: "job-a".to_owned(),
+            snapshot: UsageSnapshot::default(),
+        };
+        assert_eq!(admission, expected);
+        assert_eq!(store.jobs(10).unwrap()[0].id, "job-a");
+        let entry = store.audit_entries(None).unwrap().pop().unwrap();
+        assert_eq!(
+            (entry.kind.as_str(), entry.subject.as_str()),
+            ("job.admitted", "job-a")
+        );
+        assert_eq!(entry.details["verdict"]["outcome"], "allow");
+        assert_eq!(entry.details["job"]["max_tokens"], 1024);
+    }
+
+    #[test]
+    fn a_refusal_records_decisions_and_audit_but_no_job_or_usage() {
+        let (_dir, mut store) = temp_store();
+        let job = sample_job("job-r");
+        let (_, admission) = store
+            .admit(&job, DAY, |_| verdict(Outcome::Ask, 1000))
+            .unwrap();
+        assert!(matches!(
+            admission,
+            Admission::Refused {
+                outcome: Outcome::Ask,
+                ..
+            }
+        ));
+        assert_eq!(count(&store, "SELECT count(*) FROM jobs"), 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM usage_daily"), 0);
+        let decided = "SELECT count(*) FROM decisions WHERE job_id = 'job-r' AND outcome = 'ask'";
+        assert_eq!(count(&store, decided), 1);
+        let entry = store.audit_entries(None).unwrap().pop().unwrap();
+        assert_eq!(entry.kind, "job.refused");
+        assert_eq!(entry.details["verdict"]["decisions"][0]["outcome"], "ask");
+    }
+
+    #[test]
+    fn a_duplicate_id_is_refused_before_deciding() {
+        let (_dir, mut store) = temp_store();
+        let job = sample_job("job-d");
+        store.admit(&job, DAY, five_a_day).unwrap();
+        let err = store
+            .admit(&job, DAY, |_| panic!("decide must not run for a duplicate"))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::JobExists { ref job_id } if job_id == "job-d"));
+        assert_eq!(store.usage_snapshot(DAY).unwrap().tasks_today, 1);
+    }
+
+    #[test]
+    fn a_dry_run_verdict_is_recorded_without_admitting() {
+        let (_dir, mut store) = temp_store();
+        let job = sample_job("job-dry");
+        store
+            .record_verdict(&job, "job.dry_run", &verdict(Outcome::Allow, 1000))
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM decisions"), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM jobs"), 0);
+        assert_eq!(store.usage_snapshot(DAY).unwrap(), UsageSnapshot::default());
+        assert_eq!(store.audit_entries(None).unwrap()[0].kind, "job.dry_run");
+    }
+
+    #[test]
+    fn outcome_reads_lowercase() {
+        assert_eq!(Outcome::Deny.to_string(), "deny");
+        assert_eq!(serde_json::to_value(Outcome::Ask).unwrap(), "ask");
+    }
+}

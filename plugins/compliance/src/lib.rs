@@ -1,0 +1,248 @@
+//! The default compliance policy: judges the facts the host gathered about
+//! this node, and refuses jobs while a critical one fails.
+//!
+//! Each fact the policy knows becomes one finding, whose message says what to
+//! do when it fails. A fact the host could not check becomes an informational
+//! finding that passes: it is reported, but does not stop jobs. Facts this
+//! policy does not know are passed through as informational findings, so a
+//! newer host can add facts without breaking an older plugin. A market job
+//! paid with a Claude subscription is refused outright, whatever the facts.
+
+wit_bindgen::generate!({ world: "compliance-policy", path: "../../wit" });
+
+use claude_max_market::policy::logging::{self, Level};
+use claude_max_market::policy::settings;
+use claude_max_market::policy::types::{CredentialKind, Fact, FactStatus, Job, JobSource};
+use exports::claude_max_market::policy::compliance::{
+    Finding, Guest as Compliance, Severity, Verdict,
+};
+use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
+
+const DEFAULT_KEY_ROTATION_DAYS: u64 = 90;
+
+/// How to judge one known fact: what it is about, how much a failure
+/// matters, and what the owner should do when it fails.
+struct Rule {
+    fact: &'static str,
+    severity: Severity,
+    subject: &'static str,
+    fix: &'static str,
+}
+
+/// Every fact judged by its status alone. `key-age` is missing because it is
+/// judged against a setting; see `key_age`.
+const RULES: [Rule; 7] = [
+    Rule {
+        fact: "consent-recorded",
+        severity: Severity::Critical,
+        subject: "consent to run Claude jobs",
+        fix: "run `claude-max-market opt-in --claude-jobs`",
+    },
+    Rule {
+        fact: "terms-current",
+        severity: Severity::Critical,
+        subject: "acceptance of the current terms",
+        fix: "run `claude-max-market terms --accept`",
+    },
+    Rule {
+        fact: "no-credentials-in-config",
+        severity: Severity::Critical,
+        subject: "no credentials in the configuration",
+        fix: "remove the credential from the configuration file, then rotate it",
+    },
+    Rule {
+        fact: "no-credentials-in-logs",
+        severity: Severity::Critical,
+        subject: "no credentials in the logs",
+        fix: "delete the log lines that hold the credential, then rotate it",
+    },
+    Rule {
+        fact: "audit-chain",
+        severity: Severity::Critical,
+        subject: "integrity of the audit log",
+        fix: "run `claude-max-market audit --verify` to find the altered row",
+    },
+    Rule {
+        fact: "subscription-for-others",
+        severity: Severity::Critical,
+        subject: "subscription credentials kept for the owner's own use",
+        fix: "pay for market jobs with an API key; a Claude subscription is for the owner only",
+    },
+    Rule {
+        fact: "docker-rootless",
+        severity: Severity::Warning,
+        subject: "Docker running rootless",
+        fix: "switch to rootless Docker so a container escape does not reach root",
+    },
+];
+
+fn finding(id: &str, severity: Severity, passed: bool, message: String) -> Finding {
+    Finding {
+        id: id.to_string(),
+        severity,
+        passed,
+        message,
+    }
+}
+
+/// What the host saw, as a suffix for a message; nothing when it said nothing.
+fn seen(fact: &Fact) -> String {
+    if fact.value.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", fact.value)
+    }
+}
+
+fn judge_by_rule(rule: &Rule, fact: &Fact) -> Finding {
+    let (subject, seen) = (rule.subject, seen(fact));
+    let (passed, message) = match fact.status {
+        FactStatus::Ok => (true, format!("{subject}: ok{seen}")),
+        FactStatus::Failed => (false, format!("{subject}: failed{seen}; {}", rule.fix)),
+        FactStatus::Unknown => return could_not_check(&fact.name, subject, &seen),
+    };
+    finding(&fact.name, rule.severity, passed, message)
+}
+
+fn could_not_check(id: &str, subject: &str, seen: &str) -> Finding {
+    finding(
+        id,
+        Severity::Info,
+        true,
+        format!("{subject}: could not be checked{seen}"),
+    )
+}
+
+/// The node key's age, in whole days, against `security.keyRotationDays`.
+/// The age is judged here rather than by the host's status, so the setting
+/// this plugin was validated with is the one that counts.
+fn key_age(fact: &Fact, rotation_days: u64) -> Finding {
+    let id = fact.name.as_str();
+    if fact.status == FactStatus::Unknown {
+        return finding(id, Severity::Info, true, "no node key yet".into());
+    }
+    let Ok(days) = fact.value.trim().parse::<u64>() else {
+        return could_not_check(id, "node key age", &seen(fact));
+    };
+    if days > rotation_days {
+        let message = format!(
+            "the node key is {days} days old, past security.keyRotationDays ({rotation_days}); \
+             rotate the node key, or raise security.keyRotationDays"
+        );
+        return finding(id, Severity::Warning, false, message);
+    }
+    let message = format!("the node key is {days} days old (rotate after {rotation_days})");
+    finding(id, Severity::Warning, true, message)
+}
+
+fn unknown_fact(fact: &Fact) -> Finding {
+    let status = match fact.status {
+        FactStatus::Ok => "ok",
+        FactStatus::Failed => "failed",
+        FactStatus::Unknown => "not checked",
+    };
+    let message = format!(
+        "{}: {status}{} (not judged by this policy)",
+        fact.name,
+        seen(fact)
+    );
+    finding(
+        &fact.name,
+        Severity::Info,
+        fact.status != FactStatus::Failed,
+        message,
+    )
+}
+
+fn judge_fact(fact: &Fact, rotation_days: u64) -> Finding {
+    match RULES.iter().find(|rule| rule.fact == fact.name) {
+        Some(rule) => judge_by_rule(rule, fact),
+        None if fact.name == "key-age" => key_age(fact, rotation_days),
+        None => unknown_fact(fact),
+    }
+}
+
+/// One finding per fact, in the order the host gave them.
+fn judge_facts(facts: &[Fact], rotation_days: u64) -> Vec<Finding> {
+    facts
+        .iter()
+        .map(|fact| judge_fact(fact, rotation_days))
+        .collect()
+}
+
+/// The decision for one job, given the findings for this node.
+fn judge_job(job: &Job, findings: &[Finding]) -> Verdict {
+    if job.source == JobSource::Market && job.credential == CredentialKind::Subscription {
+        return Verdict::Deny(
+            "subscription credentials are for the owner's own use; market jobs must be paid \
+             with an API key"
+                .into(),
+        );
+    }
+    let blocking = findings
+        .iter()
+        .find(|f| !f.passed && f.severity == Severity::Critical);
+    match blocking {
+        Some(f) => Verdict::Deny(format!("compliance check '{}' failed: {}", f.id, f.message)),
+        None => Verdict::Allow,
+    }
+}
+
+/// Reads `security.keyRotationDays` through `lookup`, so `validate-config`
+/// and the decisions share one parser.
+fn rotation_days(lookup: impl Fn(&str) -> Option<String>) -> Result<u64, Vec<String>> {
+    let key = "security.keyRotationDays";
+    match lookup(key) {
+        None => Ok(DEFAULT_KEY_ROTATION_DAYS),
+        Some(raw) => raw
+            .parse()
+            .map_err(|_| vec![format!("{key}: expected a whole number, got '{raw}'")]),
+    }
+}
+
+/// The findings under the current settings. Bad settings become a failed
+/// critical finding, so they also stop jobs instead of being guessed around.
+fn current_findings(facts: &[Fact]) -> Vec<Finding> {
+    match rotation_days(settings::get) {
+        Ok(days) => judge_facts(facts, days),
+        Err(problems) => vec![finding(
+            "configuration",
+            Severity::Critical,
+            false,
+            format!("bad configuration: {}", problems.join("; ")),
+        )],
+    }
+}
+
+struct CompliancePolicy;
+
+impl ConfigCheck for CompliancePolicy {
+    fn validate_config(config: Vec<(String, String)>) -> Result<(), Vec<String>> {
+        // The last occurrence wins, as it would in a config file read top down.
+        let lookup = |key: &str| {
+            config
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        rotation_days(lookup).map(|_| ())
+    }
+}
+
+impl Compliance for CompliancePolicy {
+    fn findings(facts: Vec<Fact>) -> Vec<Finding> {
+        current_findings(&facts)
+    }
+
+    fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
+        let verdict = judge_job(&job, &current_findings(&facts));
+        logging::log(Level::Debug, &format!("job {}: {verdict:?}", job.id));
+        verdict
+    }
+}
+
+export!(CompliancePolicy);
+
+#[cfg(test)]
+mod tests;

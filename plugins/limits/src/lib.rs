@@ -1,0 +1,159 @@
+//! The default limits policy: decides whether a job fits within this node's
+//! daily, per-job and concurrency limits, and what budget it gets.
+//!
+//! The limits and the usage so far both arrive in the `usage` record, already
+//! validated by the host, so this plugin reads no settings. A job that fits
+//! is granted exactly the tokens it asked for and the configured timeout.
+//! The decision itself is the plain function `judge`, so it can be tested
+//! without a host.
+
+wit_bindgen::generate!({ world: "limits-policy", path: "../../wit" });
+
+use claude_max_market::policy::logging::{self, Level};
+use claude_max_market::policy::types::{Job, Usage};
+use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
+use exports::claude_max_market::policy::limits::{Grant, Guest as Limits, Verdict};
+
+/// The limits decision for one job. The numbers come from the host, but a
+/// plugin must not trap or wrap on any input it is given. The token sum is
+/// checked rather than saturated: a saturated sum equals `u64::MAX` and would
+/// slip under a daily cap of `u64::MAX`, whereas a sum that overflows is
+/// over any cap.
+fn judge(job: &Job, usage: &Usage) -> Verdict {
+    let limits = &usage.limits;
+    if usage.tasks_today >= limits.daily_tasks {
+        return Verdict::Deny(format!(
+            "{} of {} jobs already admitted today (UTC); raise the cap with \
+             `claude-max-market limits --daily <jobs>`",
+            usage.tasks_today, limits.daily_tasks
+        ));
+    }
+    let tokens_after = usage.tokens_today.checked_add(u64::from(job.max_tokens));
+    if tokens_after.is_none_or(|after| after > limits.daily_tokens) {
+        return Verdict::Deny(format!(
+            "{} tokens used today (UTC) plus up to {} for this job would pass the daily \
+             {}; raise it with `claude-max-market limits --tokens <tokens>`",
+            usage.tokens_today, job.max_tokens, limits.daily_tokens
+        ));
+    }
+    if job.max_tokens > limits.max_tokens_per_task {
+        return Verdict::Deny(format!(
+            "the job asks for max_tokens {} but one job may have at most {}; raise \
+             limits.maxTokensPerTask with `claude-max-market config --set \
+             limits.maxTokensPerTask=<tokens>`",
+            job.max_tokens, limits.max_tokens_per_task
+        ));
+    }
+    if usage.running_jobs >= limits.concurrent_jobs {
+        return Verdict::Deny(format!(
+            "{} of {} job slots are busy; wait for one to finish or raise the cap with \
+             `claude-max-market limits --concurrent <jobs>`",
+            usage.running_jobs, limits.concurrent_jobs
+        ));
+    }
+    Verdict::Allow(Grant {
+        max_tokens: job.max_tokens,
+        timeout_secs: limits.timeout_secs,
+    })
+}
+
+struct LimitsPolicy;
+
+impl ConfigCheck for LimitsPolicy {
+    /// Nothing to check: this policy reads no settings, and it must not
+    /// refuse keys that belong to other plugins.
+    fn validate_config(_config: Vec<(String, String)>) -> Result<(), Vec<String>> {
+        Ok(())
+    }
+}
+
+impl Limits for LimitsPolicy {
+    fn check(job: Job, usage: Usage) -> Verdict {
+        let verdict = judge(&job, &usage);
+        logging::log(Level::Debug, &format!("job {}: {verdict:?}", job.id));
+        verdict
+    }
+}
+
+export!(LimitsPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claude_max_market::policy::types::{ConfiguredLimits, CredentialKind, JobSource};
+
+    fn job(max_tokens: u32) -> Job {
+        Job {
+            id: "j1".into(),
+            requester: "local".into(),
+            model: "claude-sonnet-4-5".into(),
+            max_tokens,
+            prompt_bytes: 100,
+            prompt_sha256: String::new(),
+            image: "claude-runner".into(),
+            source: JobSource::Local,
+            credential: CredentialKind::ApiKey,
+            pre_approved: false,
+            labels: Vec::new(),
+        }
+    }
+
+    fn idle() -> Usage {
+        Usage {
+            tasks_today: 0,
+            tokens_today: 0,
+            running_jobs: 0,
+            limits: ConfiguredLimits {
+                daily_tasks: 10,
+                daily_tokens: 100_000,
+                max_tokens_per_task: 8_000,
+                concurrent_jobs: 2,
+                timeout_secs: 600,
+            },
+        }
+    }
+
+    fn denial(job: &Job, usage: &Usage) -> String {
+        match judge(job, usage) {
+            Verdict::Deny(reason) => reason,
+            Verdict::Allow(grant) => panic!("expected deny, got {grant:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_within_limits_gets_what_it_asked_for() {
+        let Verdict::Allow(grant) = judge(&job(4_000), &idle()) else {
+            panic!("expected allow");
+        };
+        assert_eq!((grant.max_tokens, grant.timeout_secs), (4_000, 600));
+    }
+
+    #[test]
+    fn each_limit_names_the_flag_that_raises_it() {
+        let mut usage = idle();
+        usage.tasks_today = 10;
+        assert!(denial(&job(1), &usage).contains("limits --daily"));
+
+        let mut usage = idle();
+        usage.tokens_today = 99_000;
+        assert!(denial(&job(4_000), &usage).contains("limits --tokens"));
+
+        assert!(denial(&job(9_000), &idle()).contains("limits.maxTokensPerTask"));
+
+        let mut usage = idle();
+        usage.running_jobs = 2;
+        assert!(denial(&job(1), &usage).contains("limits --concurrent"));
+    }
+
+    #[test]
+    fn extreme_token_counts_neither_wrap_nor_slip_through() {
+        let mut usage = idle();
+        usage.limits.daily_tokens = u64::MAX;
+        usage.tokens_today = u64::MAX;
+        assert!(denial(&job(1), &usage).contains("limits --tokens"));
+        usage.tokens_today = u64::MAX - 1;
+        assert!(matches!(judge(&job(1), &usage), Verdict::Allow(_)));
+        usage.limits.daily_tokens = 5;
+        assert!(denial(&job(0), &usage).contains("limits --tokens"));
+    }
+}

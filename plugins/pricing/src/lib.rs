@@ -1,0 +1,263 @@
+//! The default pricing policy: what a job costs on the market, and whether a
+//! bid for it is enough.
+//!
+//! The list price is `market.basePrice` plus `market.pricePerKiloToken` for
+//! every started thousand of the job's `max_tokens`. It is then raised with
+//! this node's load (up to double when every slot is busy) and with the
+//! counterpart's bad reputation (up to half again for the worst). A bid is
+//! accepted when it reaches the quote. The arithmetic is in plain functions
+//! and uses whole numbers, so a quote is exact and the same on every machine.
+
+wit_bindgen::generate!({ world: "pricing-policy", path: "../../wit" });
+
+use claude_max_market::policy::logging::{self, Level};
+use claude_max_market::policy::settings;
+use claude_max_market::policy::types::{Job, MarketContext};
+use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
+use exports::claude_max_market::policy::pricing::{BidVerdict, Guest as Pricing, Quote};
+
+const DEFAULT_BASE_PRICE: u64 = 10;
+const DEFAULT_PRICE_PER_KILO_TOKEN: u64 = 5;
+
+/// The settings this policy reads, with the documented defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    base: u64,
+    per_kilo_token: u64,
+}
+
+impl Rates {
+    /// Reads every key through `lookup`, so `validate-config` and the
+    /// decisions share one parser and cannot disagree about what is valid.
+    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Rates, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut count = |key: &str, default: u64| match lookup(key) {
+            None => default,
+            Some(raw) => raw.parse().unwrap_or_else(|_| {
+                problems.push(format!("{key}: expected a whole number, got '{raw}'"));
+                default
+            }),
+        };
+        let rates = Rates {
+            base: count("market.basePrice", DEFAULT_BASE_PRICE),
+            per_kilo_token: count("market.pricePerKiloToken", DEFAULT_PRICE_PER_KILO_TOKEN),
+        };
+        if problems.is_empty() {
+            Ok(rates)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// How a price was reached. Fractions are kept in thousandths so the
+/// arithmetic stays in integers: `f64` would turn 100 × 1.1 into
+/// 110.00000000000001 and round it up to 111.
+#[derive(Debug, PartialEq)]
+struct Breakdown {
+    kilo_tokens: u64,
+    list_price: u64,
+    load_thousandths: u64,
+    reputation_thousandths: u64,
+    price: u64,
+}
+
+/// A fraction from the host as thousandths within 0..=1000. `NaN` has no
+/// place in the range, so it becomes `if_nan`, which callers choose to be
+/// the value that prices highest.
+fn thousandths(fraction: f64, if_nan: u64) -> u64 {
+    if fraction.is_nan() {
+        return if_nan;
+    }
+    // In range after the clamp, so the cast cannot truncate.
+    (fraction.clamp(0.0, 1.0) * 1000.0).round() as u64
+}
+
+/// The price of a job with `max_tokens` at the given load and reputation:
+/// list price × (1 + load) × (1.5 − reputation / 2), rounded up.
+fn price(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> Breakdown {
+    let kilo_tokens = u64::from(max_tokens).div_ceil(1000);
+    let list_price = rates
+        .base
+        .saturating_add(kilo_tokens.saturating_mul(rates.per_kilo_token));
+    let load_thousandths = thousandths(load, 1000);
+    let reputation_thousandths = thousandths(reputation, 0);
+    // (1000 + load) / 1000 × (3000 − reputation) / 2000, in one division so
+    // only the final result is rounded. u128 holds u64::MAX × 2000 × 3000.
+    let scaled = u128::from(list_price)
+        * u128::from(1000 + load_thousandths)
+        * u128::from(3000 - reputation_thousandths);
+    let price = u64::try_from(scaled.div_ceil(2_000_000)).unwrap_or(u64::MAX);
+    Breakdown {
+        kilo_tokens,
+        list_price,
+        load_thousandths,
+        reputation_thousandths,
+        price,
+    }
+}
+
+/// The breakdown in words, for the owner and the counterpart.
+fn explain(rates: Rates, b: &Breakdown) -> String {
+    // The factors in ten-thousandths: the reputation factor can end in a half
+    // thousandth, and printing it exactly avoids a rounding puzzle.
+    let load_factor = (1000 + b.load_thousandths) * 10;
+    let reputation_factor = (3000 - b.reputation_thousandths) * 5;
+    format!(
+        "{} RUV base + {} × {} RUV per started 1000 max tokens = {} RUV; \
+         × {} for load {}; × {} for counterpart reputation {}; = {} RUV (rounded up)",
+        rates.base,
+        b.kilo_tokens,
+        rates.per_kilo_token,
+        b.list_price,
+        decimal(load_factor, 10_000),
+        decimal(b.load_thousandths, 1000),
+        decimal(reputation_factor, 10_000),
+        decimal(b.reputation_thousandths, 1000),
+        b.price
+    )
+}
+
+/// `value / scale` written out exactly, e.g. `decimal(12500, 10000)` is "1.2500".
+fn decimal(value: u64, scale: u64) -> String {
+    let width = scale.ilog10() as usize;
+    format!("{}.{:0width$}", value / scale, value % scale)
+}
+
+/// The quote for one job, or a refusal to price when the settings are bad.
+fn quote_for(rates: Result<Rates, Vec<String>>, job: &Job, market: &MarketContext) -> Quote {
+    match rates {
+        Ok(rates) => {
+            let b = price(rates, job.max_tokens, market.load, market.reputation);
+            Quote {
+                price: b.price,
+                explanation: explain(rates, &b),
+            }
+        }
+        // Nobody can pay u64::MAX, so a misconfigured node sells nothing
+        // instead of selling at a price nobody chose.
+        Err(problems) => Quote {
+            price: u64::MAX,
+            explanation: format!("bad configuration: {}", problems.join("; ")),
+        },
+    }
+}
+
+fn judge_bid(quote: &Quote, bid: u64) -> BidVerdict {
+    if bid >= quote.price {
+        BidVerdict::Accept
+    } else {
+        BidVerdict::Reject(format!(
+            "a bid of {bid} RUV is under this node's quote of {} RUV ({})",
+            quote.price, quote.explanation
+        ))
+    }
+}
+
+fn current_rates() -> Result<Rates, Vec<String>> {
+    Rates::read(settings::get)
+}
+
+struct PricingPolicy;
+
+impl ConfigCheck for PricingPolicy {
+    fn validate_config(config: Vec<(String, String)>) -> Result<(), Vec<String>> {
+        // The last occurrence wins, as it would in a config file read top down.
+        let lookup = |key: &str| {
+            config
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        Rates::read(lookup).map(|_| ())
+    }
+}
+
+impl Pricing for PricingPolicy {
+    fn quote_job(job: Job, market: MarketContext) -> Quote {
+        let quote = quote_for(current_rates(), &job, &market);
+        logging::log(
+            Level::Debug,
+            &format!("job {}: quote {} RUV", job.id, quote.price),
+        );
+        quote
+    }
+
+    fn consider_bid(job: Job, market: MarketContext, bid: u64) -> BidVerdict {
+        let verdict = judge_bid(&quote_for(current_rates(), &job, &market), bid);
+        logging::log(
+            Level::Debug,
+            &format!("job {}: bid {bid} RUV: {verdict:?}", job.id),
+        );
+        verdict
+    }
+}
+
+export!(PricingPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATES: Rates = Rates {
+        base: 100,
+        per_kilo_token: 50,
+    };
+
+    #[test]
+    fn unset_keys_take_defaults_and_bad_ones_are_all_reported() {
+        let defaults = Rates::read(|_| None).unwrap();
+        assert_eq!(defaults.base, DEFAULT_BASE_PRICE);
+        let problems = Rates::read(|_| Some("abc".into())).unwrap_err();
+        assert_eq!(problems.len(), 2);
+        assert_eq!(
+            problems[0],
+            "market.basePrice: expected a whole number, got 'abc'"
+        );
+    }
+
+    #[test]
+    fn best_reputation_on_an_idle_node_pays_the_list_price() {
+        let b = price(RATES, 4096, 0.0, 1.0);
+        assert_eq!((b.kilo_tokens, b.list_price, b.price), (5, 350, 350));
+    }
+
+    #[test]
+    fn load_and_poor_reputation_raise_the_price_exactly() {
+        // 300 × 1.25 × 1.25 = 468.75, rounded up.
+        assert_eq!(price(RATES, 4000, 0.25, 0.5).price, 469);
+        // Full load, worst reputation: 300 × 2 × 1.5.
+        assert_eq!(price(RATES, 4000, 1.0, 0.0).price, 900);
+    }
+
+    #[test]
+    fn out_of_range_inputs_price_high_and_never_overflow() {
+        assert_eq!(price(RATES, 4000, f64::NAN, f64::NAN).price, 900);
+        assert_eq!(price(RATES, 4000, 7.0, -3.0).price, 900);
+        let huge = Rates {
+            base: u64::MAX,
+            per_kilo_token: u64::MAX,
+        };
+        assert_eq!(price(huge, u32::MAX, 1.0, 0.0).price, u64::MAX);
+    }
+
+    #[test]
+    fn explanation_shows_each_step() {
+        let b = price(RATES, 4000, 0.25, 0.5);
+        let text = explain(RATES, &b);
+        assert!(text.contains("= 300 RUV"), "{text}");
+        assert!(text.contains("× 1.2500 for load 0.250"), "{text}");
+        assert!(text.ends_with("= 469 RUV (rounded up)"), "{text}");
+    }
+
+    #[test]
+    fn a_bid_must_reach_the_quote() {
+        let quote = Quote {
+            price: 469,
+            explanation: String::new(),
+        };
+        assert!(matches!(judge_bid(&quote, 469), BidVerdict::Accept));
+        assert!(matches!(judge_bid(&quote, 468), BidVerdict::Reject(r) if r.contains("469 RUV")));
+    }
+}

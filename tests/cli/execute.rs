@@ -1,0 +1,94 @@
+//! execute --dry-run with the default policies.
+
+use crate::support::{Home, role};
+
+#[test]
+fn not_opted_in_is_denied_by_compliance() {
+    let home = Home::new();
+    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["decision"], "deny");
+    let compliance = role(&doc, "compliance");
+    assert_eq!(compliance["outcome"], "deny");
+    assert!(compliance["reason"].as_str().unwrap().contains("opt-in"), "{compliance}");
+}
+
+#[test]
+fn approval_asks_by_default_and_allows_when_not_required() {
+    let home = Home::opted_in();
+    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["decision"], "ask");
+    assert_eq!(role(&doc, "approval")["outcome"], "ask");
+
+    home.set(&["compliance.requireApproval=false"]);
+    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello", "--max-tokens", "1000"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["decision"], "allow");
+    assert_eq!(role(&doc, "limits")["grant"]["max_tokens"], 1000);
+    assert!(role(&doc, "pricing")["quote"]["price"].as_u64().unwrap() > 0);
+    assert_eq!(doc["job"]["prompt_bytes"], 5);
+}
+
+#[test]
+fn approve_all_is_honoured_only_when_config_permits() {
+    let home = Home::opted_in();
+    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--approve-all"]);
+    assert_eq!(doc["decision"], "ask", "{doc:#}");
+    home.set(&["compliance.allowAutoApprove=true"]);
+    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--approve-all"]);
+    assert_eq!(doc["decision"], "allow", "{doc:#}");
+}
+
+#[test]
+fn models_sizes_and_limits_are_enforced() {
+    let home = Home::opted_in();
+    home.set(&["compliance.requireApproval=false", "compliance.maxPromptBytes=10"]);
+    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--model", "gpt-4"]);
+    assert_eq!((code, &doc["decision"]), (3, &"deny".into()), "{doc:#}");
+    assert!(role(&doc, "approval")["reason"].as_str().unwrap().contains("gpt-4"));
+
+    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "this prompt is too long"]);
+    assert_eq!(role(&doc, "approval")["outcome"], "deny", "{doc:#}");
+
+    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--max-tokens", "100000"]);
+    assert_eq!(role(&doc, "limits")["outcome"], "deny", "{doc:#}");
+}
+
+#[test]
+fn prompt_from_file_and_errors_for_bad_input() {
+    let home = Home::opted_in();
+    let file = home.path().join("prompt.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    let (code, doc) = home.json(&["execute", "--dry-run", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["job"]["prompt_bytes"], 11);
+
+    let run = home.run(&["execute", "--dry-run", "--file", "/no/such/prompt"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("/no/such/prompt"), "{}", run.stderr);
+    assert_eq!(home.run(&["execute", "--dry-run", "--prompt", ""]).code, 1);
+}
+
+#[test]
+fn without_dry_run_it_says_execution_is_not_built() {
+    let home = Home::opted_in();
+    let (code, doc) = home.json(&["execute", "--prompt", "hello"]);
+    assert_eq!(code, 1);
+    assert!(doc["error"]["message"].as_str().unwrap().contains("--dry-run"), "{doc}");
+}
+
+#[test]
+fn every_dry_run_decision_is_on_the_audit_log() {
+    let home = Home::opted_in();
+    home.ok(&["execute", "--dry-run", "--prompt", "hello"]);
+    let (_, audit) = home.json(&["audit"]);
+    let row = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "job.dry-run")
+        .expect("a job.dry-run row");
+    let text = row["details"].to_string();
+    assert!(text.contains("default-approval") && text.contains("default-limits"), "{text}");
+}

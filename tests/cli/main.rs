@@ -1,0 +1,11 @@
+//! Integration tests: every test drives the real `claude-max-market` binary
+//! (or, for admission races, the library) against a temporary data folder.
+
+mod admission;
+mod audit;
+mod config;
+mod consent;
+mod execute;
+mod sandbox;
+mod status;
+mod support;

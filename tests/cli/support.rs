@@ -1,0 +1,125 @@
+//! Test support: a temporary home, a command for the real binary, and the
+//! adversarial fixture plugins, built once per test run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A temporary data folder and the binary pointed at it.
+pub struct Home {
+    dir: TempDir,
+}
+
+/// What one run of the binary gave.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout parsed as the one JSON document `--json` promises.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().expect("creating a temporary home"),
+        }
+    }
+
+    /// A home whose owner accepted the terms and opted in to Claude jobs.
+    pub fn opted_in() -> Home {
+        let home = Home::new();
+        home.ok(&["opt-in", "--accept-terms", "--claude-jobs"]);
+        home
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-max-market"));
+        cmd.arg("--home").arg(self.path()).env_remove("CMM_HOME").env("NO_COLOR", "1");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let Output { status, stdout, stderr } = self.command().args(args).output().expect("running the binary");
+        Run {
+            code: status.code().expect("the binary exited, not killed"),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Runs and requires exit code 0.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "{args:?} failed:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        run
+    }
+
+    /// Runs with --json and returns the exit code and the document.
+    pub fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let run = self.run(&all);
+        (run.code, run.json())
+    }
+
+    pub fn set(&self, assignments: &[&str]) {
+        let mut args = vec!["config"];
+        for a in assignments {
+            args.extend(["--set", a]);
+        }
+        self.ok(&args);
+    }
+}
+
+/// The path of an adversarial fixture plugin (tests/fixtures/plugins), built
+/// for wasm32-wasip2 on first use.
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(build_fixtures);
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.exists(), "fixture {} was not built", path.display());
+    path
+}
+
+fn build_fixtures() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/plugins");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&workspace)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("running cargo to build the fixture plugins");
+    assert!(
+        status.success(),
+        "building the fixture plugins failed; is the target installed? (rustup target add wasm32-wasip2)"
+    );
+    target.join("wasm32-wasip2/release")
+}
+
+/// The decision of one role in an `execute --dry-run --json` document.
+pub fn role<'a>(doc: &'a Value, role: &str) -> &'a Value {
+    doc["roles"]
+        .as_array()
+        .expect("roles is an array")
+        .iter()
+        .find(|r| r["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} decision in {doc:#}"))
+}
