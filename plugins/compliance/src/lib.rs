@@ -48,13 +48,15 @@ const RULES: [Rule; 7] = [
         fact: "no-credentials-in-config",
         severity: Severity::Critical,
         subject: "no credentials in the configuration",
-        fix: "remove the credential from the configuration file, then rotate it",
+        fix: "move the credential out of config.toml (an API key belongs in the file \
+              named by security.apiKeyFile), then rotate it",
     },
     Rule {
         fact: "no-credentials-in-logs",
         severity: Severity::Critical,
         subject: "no credentials in the logs",
-        fix: "delete the log lines that hold the credential, then rotate it",
+        fix: "rotate the leaked credential now (do not delete the audit rows: that \
+              would break the audit chain)",
     },
     Rule {
         fact: "audit-chain",

@@ -17,10 +17,10 @@ use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
 use exports::claude_max_market::policy::pricing::{BidVerdict, Guest as Pricing, Quote};
 
 const DEFAULT_BASE_PRICE: u64 = 10;
-const DEFAULT_PRICE_PER_KILO_TOKEN: u64 = 5;
+const DEFAULT_PRICE_PER_KILO_TOKEN: u64 = 2;
 
 /// The settings this policy reads, with the documented defaults filled in.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 struct Rates {
     base: u64,
     per_kilo_token: u64,
@@ -53,7 +53,6 @@ impl Rates {
 /// How a price was reached. Fractions are kept in thousandths so the
 /// arithmetic stays in integers: `f64` would turn 100 × 1.1 into
 /// 110.00000000000001 and round it up to 111.
-#[derive(Debug, PartialEq)]
 struct Breakdown {
     kilo_tokens: u64,
     list_price: u64,
@@ -124,22 +123,11 @@ fn decimal(value: u64, scale: u64) -> String {
     format!("{}.{:0width$}", value / scale, value % scale)
 }
 
-/// The quote for one job, or a refusal to price when the settings are bad.
-fn quote_for(rates: Result<Rates, Vec<String>>, job: &Job, market: &MarketContext) -> Quote {
-    match rates {
-        Ok(rates) => {
-            let b = price(rates, job.max_tokens, market.load, market.reputation);
-            Quote {
-                price: b.price,
-                explanation: explain(rates, &b),
-            }
-        }
-        // Nobody can pay u64::MAX, so a misconfigured node sells nothing
-        // instead of selling at a price nobody chose.
-        Err(problems) => Quote {
-            price: u64::MAX,
-            explanation: format!("bad configuration: {}", problems.join("; ")),
-        },
+fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
+    let b = price(rates, job.max_tokens, market.load, market.reputation);
+    Quote {
+        price: b.price,
+        explanation: explain(rates, &b),
     }
 }
 
@@ -154,8 +142,11 @@ fn judge_bid(quote: &Quote, bid: u64) -> BidVerdict {
     }
 }
 
-fn current_rates() -> Result<Rates, Vec<String>> {
+/// The rates in force. The host only activates a plugin whose configuration
+/// validated, so an error here means the settings changed underneath us.
+fn current_rates() -> Result<Rates, String> {
     Rates::read(settings::get)
+        .map_err(|problems| format!("bad configuration: {}", problems.join("; ")))
 }
 
 struct PricingPolicy;
@@ -176,7 +167,15 @@ impl ConfigCheck for PricingPolicy {
 
 impl Pricing for PricingPolicy {
     fn quote_job(job: Job, market: MarketContext) -> Quote {
-        let quote = quote_for(current_rates(), &job, &market);
+        let quote = match current_rates() {
+            Ok(rates) => quote_for(rates, &job, &market),
+            // Nobody can pay u64::MAX, so a misconfigured node sells nothing
+            // instead of selling at a price nobody chose.
+            Err(explanation) => Quote {
+                price: u64::MAX,
+                explanation,
+            },
+        };
         logging::log(
             Level::Debug,
             &format!("job {}: quote {} RUV", job.id, quote.price),
@@ -185,7 +184,10 @@ impl Pricing for PricingPolicy {
     }
 
     fn consider_bid(job: Job, market: MarketContext, bid: u64) -> BidVerdict {
-        let verdict = judge_bid(&quote_for(current_rates(), &job, &market), bid);
+        let verdict = match current_rates() {
+            Ok(rates) => judge_bid(&quote_for(rates, &job, &market), bid),
+            Err(reason) => BidVerdict::Reject(reason),
+        };
         logging::log(
             Level::Debug,
             &format!("job {}: bid {bid} RUV: {verdict:?}", job.id),
