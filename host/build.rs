@@ -13,12 +13,21 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let plugins = manifest_dir.join("../plugins");
-    println!("cargo::rerun-if-changed={}", plugins.join("Cargo.toml").display());
-    println!("cargo::rerun-if-changed={}", plugins.join("Cargo.lock").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        plugins.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo::rerun-if-changed={}",
+        plugins.join("Cargo.lock").display()
+    );
     for name in PLUGINS {
         println!("cargo::rerun-if-changed={}", plugins.join(name).display());
     }
-    println!("cargo::rerun-if-changed={}", manifest_dir.join("../wit").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        manifest_dir.join("../wit").display()
+    );
 
     require_target();
     let target_dir = out_dir.join("plugins-target");
@@ -26,7 +35,10 @@ fn main() {
     let embedded = out_dir.join("plugins");
     std::fs::create_dir_all(&embedded).expect("creating OUT_DIR/plugins");
     for name in PLUGINS {
-        let built = target_dir.join(TARGET).join("release").join(format!("{name}.wasm"));
+        let built = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{name}.wasm"));
         std::fs::copy(&built, embedded.join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
     }
@@ -41,7 +53,11 @@ fn require_target() {
         .output()
         .expect("running rustc --print sysroot");
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if !Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+    if !Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .exists()
+    {
         panic!(
             "\n\nThe default policy plugins are built for {TARGET}, which is not installed.\n\
              Install it with:\n\n    rustup target add {TARGET}\n\nthen build again.\n"
@@ -53,7 +69,14 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(plugins)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir);
     // The outer build's flags and wrappers are for the host target, not wasm.
     for var in [
@@ -72,6 +95,9 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     }
     let status = cmd.status().expect("running cargo for the policy plugins");
     if !status.success() {
-        panic!("building the default policy plugins in {} failed (see the errors above)", plugins.display());
+        panic!(
+            "building the default policy plugins in {} failed (see the errors above)",
+            plugins.display()
+        );
     }
 }

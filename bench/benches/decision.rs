@@ -9,23 +9,34 @@ use std::sync::Arc;
 
 use claude_max_market::config::Settings;
 use claude_max_market::policy::{
-    Isolation, Outcome, Pipeline, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits, Slot, defaults,
+    Isolation, Outcome, Pipeline, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits, Slot,
+    defaults,
 };
 use cmm_bench::{Cedar, input, native_decision};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn pipeline(isolation: Isolation) -> Pipeline {
-    let engine: Arc<PolicyEngine> = PolicyEngine::new(SandboxLimits::default(), isolation).expect("engine");
+    let engine: Arc<PolicyEngine> =
+        PolicyEngine::new(SandboxLimits::default(), isolation).expect("engine");
     let slots = Role::ALL
         .into_iter()
         .map(|role| {
-            let plugin = PluginPre::load(&engine, None, role, &defaults::name(role), PluginOrigin::Default, defaults::component(role))
-                .expect("the default plugins load");
+            let plugin = PluginPre::load(
+                &engine,
+                None,
+                role,
+                &defaults::name(role),
+                PluginOrigin::Default,
+                defaults::component(role),
+            )
+            .expect("the default plugins load");
             Slot::ready(plugin)
         })
         .collect();
     let mut settings = Settings::default();
-    settings.set("compliance.requireApproval", "false").expect("a valid setting");
+    settings
+        .set("compliance.requireApproval", "false")
+        .expect("a valid setting");
     Pipeline::new(engine, slots, settings.flatten())
 }
 
@@ -45,10 +56,18 @@ fn decision(c: &mut Criterion) {
     assert_eq!(wasm.quote().map(|q| q.price), Some(native_quote));
 
     let mut group = c.benchmark_group("four-role decision");
-    group.bench_function("wasm warm", |b| b.iter(|| black_box(warm.decide(black_box(&input)))));
-    group.bench_function("wasm fresh instance", |b| b.iter(|| black_box(fresh.decide(black_box(&input)))));
-    group.bench_function("native rust", |b| b.iter(|| black_box(native_decision(black_box(&input)))));
-    group.bench_function("cedar is_authorized", |b| b.iter(|| black_box(cedar.allows(black_box(&request)))));
+    group.bench_function("wasm warm", |b| {
+        b.iter(|| black_box(warm.decide(black_box(&input))))
+    });
+    group.bench_function("wasm fresh instance", |b| {
+        b.iter(|| black_box(fresh.decide(black_box(&input))))
+    });
+    group.bench_function("native rust", |b| {
+        b.iter(|| black_box(native_decision(black_box(&input))))
+    });
+    group.bench_function("cedar is_authorized", |b| {
+        b.iter(|| black_box(cedar.allows(black_box(&request))))
+    });
     group.bench_function("cedar with request building", |b| {
         b.iter(|| black_box(cedar.allows(&cedar.request(black_box(&input)))))
     });

@@ -7,9 +7,12 @@
 
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression};
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression,
+};
 use claude_max_market::policy::{
-    ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
+    ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Job, JobSource,
+    MarketContext, Usage,
 };
 
 pub const ALLOWED_MODELS: [&str; 3] = ["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"];
@@ -26,7 +29,8 @@ pub fn input() -> DecisionInput {
             model: "claude-sonnet-4-5".into(),
             max_tokens: 1024,
             prompt_bytes: 2048,
-            prompt_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            prompt_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .into(),
             image: "claude-max-market-job:0.1.0".into(),
             source: JobSource::Local,
             credential: CredentialKind::ApiKey,
@@ -52,14 +56,20 @@ pub fn input() -> DecisionInput {
             offered_price: None,
             asked_price: None,
         },
-        facts: ["consent-recorded", "terms-current", "no-credentials-in-config", "no-credentials-in-logs", "audit-chain"]
-            .into_iter()
-            .map(|name| Fact {
-                name: name.into(),
-                value: "ok".into(),
-                status: FactStatus::Ok,
-            })
-            .collect(),
+        facts: [
+            "consent-recorded",
+            "terms-current",
+            "no-credentials-in-config",
+            "no-credentials-in-logs",
+            "audit-chain",
+        ]
+        .into_iter()
+        .map(|name| Fact {
+            name: name.into(),
+            value: "ok".into(),
+            status: FactStatus::Ok,
+        })
+        .collect(),
     }
 }
 
@@ -68,7 +78,8 @@ pub fn native_decision(input: &DecisionInput) -> (bool, u64) {
     let job = &input.job;
     let u = &input.usage;
     let l = &u.limits;
-    let approved = ALLOWED_MODELS.contains(&job.model.as_str()) && job.prompt_bytes <= MAX_PROMPT_BYTES;
+    let approved =
+        ALLOWED_MODELS.contains(&job.model.as_str()) && job.prompt_bytes <= MAX_PROMPT_BYTES;
     let within = u.tasks_today < l.daily_tasks
         && u.tokens_today.saturating_add(u64::from(job.max_tokens)) <= l.daily_tokens
         && job.max_tokens <= l.max_tokens_per_task
@@ -131,30 +142,70 @@ impl Cedar {
         let job = &input.job;
         let u = &input.usage;
         let long = |v: u64| RestrictedExpression::new_long(v as i64);
-        let source = if job.source == JobSource::Market { "market" } else { "local" };
-        let credential = if job.credential == CredentialKind::Subscription { "subscription" } else { "api-key" };
+        let source = if job.source == JobSource::Market {
+            "market"
+        } else {
+            "local"
+        };
+        let credential = if job.credential == CredentialKind::Subscription {
+            "subscription"
+        } else {
+            "api-key"
+        };
         let context = Context::from_pairs([
-            ("model".to_string(), RestrictedExpression::new_string(job.model.clone())),
+            (
+                "model".to_string(),
+                RestrictedExpression::new_string(job.model.clone()),
+            ),
             ("prompt_bytes".to_string(), long(job.prompt_bytes)),
             ("max_tokens".to_string(), long(u64::from(job.max_tokens))),
             ("tasks_today".to_string(), long(u64::from(u.tasks_today))),
             ("tokens_today".to_string(), long(u.tokens_today)),
             ("running_jobs".to_string(), long(u64::from(u.running_jobs))),
-            ("daily_tasks".to_string(), long(u64::from(u.limits.daily_tasks))),
+            (
+                "daily_tasks".to_string(),
+                long(u64::from(u.limits.daily_tasks)),
+            ),
             ("daily_tokens".to_string(), long(u.limits.daily_tokens)),
-            ("max_tokens_per_task".to_string(), long(u64::from(u.limits.max_tokens_per_task))),
-            ("concurrent_jobs".to_string(), long(u64::from(u.limits.concurrent_jobs))),
-            ("facts_ok".to_string(), RestrictedExpression::new_bool(input.facts.iter().all(|f| f.status != FactStatus::Failed))),
-            ("source".to_string(), RestrictedExpression::new_string(source.into())),
-            ("credential".to_string(), RestrictedExpression::new_string(credential.into())),
+            (
+                "max_tokens_per_task".to_string(),
+                long(u64::from(u.limits.max_tokens_per_task)),
+            ),
+            (
+                "concurrent_jobs".to_string(),
+                long(u64::from(u.limits.concurrent_jobs)),
+            ),
+            (
+                "facts_ok".to_string(),
+                RestrictedExpression::new_bool(
+                    input.facts.iter().all(|f| f.status != FactStatus::Failed),
+                ),
+            ),
+            (
+                "source".to_string(),
+                RestrictedExpression::new_string(source.into()),
+            ),
+            (
+                "credential".to_string(),
+                RestrictedExpression::new_string(credential.into()),
+            ),
         ])
         .expect("context keys are unique");
-        Request::new(self.principal.clone(), self.action.clone(), self.resource.clone(), context, None)
-            .expect("no schema to violate")
+        Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            context,
+            None,
+        )
+        .expect("no schema to violate")
     }
 
     pub fn allows(&self, request: &Request) -> bool {
-        self.authorizer.is_authorized(request, &self.policies, &self.entities).decision() == Decision::Allow
+        self.authorizer
+            .is_authorized(request, &self.policies, &self.entities)
+            .decision()
+            == Decision::Allow
     }
 }
 

@@ -14,9 +14,13 @@ use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 /// Why the data folder could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
-    #[error("no data folder: the platform has no data directory for this user; pass --home DIR or set CMM_HOME")]
+    #[error(
+        "no data folder: the platform has no data directory for this user; pass --home DIR or set CMM_HOME"
+    )]
     NoDefault,
-    #[error("cannot use data folder {path}: {source}; check it exists and is writable, or pass another --home")]
+    #[error(
+        "cannot use data folder {path}: {source}; check it exists and is writable, or pass another --home"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -80,7 +84,9 @@ impl Home {
             source,
         };
         if !self.dir.exists(name) {
-            self.dir.create_dir_with(name, &private_dir_builder()).map_err(err)?;
+            self.dir
+                .create_dir_with(name, &private_dir_builder())
+                .map_err(err)?;
         }
         self.dir.open_dir(name).map_err(err)
     }

@@ -49,7 +49,9 @@ fn report(err: &anyhow::Error, json: bool) -> ExitCode {
     if err.chain().any(is_broken_pipe) {
         return ExitCode::SUCCESS;
     }
-    let denied = err.downcast_ref::<OpsError>().is_some_and(OpsError::is_denial);
+    let denied = err
+        .downcast_ref::<OpsError>()
+        .is_some_and(OpsError::is_denial);
     let code = if denied { EXIT_DENIED } else { EXIT_ERROR };
     let message = err
         .chain()
@@ -68,6 +70,10 @@ fn is_broken_pipe(cause: &(dyn std::error::Error + 'static)) -> bool {
     let kind = cause
         .downcast_ref::<std::io::Error>()
         .map(std::io::Error::kind)
-        .or_else(|| cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind));
+        .or_else(|| {
+            cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+        });
     kind == Some(std::io::ErrorKind::BrokenPipe)
 }

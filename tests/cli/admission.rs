@@ -11,7 +11,11 @@ use crate::support::Home;
 #[test]
 fn eight_parallel_admissions_against_a_limit_of_five_admit_five() {
     let home = Home::opted_in();
-    home.set(&["compliance.requireApproval=false", "limits.dailyTasks=5", "limits.concurrentJobs=100"]);
+    home.set(&[
+        "compliance.requireApproval=false",
+        "limits.dailyTasks=5",
+        "limits.concurrentJobs=100",
+    ]);
     let barrier = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -34,7 +38,10 @@ fn eight_parallel_admissions_against_a_limit_of_five_admit_five() {
     let admitted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(admitted, 5, "{results:?}");
     for denied in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(matches!(denied, OpsError::Denied { reason } if reason.contains("limits")), "{denied}");
+        assert!(
+            matches!(denied, OpsError::Denied { reason } if reason.contains("limits")),
+            "{denied}"
+        );
     }
     let (_, status) = home.json(&["status"]);
     assert_eq!(status["usage_today"]["tasks_today"], 5);

@@ -27,15 +27,28 @@ fn verify_passes_then_names_the_altered_row() {
     for t in triggers {
         db.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
     }
-    db.execute("UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = ?1", [victim]).unwrap();
+    db.execute(
+        "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = ?1",
+        [victim],
+    )
+    .unwrap();
     drop(db);
 
     let run = home.run(&["audit", "--verify"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains(&format!("row {victim}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("row {victim}")),
+        "{}",
+        run.stderr
+    );
     let (code, doc) = home.json(&["audit", "--verify"]);
     assert_eq!(code, 1);
-    assert!(doc["error"]["message"].as_str().unwrap().contains(&format!("row {victim}")));
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("row {victim}"))
+    );
 }
 
 #[test]
@@ -46,7 +59,13 @@ fn report_formats_and_output_file() {
     assert!(text.contains("chain intact"), "{text}");
 
     let out = home.path().join("report.json");
-    home.ok(&["audit", "--format", "json", "--output", out.to_str().unwrap()]);
+    home.ok(&[
+        "audit",
+        "--format",
+        "json",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert!(!doc["entries"].as_array().unwrap().is_empty());
 

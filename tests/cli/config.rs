@@ -5,16 +5,37 @@ use crate::support::Home;
 #[test]
 fn set_get_and_list_typed_keys() {
     let home = Home::new();
-    home.set(&["limits.dailyTasks=12", "compliance.allowedModels=claude-haiku-4-5,claude-sonnet-4-5"]);
-    assert_eq!(home.ok(&["config", "--get", "limits.dailyTasks"]).stdout.trim(), "12");
+    home.set(&[
+        "limits.dailyTasks=12",
+        "compliance.allowedModels=claude-haiku-4-5,claude-sonnet-4-5",
+    ]);
     assert_eq!(
-        home.ok(&["config", "--get", "compliance.allowedModels"]).stdout.trim(),
+        home.ok(&["config", "--get", "limits.dailyTasks"])
+            .stdout
+            .trim(),
+        "12"
+    );
+    assert_eq!(
+        home.ok(&["config", "--get", "compliance.allowedModels"])
+            .stdout
+            .trim(),
         "claude-haiku-4-5,claude-sonnet-4-5"
     );
     let (code, list) = home.json(&["config", "--list"]);
     assert_eq!(code, 0);
-    let keys: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
-    for key in ["docker.memory", "security.keyRotationDays", "market.maxBidPrice", "policy.fuel", "policy.isolation"] {
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    for key in [
+        "docker.memory",
+        "security.keyRotationDays",
+        "market.maxBidPrice",
+        "policy.fuel",
+        "policy.isolation",
+    ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
 }
@@ -28,12 +49,27 @@ fn unknown_keys_and_bad_values_are_refused_with_the_choices() {
 
     let run = home.run(&["config", "--set", "policy.isolation=shared"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("fresh") && run.stderr.contains("reuse"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fresh") && run.stderr.contains("reuse"),
+        "{}",
+        run.stderr
+    );
 
     // All or nothing: a bad value in a batch leaves the good one unwritten.
-    let run = home.run(&["config", "--set", "limits.dailyTasks=3", "--set", "limits.timeoutSecs=abc"]);
+    let run = home.run(&[
+        "config",
+        "--set",
+        "limits.dailyTasks=3",
+        "--set",
+        "limits.timeoutSecs=abc",
+    ]);
     assert_eq!(run.code, 1);
-    assert_eq!(home.ok(&["config", "--get", "limits.dailyTasks"]).stdout.trim(), "20");
+    assert_eq!(
+        home.ok(&["config", "--get", "limits.dailyTasks"])
+            .stdout
+            .trim(),
+        "20"
+    );
 }
 
 #[test]
@@ -48,8 +84,16 @@ fn every_change_is_audited() {
         .find(|e| e["kind"] == "config.set")
         .expect("a config.set row");
     let changes = change["details"]["changes"].as_array().unwrap();
-    assert!(changes.iter().any(|c| c["key"] == "limits.dailyTasks" && c["from"] == "20" && c["to"] == "4"));
-    assert!(changes.iter().any(|c| c["key"] == "limits.concurrentJobs" && c["to"] == "3"));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["key"] == "limits.dailyTasks" && c["from"] == "20" && c["to"] == "4")
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["key"] == "limits.concurrentJobs" && c["to"] == "3")
+    );
 }
 
 #[test]

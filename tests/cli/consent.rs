@@ -8,7 +8,12 @@ fn terms_show_the_text_and_accept_records_the_version() {
     let (code, doc) = home.json(&["terms"]);
     assert_eq!(code, 0);
     assert_eq!(doc["accepted"], false);
-    assert!(doc["text"].as_str().unwrap().contains("Claude subscription (OAuth) credentials are for your own use"));
+    assert!(
+        doc["text"]
+            .as_str()
+            .unwrap()
+            .contains("Claude subscription (OAuth) credentials are for your own use")
+    );
     let version = doc["version"].as_str().unwrap().to_string();
     assert_eq!(version.len(), 16);
 
@@ -25,12 +30,30 @@ fn opt_in_refuses_until_terms_are_accepted() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("terms --accept"), "{}", run.stderr);
 
-    let (code, doc) = home.json(&["opt-in", "--claude-jobs", "--accept-terms", "--max-daily", "7", "--max-tokens", "5000"]);
+    let (code, doc) = home.json(&[
+        "opt-in",
+        "--claude-jobs",
+        "--accept-terms",
+        "--max-daily",
+        "7",
+        "--max-tokens",
+        "5000",
+    ]);
     assert_eq!(code, 0, "{doc}");
     assert_eq!(doc["consent"]["opted_in"], true);
     assert_eq!(doc["consent"]["claude_jobs"], true);
-    assert_eq!(home.ok(&["config", "--get", "limits.dailyTasks"]).stdout.trim(), "7");
-    assert_eq!(home.ok(&["config", "--get", "limits.dailyTokens"]).stdout.trim(), "5000");
+    assert_eq!(
+        home.ok(&["config", "--get", "limits.dailyTasks"])
+            .stdout
+            .trim(),
+        "7"
+    );
+    assert_eq!(
+        home.ok(&["config", "--get", "limits.dailyTokens"])
+            .stdout
+            .trim(),
+        "5000"
+    );
 }
 
 #[test]
@@ -48,8 +71,16 @@ fn opt_out_needs_confirmation_without_a_terminal_and_keeps_history() {
     let rows_before = status["audit"]["rows"].as_u64().unwrap();
     home.ok(&["opt-in", "--claude-jobs"]);
     let (_, audit) = home.json(&["audit"]);
-    let kinds: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert!(audit["entries"].as_array().unwrap().len() as u64 > rows_before);
-    assert!(kinds.iter().filter(|k| k.contains("opt_in")).count() >= 2, "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| k.contains("opt_in")).count() >= 2,
+        "{kinds:?}"
+    );
     assert!(kinds.iter().any(|k| k.contains("opt_out")), "{kinds:?}");
 }

@@ -10,7 +10,10 @@ fn not_opted_in_is_denied_by_compliance() {
     assert_eq!(doc["decision"], "deny");
     let compliance = role(&doc, "compliance");
     assert_eq!(compliance["outcome"], "deny");
-    assert!(compliance["reason"].as_str().unwrap().contains("opt-in"), "{compliance}");
+    assert!(
+        compliance["reason"].as_str().unwrap().contains("opt-in"),
+        "{compliance}"
+    );
 }
 
 #[test]
@@ -22,7 +25,14 @@ fn approval_asks_by_default_and_allows_when_not_required() {
     assert_eq!(role(&doc, "approval")["outcome"], "ask");
 
     home.set(&["compliance.requireApproval=false"]);
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello", "--max-tokens", "1000"]);
+    let (code, doc) = home.json(&[
+        "execute",
+        "--dry-run",
+        "--prompt",
+        "hello",
+        "--max-tokens",
+        "1000",
+    ]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["decision"], "allow");
     assert_eq!(role(&doc, "limits")["grant"]["max_tokens"], 1000);
@@ -43,15 +53,35 @@ fn approve_all_is_honoured_only_when_config_permits() {
 #[test]
 fn models_sizes_and_limits_are_enforced() {
     let home = Home::opted_in();
-    home.set(&["compliance.requireApproval=false", "compliance.maxPromptBytes=10"]);
+    home.set(&[
+        "compliance.requireApproval=false",
+        "compliance.maxPromptBytes=10",
+    ]);
     let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--model", "gpt-4"]);
     assert_eq!((code, &doc["decision"]), (3, &"deny".into()), "{doc:#}");
-    assert!(role(&doc, "approval")["reason"].as_str().unwrap().contains("gpt-4"));
+    assert!(
+        role(&doc, "approval")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-4")
+    );
 
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "this prompt is too long"]);
+    let (_, doc) = home.json(&[
+        "execute",
+        "--dry-run",
+        "--prompt",
+        "this prompt is too long",
+    ]);
     assert_eq!(role(&doc, "approval")["outcome"], "deny", "{doc:#}");
 
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--max-tokens", "100000"]);
+    let (_, doc) = home.json(&[
+        "execute",
+        "--dry-run",
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "100000",
+    ]);
     assert_eq!(role(&doc, "limits")["outcome"], "deny", "{doc:#}");
 }
 
@@ -75,7 +105,13 @@ fn without_dry_run_it_says_execution_is_not_built() {
     let home = Home::opted_in();
     let (code, doc) = home.json(&["execute", "--prompt", "hello"]);
     assert_eq!(code, 1);
-    assert!(doc["error"]["message"].as_str().unwrap().contains("--dry-run"), "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--dry-run"),
+        "{doc}"
+    );
 }
 
 #[test]
@@ -90,5 +126,8 @@ fn every_dry_run_decision_is_on_the_audit_log() {
         .find(|e| e["kind"] == "job.dry-run")
         .expect("a job.dry-run row");
     let text = row["details"].to_string();
-    assert!(text.contains("default-approval") && text.contains("default-limits"), "{text}");
+    assert!(
+        text.contains("default-approval") && text.contains("default-limits"),
+        "{text}"
+    );
 }

@@ -12,7 +12,10 @@ fn approval_with(home: &Home, name: &str) -> serde_json::Value {
     assert_eq!(doc["decision"], "deny");
     // The other roles still ran, on their own plugins.
     assert_eq!(role(&doc, "limits")["outcome"], "allow", "{doc:#}");
-    assert!(role(&doc, "pricing")["quote"]["price"].as_u64().is_some(), "{doc:#}");
+    assert!(
+        role(&doc, "pricing")["quote"]["price"].as_u64().is_some(),
+        "{doc:#}"
+    );
     role(&doc, "approval").clone()
 }
 
@@ -20,9 +23,15 @@ fn assert_failed(decision: &serde_json::Value, class: &str) {
     assert_eq!(decision["outcome"], "deny", "{decision:#}");
     assert_eq!(decision["error_class"], class, "{decision:#}");
     let reason = decision["reason"].as_str().unwrap();
-    assert!(reason.contains("approval plugin"), "the message names the role: {reason}");
+    assert!(
+        reason.contains("approval plugin"),
+        "the message names the role: {reason}"
+    );
     // Loose bound: the limits are tens of milliseconds, a second means they failed.
-    assert!(decision["elapsed_us"].as_u64().unwrap() < 1_000_000, "{decision:#}");
+    assert!(
+        decision["elapsed_us"].as_u64().unwrap() < 1_000_000,
+        "{decision:#}"
+    );
 }
 
 /// After a bad plugin, going back to the default must decide normally.
@@ -82,7 +91,10 @@ fn files_and_environment_are_out_of_reach() {
     let decision = approval_with(&home, "snoop");
     // The plugin reports what it could see; a policy deny, not a failure.
     assert!(decision["error_class"].is_null(), "{decision:#}");
-    assert_eq!(decision["reason"], "file=err;dir=err;env=none;vars=0;args=0");
+    assert_eq!(
+        decision["reason"],
+        "file=err;dir=err;env=none;vars=0;args=0"
+    );
 }
 
 #[test]
@@ -96,9 +108,18 @@ fn reused_instances_recover_after_a_trap() {
 #[test]
 fn a_plugin_that_refuses_its_config_is_never_activated() {
     let home = permissive_home();
-    let run = home.run(&["policy", "set", "approval", fixture("badconfig").to_str().unwrap()]);
+    let run = home.run(&[
+        "policy",
+        "set",
+        "approval",
+        fixture("badconfig").to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("refuses the configuration"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refuses the configuration"),
+        "{}",
+        run.stderr
+    );
     let (_, shown) = home.json(&["policy", "show", "approval"]);
     assert_eq!(shown["plugin"]["origin"], "default");
 }
@@ -106,14 +127,36 @@ fn a_plugin_that_refuses_its_config_is_never_activated() {
 #[test]
 fn a_plugin_for_another_role_is_refused() {
     let home = permissive_home();
-    let run = home.run(&["policy", "set", "approval", fixture("allow_limits").to_str().unwrap()]);
+    let run = home.run(&[
+        "policy",
+        "set",
+        "approval",
+        fixture("allow_limits").to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("is not a approval plugin") || run.stderr.contains("not an approval plugin"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is not a approval plugin")
+            || run.stderr.contains("not an approval plugin"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("approval-policy"), "{}", run.stderr);
 
     // The same component is a fine limits plugin.
-    home.ok(&["policy", "set", "limits", fixture("allow_limits").to_str().unwrap()]);
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--max-tokens", "100000"]);
+    home.ok(&[
+        "policy",
+        "set",
+        "limits",
+        fixture("allow_limits").to_str().unwrap(),
+    ]);
+    let (_, doc) = home.json(&[
+        "execute",
+        "--dry-run",
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "100000",
+    ]);
     assert_eq!(role(&doc, "limits")["grant"]["timeout_secs"], 60, "{doc:#}");
     assert_eq!(role(&doc, "limits")["plugin"]["origin"], "file");
 }
@@ -121,7 +164,12 @@ fn a_plugin_for_another_role_is_refused() {
 #[test]
 fn a_missing_plugin_file_denies_its_role_only() {
     let home = permissive_home();
-    let (_, set) = home.json(&["policy", "set", "limits", fixture("allow_limits").to_str().unwrap()]);
+    let (_, set) = home.json(&[
+        "policy",
+        "set",
+        "limits",
+        fixture("allow_limits").to_str().unwrap(),
+    ]);
     let digest = set["plugin"]["digest"].as_str().unwrap();
     std::fs::remove_file(home.path().join("policies").join(format!("{digest}.wasm"))).unwrap();
 
@@ -129,10 +177,22 @@ fn a_missing_plugin_file_denies_its_role_only() {
     assert_eq!(code, 3);
     let limits = role(&doc, "limits");
     assert_eq!(limits["error_class"], "missing", "{doc:#}");
-    assert!(limits["reason"].as_str().unwrap().contains("policy reset limits"), "{limits}");
+    assert!(
+        limits["reason"]
+            .as_str()
+            .unwrap()
+            .contains("policy reset limits"),
+        "{limits}"
+    );
     assert_eq!(role(&doc, "approval")["outcome"], "allow");
     let (_, status) = home.json(&["status"]);
-    let listed = status["policies"].as_array().unwrap().iter().find(|p| p["role"] == "limits").unwrap().clone();
+    let listed = status["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "limits")
+        .unwrap()
+        .clone();
     assert_eq!(listed["state"], "missing");
 }
 
@@ -143,6 +203,15 @@ fn garbage_is_not_a_plugin() {
     std::fs::write(&junk, b"\0asm not really").unwrap();
     let run = home.run(&["policy", "set", "pricing", junk.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("could not compile pricing plugin 'junk'"), "{}", run.stderr);
-    assert_eq!(home.run(&["policy", "set", "pricer", junk.to_str().unwrap()]).code, 2);
+    assert!(
+        run.stderr
+            .contains("could not compile pricing plugin 'junk'"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        home.run(&["policy", "set", "pricer", junk.to_str().unwrap()])
+            .code,
+        2
+    );
 }

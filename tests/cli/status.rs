@@ -33,8 +33,19 @@ fn a_tampered_cache_entry_is_discarded_and_rebuilt() {
 
     let (code, doc) = home.json(&["status"]);
     assert_eq!(code, 0);
-    assert!(doc["policies"].as_array().unwrap().iter().all(|p| p["state"] == "ok"), "{doc:#}");
-    assert_ne!(std::fs::read(victim).unwrap(), bytes, "the entry was rewritten");
+    assert!(
+        doc["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "ok"),
+        "{doc:#}"
+    );
+    assert_ne!(
+        std::fs::read(victim).unwrap(),
+        bytes,
+        "the entry was rewritten"
+    );
 }
 
 fn cache_entries(home: &Home) -> Vec<std::path::PathBuf> {

@@ -23,8 +23,12 @@ pub struct Run {
 impl Run {
     /// stdout parsed as the one JSON document `--json` promises.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -48,12 +52,23 @@ impl Home {
 
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-max-market"));
-        cmd.arg("--home").arg(self.path()).env_remove("CMM_HOME").env("NO_COLOR", "1");
+        cmd.arg("--home")
+            .arg(self.path())
+            .env_remove("CMM_HOME")
+            .env("NO_COLOR", "1");
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let Output { status, stdout, stderr } = self.command().args(args).output().expect("running the binary");
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self
+            .command()
+            .args(args)
+            .output()
+            .expect("running the binary");
         Run {
             code: status.code().expect("the binary exited, not killed"),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -64,7 +79,11 @@ impl Home {
     /// Runs and requires exit code 0.
     pub fn ok(&self, args: &[&str]) -> Run {
         let run = self.run(args);
-        assert_eq!(run.code, 0, "{args:?} failed:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        assert_eq!(
+            run.code, 0,
+            "{args:?} failed:\nstdout: {}\nstderr: {}",
+            run.stdout, run.stderr
+        );
         run
     }
 
@@ -101,7 +120,13 @@ fn build_fixtures() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

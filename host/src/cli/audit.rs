@@ -47,7 +47,9 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     let ctx = Context::open(home)?;
     if args.verify {
         let chain = ops::audit::verify(&ctx)?;
-        out.emit(&chain, |w| writeln!(w, "audit chain intact: {} rows", chain.rows))?;
+        out.emit(&chain, |w| {
+            writeln!(w, "audit chain intact: {} rows", chain.rows)
+        })?;
         return Ok(Finish::Done);
     }
     let report = ops::audit::report(&ctx, args.since)?;
@@ -61,9 +63,17 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     }
     match args.output {
         Some(path) => {
-            std::fs::write(&path, &rendered).with_context(|| format!("writing the audit report to {}", path.display()))?;
+            std::fs::write(&path, &rendered)
+                .with_context(|| format!("writing the audit report to {}", path.display()))?;
             let summary = serde_json::json!({ "written": path, "entries": report.entries.len() });
-            out.emit(&summary, |w| writeln!(w, "wrote {} entries to {}", report.entries.len(), path.display()))?;
+            out.emit(&summary, |w| {
+                writeln!(
+                    w,
+                    "wrote {} entries to {}",
+                    report.entries.len(),
+                    path.display()
+                )
+            })?;
         }
         None => std::io::stdout().lock().write_all(&rendered)?,
     }
@@ -72,10 +82,18 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
 
 fn render_text(w: &mut Vec<u8>, report: &ops::audit::AuditReport) -> std::io::Result<()> {
     for e in &report.entries {
-        writeln!(w, "#{:<5} {}  {:<20} {}  {}", e.seq, e.ts, e.kind, e.subject, e.details)?;
+        writeln!(
+            w,
+            "#{:<5} {}  {:<20} {}  {}",
+            e.seq, e.ts, e.kind, e.subject, e.details
+        )?;
     }
     match &report.chain.broken {
         None => writeln!(w, "-- {} rows, chain intact", report.chain.rows),
-        Some(b) => writeln!(w, "-- {} rows, chain BROKEN at row {}: {}", report.chain.rows, b.seq, b.reason),
+        Some(b) => writeln!(
+            w,
+            "-- {} rows, chain BROKEN at row {}: {}",
+            report.chain.rows, b.seq, b.reason
+        ),
     }
 }

@@ -42,7 +42,9 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
         })?;
     } else if let Some(key) = args.get {
         let value = ops::config::get(&ctx, &key)?;
-        out.emit(&json!({ "key": key, "value": value }), |w| writeln!(w, "{value}"))?;
+        out.emit(&json!({ "key": key, "value": value }), |w| {
+            writeln!(w, "{value}")
+        })?;
     } else {
         list(&ctx, out)?;
     }
@@ -53,7 +55,11 @@ fn list(ctx: &Context, out: &Output) -> anyhow::Result<()> {
     let entries = ops::config::list(ctx);
     out.emit(&entries, |w| {
         for e in &entries {
-            let default = if e.value == e.default { String::new() } else { format!(" (default {})", e.default) };
+            let default = if e.value == e.default {
+                String::new()
+            } else {
+                format!(" (default {})", e.default)
+            };
             writeln!(w, "{} = {}{default}", e.key, e.value)?;
             writeln!(w, "    {} [{}]", e.description, e.kind)?;
         }

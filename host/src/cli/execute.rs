@@ -1,8 +1,9 @@
 //! `execute (--prompt TEXT | --file PATH) [--model M] [--max-tokens N] [--approve-all] [--dry-run]`
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 
-use crate::ops::execute::{ExecuteOptions, PromptSource};
+use crate::ops::execute::{DryRun, ExecuteOptions, PromptSource};
 use crate::ops::{self, Context, OpsError};
 use crate::policy::Outcome;
 
@@ -49,21 +50,43 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     };
     let mut ctx = Context::open(home)?;
     let dry = ops::execute::dry_run(&mut ctx, &opts)?;
-    out.emit(&dry, |w| {
-        writeln!(w, "job {} ({}, max {} tokens, prompt {} bytes)", dry.job.id, dry.job.model, dry.job.max_tokens, dry.job.prompt_bytes)?;
-        writeln!(w, "decision: {}", out.outcome(dry.pipeline.decision))?;
-        for r in &dry.pipeline.roles {
-            let detail = match (&r.reason, &r.grant, &r.quote) {
-                (Some(reason), _, _) => reason.clone(),
-                (None, Some(g), _) => format!("grant {} tokens, {} s", g.max_tokens, g.timeout_secs),
-                (None, None, Some(q)) => format!("quote {} RUV: {}", q.price, q.explanation),
-                _ => String::new(),
-            };
-            let class = r.error_class.map(|c| format!(" [{c}]")).unwrap_or_default();
-            writeln!(w, "  {:<11} {:<5}{class} {detail}", r.role.as_str(), out.outcome(r.outcome))?;
-            writeln!(w, "              by {} ({}) in {} µs", r.plugin.name, short(&r.plugin.digest), r.elapsed_us)?;
-        }
-        Ok(())
-    })?;
-    Ok(if dry.pipeline.decision == Outcome::Deny { Finish::Denied } else { Finish::Done })
+    out.emit(&dry, |w| print(w, &dry, out))?;
+    Ok(if dry.pipeline.decision == Outcome::Deny {
+        Finish::Denied
+    } else {
+        Finish::Done
+    })
+}
+
+fn print(w: &mut dyn Write, dry: &DryRun, out: &Output) -> io::Result<()> {
+    let job = &dry.job;
+    writeln!(
+        w,
+        "job {} ({}, max {} tokens, prompt {} bytes)",
+        job.id, job.model, job.max_tokens, job.prompt_bytes
+    )?;
+    writeln!(w, "decision: {}", out.outcome(dry.pipeline.decision))?;
+    for r in &dry.pipeline.roles {
+        let detail = match (&r.reason, &r.grant, &r.quote) {
+            (Some(reason), _, _) => reason.clone(),
+            (None, Some(g), _) => format!("grant {} tokens, {} s", g.max_tokens, g.timeout_secs),
+            (None, None, Some(q)) => format!("quote {} RUV: {}", q.price, q.explanation),
+            _ => String::new(),
+        };
+        let class = r.error_class.map(|c| format!(" [{c}]")).unwrap_or_default();
+        writeln!(
+            w,
+            "  {:<11} {:<5}{class} {detail}",
+            r.role.as_str(),
+            out.outcome(r.outcome)
+        )?;
+        writeln!(
+            w,
+            "              by {} ({}) in {} µs",
+            r.plugin.name,
+            short(&r.plugin.digest),
+            r.elapsed_us
+        )?;
+    }
+    Ok(())
 }

@@ -40,8 +40,16 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
         }
         let (l, u) = (&view.limits, &view.usage_today);
         writeln!(w, "jobs today:      {} of {}", u.tasks_today, l.daily_tasks)?;
-        writeln!(w, "tokens today:    {} of {}", u.tokens_today, l.daily_tokens)?;
-        writeln!(w, "running jobs:    {} of {}", u.running_jobs, l.concurrent_jobs)?;
+        writeln!(
+            w,
+            "tokens today:    {} of {}",
+            u.tokens_today, l.daily_tokens
+        )?;
+        writeln!(
+            w,
+            "running jobs:    {} of {}",
+            u.running_jobs, l.concurrent_jobs
+        )?;
         writeln!(w, "max tokens/job:  {}", l.max_tokens_per_task)?;
         writeln!(w, "timeout/job:     {} s", l.timeout_secs)
     })?;

@@ -39,7 +39,11 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     }
     let report = ops::opt_in::run(&mut ctx, &opts)?;
     out.emit(&report, |w| {
-        let jobs = if report.consent.claude_jobs { "Claude jobs allowed" } else { "Claude jobs not allowed" };
+        let jobs = if report.consent.claude_jobs {
+            "Claude jobs allowed"
+        } else {
+            "Claude jobs not allowed"
+        };
         writeln!(w, "Opted in ({jobs}) under terms {}.", report.terms_version)?;
         for c in &report.changes {
             writeln!(w, "  {} = {} (was {})", c.key, c.to, c.from)?;

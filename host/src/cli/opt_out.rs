@@ -16,10 +16,14 @@ pub struct Args {
 pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Finish> {
     let mut ctx = Context::open(home)?;
     let confirmed = args.yes
-        || (prompt::interactive() && prompt::confirm("Opt out? No job will be admitted until you opt in again.")?);
+        || (prompt::interactive()
+            && prompt::confirm("Opt out? No job will be admitted until you opt in again.")?);
     let consent = ops::opt_out::run(&mut ctx, confirmed)?;
     out.emit(&consent, |w| {
-        writeln!(w, "Opted out. Usage history and the audit log are kept; see `claude-max-market audit`.")
+        writeln!(
+            w,
+            "Opted out. Usage history and the audit log are kept; see `claude-max-market audit`."
+        )
     })?;
     Ok(Finish::Done)
 }

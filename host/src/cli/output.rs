@@ -14,7 +14,8 @@ pub struct Output {
 
 impl Output {
     pub fn new(json: bool, no_color: bool) -> Output {
-        let color = !no_color && std::env::var_os("NO_COLOR").is_none() && io::stdout().is_terminal();
+        let color =
+            !no_color && std::env::var_os("NO_COLOR").is_none() && io::stdout().is_terminal();
         Output { json, color }
     }
 

@@ -29,7 +29,11 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
         Command::Set { role, file } => vec![ops::policy::set(&mut ctx, role, &file)?],
         Command::Reset { role } => vec![ops::policy::reset(&mut ctx, role)?],
     };
-    let doc = if listing { serde_json::to_value(&statuses)? } else { serde_json::to_value(&statuses[0])? };
+    let doc = if listing {
+        serde_json::to_value(&statuses)?
+    } else {
+        serde_json::to_value(&statuses[0])?
+    };
     out.emit(&doc, |w| {
         for s in &statuses {
             print_status(w, s, out)?;
@@ -40,7 +44,13 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
 }
 
 fn print_status(w: &mut dyn std::io::Write, s: &PolicyStatus, out: &Output) -> std::io::Result<()> {
-    writeln!(w, "{} ({}): {}", s.role.as_str(), s.world, out.state(&s.state))?;
+    writeln!(
+        w,
+        "{} ({}): {}",
+        s.role.as_str(),
+        s.world,
+        out.state(&s.state)
+    )?;
     writeln!(w, "  plugin  {}", s.plugin.name)?;
     writeln!(w, "  origin  {}", s.plugin.origin.as_str())?;
     writeln!(w, "  sha256  {}", s.plugin.digest)?;

@@ -36,18 +36,24 @@ pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Ch
         next.set(key, value)?;
         let to = next.get(key)?;
         if from != to {
-            changes.push(Change { key: key.clone(), from, to });
+            changes.push(Change {
+                key: key.clone(),
+                from,
+                to,
+            });
         }
     }
     if changes.is_empty() {
         return Ok(changes);
     }
-    ctx.store.append_audit("config.set", "config", &json!({ "changes": changes }))?;
+    ctx.store
+        .append_audit("config.set", "config", &json!({ "changes": changes }))?;
     let path = ctx.home.config_path();
     if let Err(e) = next.save(&path) {
         // The row above announced a change that did not happen; say so.
         let detail = json!({ "changes": changes, "error": e.to_string() });
-        ctx.store.append_audit("config.set-failed", "config", &detail)?;
+        ctx.store
+            .append_audit("config.set-failed", "config", &detail)?;
         return Err(e.into());
     }
     ctx.settings = next;

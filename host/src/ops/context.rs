@@ -26,7 +26,11 @@ impl Context {
         let home = Home::open(&root)?;
         let settings = Settings::load(&home.config_path())?;
         let store = Store::open(&home.database_path())?;
-        Ok(Context { home, settings, store })
+        Ok(Context {
+            home,
+            settings,
+            store,
+        })
     }
 
     /// The sandbox limits configured under `policy.*`.

@@ -12,8 +12,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::policy::{
-    ConfiguredLimits, CredentialKind, DecisionInput, Fact, Job, JobSource, MarketContext, Outcome, PipelineDecision,
-    Usage,
+    ConfiguredLimits, CredentialKind, DecisionInput, Fact, Job, JobSource, MarketContext, Outcome,
+    PipelineDecision, Usage,
 };
 use crate::store::{self, Admission, DecisionRecord, NewJob, UsageSnapshot, Verdict};
 
@@ -74,8 +74,9 @@ pub fn dry_run(ctx: &mut Context, opts: &ExecuteOptions) -> Result<DryRun, OpsEr
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
     let usage = ctx.store.usage_snapshot(today())?;
-    let decision = pipeline.decide(&input(ctx, &job, usage, facts));
-    ctx.store.record_verdict(&new_job, "job.dry-run", &verdict(&decision))?;
+    let decision = pipeline.decide(&decision_input(&job, &usage, limits_of(ctx), facts));
+    ctx.store
+        .record_verdict(&new_job, "job.dry-run", &verdict(&decision))?;
     Ok(DryRun {
         job: summary(&job),
         usage,
@@ -96,13 +97,7 @@ pub fn admit(ctx: &mut Context, opts: &ExecuteOptions) -> Result<Admitted, OpsEr
     // The pipeline runs inside the store's IMMEDIATE transaction, on the
     // usage snapshot taken under the same lock.
     let (verdict, admission) = ctx.store.admit(&new_job, today(), |snapshot| {
-        let input = DecisionInput {
-            job: job.clone(),
-            usage: usage_of(snapshot, limits),
-            market: local_market(),
-            facts,
-        };
-        let d = pipeline.decide(&input);
+        let d = pipeline.decide(&decision_input(&job, snapshot, limits, facts));
         let v = verdict(&d);
         decision = Some(d);
         v
@@ -122,10 +117,7 @@ pub fn admit(ctx: &mut Context, opts: &ExecuteOptions) -> Result<Admitted, OpsEr
 
 fn require_consent(ctx: &Context) -> Result<(), OpsError> {
     let consent = ctx.store.consent_state()?;
-    let current = super::terms::version();
-    if consent.terms_version.as_deref() != Some(current.as_str()) {
-        return Err(OpsError::TermsNotAccepted { current });
-    }
+    super::terms::require_current(&consent)?;
     if !(consent.opted_in && consent.claude_jobs) {
         return Err(OpsError::NotOptedIn);
     }
@@ -135,23 +127,17 @@ fn require_consent(ctx: &Context) -> Result<(), OpsError> {
 /// Builds the WIT job from the options, reading the prompt only to size and
 /// hash it.
 fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsError> {
-    let prompt = match &opts.prompt {
-        PromptSource::Text(text) => text.clone().into_bytes(),
-        PromptSource::File(path) => std::fs::read(path).map_err(|source| OpsError::Read {
-            path: path.clone(),
-            source,
-        })?,
-    };
-    if prompt.is_empty() {
-        return Err(OpsError::InvalidInput {
-            what: "the prompt is empty; pass --prompt TEXT or --file PATH with some content".into(),
-        });
-    }
+    let prompt = read_prompt(&opts.prompt)?;
     let job = Job {
         id: new_job_id(),
         requester: "local".into(),
-        model: opts.model.clone().unwrap_or_else(|| ctx.settings.api.default_model.clone()),
-        max_tokens: opts.max_tokens.unwrap_or(ctx.settings.limits.max_tokens_per_task),
+        model: opts
+            .model
+            .clone()
+            .unwrap_or_else(|| ctx.settings.api.default_model.clone()),
+        max_tokens: opts
+            .max_tokens
+            .unwrap_or(ctx.settings.limits.max_tokens_per_task),
         prompt_bytes: prompt.len() as u64,
         prompt_sha256: hex::encode(Sha256::digest(&prompt)),
         image: ctx.settings.docker.image.clone(),
@@ -172,16 +158,38 @@ fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsEr
     Ok((job, new_job))
 }
 
+fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
+    let prompt = match source {
+        PromptSource::Text(text) => text.clone().into_bytes(),
+        PromptSource::File(path) => std::fs::read(path).map_err(|source| OpsError::Read {
+            path: path.clone(),
+            source,
+        })?,
+    };
+    if prompt.is_empty() {
+        return Err(OpsError::InvalidInput {
+            what: "the prompt is empty; pass --prompt TEXT or --file PATH with some content".into(),
+        });
+    }
+    Ok(prompt)
+}
+
 fn new_job_id() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 
-fn input(ctx: &Context, job: &Job, usage: UsageSnapshot, facts: Vec<Fact>) -> DecisionInput {
+/// What the roles are told about a local job, given usage as of the decision.
+fn decision_input(
+    job: &Job,
+    usage: &UsageSnapshot,
+    limits: ConfiguredLimits,
+    facts: Vec<Fact>,
+) -> DecisionInput {
     DecisionInput {
         job: job.clone(),
-        usage: usage_of(&usage, limits_of(ctx)),
+        usage: usage_of(usage, limits),
         market: local_market(),
         facts,
     }
@@ -269,7 +277,13 @@ fn reasons(decision: &PipelineDecision) -> String {
         .roles
         .iter()
         .filter(|r| r.outcome != Outcome::Allow)
-        .map(|r| format!("{}: {}", r.role, r.reason.as_deref().unwrap_or("no reason given")))
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r.role,
+                r.reason.as_deref().unwrap_or("no reason given")
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

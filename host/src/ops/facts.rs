@@ -42,29 +42,66 @@ fn fact(name: &str, value: impl Into<String>, status: FactStatus) -> Fact {
 }
 
 fn consent_fact(consent: &ConsentState) -> Fact {
-    match (&consent.opted_in_at, consent.opted_in && consent.claude_jobs) {
-        (Some(at), true) => fact("consent-recorded", format!("opted in to Claude jobs at {at}"), FactStatus::Ok),
-        _ => fact("consent-recorded", "not opted in to Claude jobs", FactStatus::Failed),
+    match (
+        &consent.opted_in_at,
+        consent.opted_in && consent.claude_jobs,
+    ) {
+        (Some(at), true) => fact(
+            "consent-recorded",
+            format!("opted in to Claude jobs at {at}"),
+            FactStatus::Ok,
+        ),
+        _ => fact(
+            "consent-recorded",
+            "not opted in to Claude jobs",
+            FactStatus::Failed,
+        ),
     }
 }
 
 fn terms_fact(consent: &ConsentState) -> Fact {
     let current = terms::version();
     match consent.terms_version.as_deref() {
-        Some(v) if v == current => fact("terms-current", format!("accepted terms {v}"), FactStatus::Ok),
-        Some(v) => fact("terms-current", format!("accepted terms {v}, current are {current}"), FactStatus::Failed),
-        None => fact("terms-current", format!("terms {current} never accepted"), FactStatus::Failed),
+        Some(v) if v == current => fact(
+            "terms-current",
+            format!("accepted terms {v}"),
+            FactStatus::Ok,
+        ),
+        Some(v) => fact(
+            "terms-current",
+            format!("accepted terms {v}, current are {current}"),
+            FactStatus::Failed,
+        ),
+        None => fact(
+            "terms-current",
+            format!("terms {current} never accepted"),
+            FactStatus::Failed,
+        ),
     }
 }
 
 fn config_credentials_fact(ctx: &Context) -> Fact {
     match std::fs::read_to_string(ctx.home.config_path()) {
-        Ok(text) if has_credential(&text) => fact("no-credentials-in-config", "config.toml contains a credential", FactStatus::Failed),
-        Ok(_) => fact("no-credentials-in-config", "config.toml holds no credential", FactStatus::Ok),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fact("no-credentials-in-config", "no config.toml (defaults)", FactStatus::Ok)
-        }
-        Err(e) => fact("no-credentials-in-config", format!("config.toml unreadable: {e}"), FactStatus::Unknown),
+        Ok(text) if has_credential(&text) => fact(
+            "no-credentials-in-config",
+            "config.toml contains a credential",
+            FactStatus::Failed,
+        ),
+        Ok(_) => fact(
+            "no-credentials-in-config",
+            "config.toml holds no credential",
+            FactStatus::Ok,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fact(
+            "no-credentials-in-config",
+            "no config.toml (defaults)",
+            FactStatus::Ok,
+        ),
+        Err(e) => fact(
+            "no-credentials-in-config",
+            format!("config.toml unreadable: {e}"),
+            FactStatus::Unknown,
+        ),
     }
 }
 
@@ -77,17 +114,33 @@ fn log_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
         .map(|e| e.seq.to_string())
         .collect::<Vec<_>>();
     Ok(if leaked.is_empty() {
-        fact("no-credentials-in-logs", "the audit log holds no credential", FactStatus::Ok)
+        fact(
+            "no-credentials-in-logs",
+            "the audit log holds no credential",
+            FactStatus::Ok,
+        )
     } else {
-        fact("no-credentials-in-logs", format!("credential in audit rows {}", leaked.join(", ")), FactStatus::Failed)
+        fact(
+            "no-credentials-in-logs",
+            format!("credential in audit rows {}", leaked.join(", ")),
+            FactStatus::Failed,
+        )
     })
 }
 
 fn audit_fact(ctx: &Context) -> Result<Fact, OpsError> {
     let chain = ctx.store.verify_audit()?;
     Ok(match chain.broken {
-        None => fact("audit-chain", format!("{} rows, chain intact", chain.rows), FactStatus::Ok),
-        Some(b) => fact("audit-chain", format!("broken at row {}: {}", b.seq, b.reason), FactStatus::Failed),
+        None => fact(
+            "audit-chain",
+            format!("{} rows, chain intact", chain.rows),
+            FactStatus::Ok,
+        ),
+        Some(b) => fact(
+            "audit-chain",
+            format!("broken at row {}: {}", b.seq, b.reason),
+            FactStatus::Failed,
+        ),
     })
 }
 

@@ -28,9 +28,18 @@ pub struct LimitsView {
 pub fn apply(ctx: &mut Context, opts: &LimitsOptions) -> Result<LimitsView, OpsError> {
     let assignments: Vec<(String, String)> = [
         ("limits.dailyTasks", opts.daily_tasks.map(|v| v.to_string())),
-        ("limits.dailyTokens", opts.daily_tokens.map(|v| v.to_string())),
-        ("limits.timeoutSecs", opts.timeout_secs.map(|v| v.to_string())),
-        ("limits.concurrentJobs", opts.concurrent_jobs.map(|v| v.to_string())),
+        (
+            "limits.dailyTokens",
+            opts.daily_tokens.map(|v| v.to_string()),
+        ),
+        (
+            "limits.timeoutSecs",
+            opts.timeout_secs.map(|v| v.to_string()),
+        ),
+        (
+            "limits.concurrentJobs",
+            opts.concurrent_jobs.map(|v| v.to_string()),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, value)| value.map(|v| (key.to_string(), v)))

@@ -32,10 +32,8 @@ pub fn run(ctx: &mut Context, opts: &OptInOptions) -> Result<OptInReport, OpsErr
     if opts.accept_terms {
         terms::accept(ctx)?;
     }
+    terms::require_current(&ctx.store.consent_state()?)?;
     let current = terms::version();
-    if ctx.store.consent_state()?.terms_version.as_deref() != Some(current.as_str()) {
-        return Err(OpsError::TermsNotAccepted { current });
-    }
     let assignments: Vec<(String, String)> = [
         ("limits.dailyTasks", opts.max_daily.map(|v| v.to_string())),
         ("limits.dailyTokens", opts.max_tokens.map(|v| v.to_string())),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::policy::{
-    CompileCache, PluginMeta, PluginOrigin, PluginPre, Pipeline, PolicyEngine, Role, Slot, defaults,
+    CompileCache, Pipeline, PluginMeta, PluginOrigin, PluginPre, PolicyEngine, Role, Slot, defaults,
 };
 use crate::store::ActivePolicy;
 
@@ -59,7 +59,14 @@ fn load_slot(
 ) -> Slot {
     let Some(active) = chosen else {
         let wasm = defaults::component(role);
-        return match PluginPre::load(engine, cache, role, &defaults::name(role), PluginOrigin::Default, wasm) {
+        return match PluginPre::load(
+            engine,
+            cache,
+            role,
+            &defaults::name(role),
+            PluginOrigin::Default,
+            wasm,
+        ) {
             Ok(plugin) => Slot::ready(plugin),
             Err(e) => Slot::missing(role, default_meta(role), e.to_string()),
         };
@@ -71,24 +78,34 @@ fn load_slot(
     };
     match read_stored(ctx, active) {
         Err(message) => Slot::missing(role, meta, message),
-        Ok(wasm) => match PluginPre::load(engine, cache, role, &active.name, PluginOrigin::File, &wasm) {
-            Ok(plugin) => Slot::ready(plugin),
-            Err(e) => Slot::missing(role, meta, e.to_string()),
-        },
+        Ok(wasm) => {
+            match PluginPre::load(engine, cache, role, &active.name, PluginOrigin::File, &wasm) {
+                Ok(plugin) => Slot::ready(plugin),
+                Err(e) => Slot::missing(role, meta, e.to_string()),
+            }
+        }
     }
 }
 
 /// Reads an activated component back and checks it is still the one that
 /// was activated.
 fn read_stored(ctx: &Context, active: &ActivePolicy) -> Result<Vec<u8>, String> {
-    let fix = format!("run `policy set {} FILE` again or `policy reset {}`", active.role, active.role);
+    let fix = format!(
+        "run `policy set {} FILE` again or `policy reset {}`",
+        active.role, active.role
+    );
     let name = stored_name(&active.sha256);
     let wasm = ctx
         .home
         .subdir("policies")
         .map_err(|e| e.to_string())
         .and_then(|dir| dir.read(&name).map_err(|e| e.to_string()))
-        .map_err(|e| format!("{} plugin '{}' is missing from policies/{name} ({e}); {fix}", active.role, active.name))?;
+        .map_err(|e| {
+            format!(
+                "{} plugin '{}' is missing from policies/{name} ({e}); {fix}",
+                active.role, active.name
+            )
+        })?;
     if hex::encode(Sha256::digest(&wasm)) != active.sha256 {
         return Err(format!(
             "{} plugin '{}' in policies/{name} was changed after it was activated; {fix}",
@@ -135,7 +152,10 @@ pub fn list(ctx: &Context) -> Result<Vec<PolicyStatus>, OpsError> {
 /// The active plugin of one role.
 pub fn show(ctx: &Context, role: Role) -> Result<PolicyStatus, OpsError> {
     let mut all = list(ctx)?;
-    let index = all.iter().position(|s| s.role == role).expect("list covers every role");
+    let index = all
+        .iter()
+        .position(|s| s.role == role)
+        .expect("list covers every role");
     Ok(all.swap_remove(index))
 }
 
@@ -147,7 +167,14 @@ pub fn set(ctx: &mut Context, role: Role, path: &Path) -> Result<PolicyStatus, O
         .file_stem()
         .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
     let engine = ctx.engine()?;
-    let plugin = PluginPre::load(&engine, ctx.compile_cache().as_ref(), role, &name, PluginOrigin::File, &wasm)?;
+    let plugin = PluginPre::load(
+        &engine,
+        ctx.compile_cache().as_ref(),
+        role,
+        &name,
+        PluginOrigin::File,
+        &wasm,
+    )?;
     plugin
         .validate(&engine, ctx.settings.flatten())
         .map_err(OpsError::PluginRefused)?;
@@ -186,7 +213,11 @@ fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
         .map_err(read_err)?;
     if wasm.len() as u64 > MAX_COMPONENT_BYTES {
         return Err(OpsError::InvalidInput {
-            what: format!("{} is larger than {} MiB; that is not a policy plugin", path.display(), MAX_COMPONENT_BYTES >> 20),
+            what: format!(
+                "{} is larger than {} MiB; that is not a policy plugin",
+                path.display(),
+                MAX_COMPONENT_BYTES >> 20
+            ),
         });
     }
     Ok(wasm)

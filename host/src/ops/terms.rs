@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::ConsentEvent;
+use crate::store::{ConsentEvent, ConsentState};
 
 use super::{Context, OpsError};
 
@@ -39,6 +39,16 @@ pub fn show(ctx: &Context) -> Result<TermsView, OpsError> {
 
 /// Records acceptance of the current version (audited in the same transaction).
 pub fn accept(ctx: &mut Context) -> Result<TermsView, OpsError> {
-    ctx.store.record_consent(&ConsentEvent::TermsAccepted { version: version() })?;
+    ctx.store
+        .record_consent(&ConsentEvent::TermsAccepted { version: version() })?;
     show(ctx)
+}
+
+/// Refuses unless `consent` includes acceptance of the current version.
+pub(crate) fn require_current(consent: &ConsentState) -> Result<(), OpsError> {
+    let current = version();
+    if consent.terms_version.as_deref() != Some(current.as_str()) {
+        return Err(OpsError::TermsNotAccepted { current });
+    }
+    Ok(())
 }

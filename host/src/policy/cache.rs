@@ -43,7 +43,12 @@ impl CompileCache {
     /// Returns the compiled component for `wasm`, from the cache when a valid
     /// entry exists, compiling and storing it otherwise. A failure to write
     /// the cache is logged, not fatal: the compiled component is still good.
-    pub fn load_or_compile(&self, engine: &Engine, sha256: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+        wasm: &[u8],
+    ) -> wasmtime::Result<Component> {
         let name = entry_name(engine, sha256);
         if let Some(component) = self.load(engine, &name) {
             return Ok(component);
@@ -63,7 +68,10 @@ impl CompileCache {
             .map(|split| bytes.split_at(split))
             .filter(|(payload, tag)| self.mac(payload).verify_slice(tag).is_ok());
         let Some((payload, _)) = verified else {
-            tracing::warn!(entry = name, "discarding a compile cache entry this host did not write");
+            tracing::warn!(
+                entry = name,
+                "discarding a compile cache entry this host did not write"
+            );
             let _ = self.dir.remove_file(name);
             return None;
         };
@@ -99,7 +107,10 @@ impl CompileCache {
 fn entry_name(engine: &Engine, sha256: &str) -> String {
     let mut settings = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut settings);
-    format!("{sha256}-{WASMTIME_VERSION}-{:016x}.cwasm", settings.finish())
+    format!(
+        "{sha256}-{WASMTIME_VERSION}-{:016x}.cwasm",
+        settings.finish()
+    )
 }
 
 fn new_key(dir: &Dir) -> io::Result<[u8; 32]> {

@@ -18,16 +18,33 @@ pub struct Live {
 }
 
 impl PluginPre {
-    fn instantiate(&self, engine: &PolicyEngine, settings: &Arc<PluginSettings>) -> Result<Live, Failure> {
-        let mut store = sandbox::new_store(engine, settings.clone(), self.label.clone())
-            .map_err(|e| Failure::new(super::FailureClass::Trap, format!("{} plugin '{}' could not get a sandbox: {e:#}", self.role, self.meta.name)))?;
+    fn instantiate(
+        &self,
+        engine: &PolicyEngine,
+        settings: &Arc<PluginSettings>,
+    ) -> Result<Live, Failure> {
+        let mut store =
+            sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
+                Failure::new(
+                    super::FailureClass::Trap,
+                    format!(
+                        "{} plugin '{}' could not get a sandbox: {e:#}",
+                        self.role, self.meta.name
+                    ),
+                )
+            })?;
         match self.pre.instantiate(&mut store) {
             Ok(instance) => Ok(Live { store, instance }),
             Err(e) => Err(self.failure(engine, &e, store.data())),
         }
     }
 
-    fn failure(&self, engine: &PolicyEngine, err: &wasmtime::Error, state: &PluginState) -> Failure {
+    fn failure(
+        &self,
+        engine: &PolicyEngine,
+        err: &wasmtime::Error,
+        state: &PluginState,
+    ) -> Failure {
         Failure::from_call(err, state, self.role, &self.meta.name, engine.limits())
     }
 

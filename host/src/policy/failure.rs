@@ -80,13 +80,18 @@ impl Failure {
             let mib = limits.memory_bytes >> 20;
             return Failure::new(
                 FailureClass::Memory,
-                format!("{who} tried to use more than its {mib} MiB of memory; fix the plugin or raise policy.memoryMiB"),
+                format!(
+                    "{who} tried to use more than its {mib} MiB of memory; fix the plugin or raise policy.memoryMiB"
+                ),
             );
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => Failure::new(
                 FailureClass::OutOfFuel,
-                format!("{who} ran out of fuel ({} units); fix the plugin or raise policy.fuel", limits.fuel),
+                format!(
+                    "{who} ran out of fuel ({} units); fix the plugin or raise policy.fuel",
+                    limits.fuel
+                ),
             ),
             Some(Trap::Interrupt) => Failure::new(
                 FailureClass::Timeout,
@@ -97,7 +102,10 @@ impl Failure {
             ),
             _ => Failure::new(
                 FailureClass::Trap,
-                format!("{who} trapped: {}; fix the plugin or run `policy reset {role}`", root_cause(err)),
+                format!(
+                    "{who} trapped: {}; fix the plugin or run `policy reset {role}`",
+                    root_cause(err)
+                ),
             ),
         }
     }
@@ -105,7 +113,9 @@ impl Failure {
     pub(crate) fn invalid_output(role: Role, plugin: &str, what: &str) -> Failure {
         Failure::new(
             FailureClass::InvalidOutput,
-            format!("{role} plugin '{plugin}' gave an answer the host refuses: {what}; fix the plugin"),
+            format!(
+                "{role} plugin '{plugin}' gave an answer the host refuses: {what}; fix the plugin"
+            ),
         )
     }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use wasmtime::Store;
+use wasmtime::component::Instance;
 
 use super::bindings::{Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing};
 use super::call::Live;
@@ -17,7 +19,7 @@ use super::failure::{Failure, FailureClass};
 use super::outcome::{Grant, Outcome, Quote, RoleDecision, RoleResult};
 use super::plugin::{PluginMeta, PluginPre, RoleExports};
 use super::role::Role;
-use super::sandbox::PluginSettings;
+use super::sandbox::{PluginSettings, PluginState};
 
 /// Everything the roles are told about one job.
 #[derive(Clone, Debug)]
@@ -100,7 +102,11 @@ impl Pipeline {
     /// Builds the pipeline and asks each plugin to validate `settings`; a
     /// plugin that refuses them fails every decision with `invalid-config`.
     /// `slots` must hold one slot per role.
-    pub fn new(engine: Arc<PolicyEngine>, mut slots: Vec<Slot>, settings: Vec<(String, String)>) -> Pipeline {
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        mut slots: Vec<Slot>,
+        settings: Vec<(String, String)>,
+    ) -> Pipeline {
         slots.sort_by_key(|s| s.role.index());
         assert!(
             slots.iter().map(|s| s.role).eq(Role::ALL),
@@ -163,60 +169,113 @@ impl Pipeline {
 /// Asks one plugin its role's question.
 fn call_role(
     plugin: &PluginPre,
-    store: &mut wasmtime::Store<super::sandbox::PluginState>,
-    instance: &wasmtime::component::Instance,
+    store: &mut Store<PluginState>,
+    instance: &Instance,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    let job = &input.job;
-    Ok(match &plugin.exports {
-        RoleExports::Approval(ix) => match ix.load(&mut *store, instance)?.call_decide(&mut *store, job)? {
-            approval::Verdict::Allow => RoleResult::Allow,
-            approval::Verdict::Deny(reason) => RoleResult::Deny(reason),
-            approval::Verdict::Ask(reason) => RoleResult::Ask(reason),
-        },
-        RoleExports::Limits(ix) => match ix.load(&mut *store, instance)?.call_check(&mut *store, job, input.usage)? {
-            limits::Verdict::Allow(g) => RoleResult::Granted(Grant {
-                max_tokens: g.max_tokens,
-                timeout_secs: g.timeout_secs,
-            }),
-            limits::Verdict::Deny(reason) => RoleResult::Deny(reason),
-        },
+    match &plugin.exports {
+        RoleExports::Approval(ix) => ask_approval(&ix.load(&mut *store, instance)?, store, input),
+        RoleExports::Limits(ix) => ask_limits(&ix.load(&mut *store, instance)?, store, input),
         RoleExports::Compliance(ix) => {
-            match ix.load(&mut *store, instance)?.call_check_job(&mut *store, job, &input.facts)? {
-                compliance::Verdict::Allow => RoleResult::Allow,
-                compliance::Verdict::Deny(reason) => RoleResult::Deny(reason),
-            }
+            ask_compliance(&ix.load(&mut *store, instance)?, store, input)
         }
-        RoleExports::Pricing(ix) => {
-            let q: pricing::Quote = ix.load(&mut *store, instance)?.call_quote_job(&mut *store, job, input.market)?;
-            RoleResult::Quoted(Quote {
-                price: q.price,
-                explanation: q.explanation,
-            })
-        }
+        RoleExports::Pricing(ix) => ask_pricing(&ix.load(&mut *store, instance)?, store, input),
+    }
+}
+
+fn ask_approval(
+    guest: &approval::Guest,
+    store: &mut Store<PluginState>,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
+    Ok(match guest.call_decide(store, &input.job)? {
+        approval::Verdict::Allow => RoleResult::Allow,
+        approval::Verdict::Deny(reason) => RoleResult::Deny(reason),
+        approval::Verdict::Ask(reason) => RoleResult::Ask(reason),
     })
+}
+
+fn ask_limits(
+    guest: &limits::Guest,
+    store: &mut Store<PluginState>,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
+    Ok(match guest.call_check(store, &input.job, input.usage)? {
+        limits::Verdict::Allow(g) => RoleResult::Granted(Grant {
+            max_tokens: g.max_tokens,
+            timeout_secs: g.timeout_secs,
+        }),
+        limits::Verdict::Deny(reason) => RoleResult::Deny(reason),
+    })
+}
+
+fn ask_compliance(
+    guest: &compliance::Guest,
+    store: &mut Store<PluginState>,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
+    Ok(
+        match guest.call_check_job(store, &input.job, &input.facts)? {
+            compliance::Verdict::Allow => RoleResult::Allow,
+            compliance::Verdict::Deny(reason) => RoleResult::Deny(reason),
+        },
+    )
+}
+
+fn ask_pricing(
+    guest: &pricing::Guest,
+    store: &mut Store<PluginState>,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
+    let quote = guest.call_quote_job(store, &input.job, input.market)?;
+    Ok(RoleResult::Quoted(Quote {
+        price: quote.price,
+        explanation: quote.explanation,
+    }))
 }
 
 /// Refuses answers the host will not carry: oversized text (the guest
 /// controls its size) and grants larger than what the job asked for.
-fn check_answer(plugin: &PluginPre, result: RoleResult, job: &Job, max: usize) -> Result<RoleResult, Failure> {
-    let invalid = |what: String| Err(Failure::invalid_output(plugin.role, &plugin.meta.name, &what));
+fn check_answer(
+    plugin: &PluginPre,
+    result: RoleResult,
+    job: &Job,
+    max: usize,
+) -> Result<RoleResult, Failure> {
+    let invalid = |what: String| {
+        Err(Failure::invalid_output(
+            plugin.role,
+            &plugin.meta.name,
+            &what,
+        ))
+    };
     match &result {
-        RoleResult::Deny(text) | RoleResult::Ask(text) | RoleResult::Quoted(Quote { explanation: text, .. })
-            if text.len() > max =>
-        {
-            invalid(format!("a {} byte reason, over the {max} byte cap (policy.maxAnswerBytes)", text.len()))
-        }
-        RoleResult::Granted(g) if g.max_tokens == 0 || g.max_tokens > job.max_tokens || g.timeout_secs == 0 => invalid(format!(
-            "a grant of {} tokens and {} s for a job that asked for {} tokens",
-            g.max_tokens, g.timeout_secs, job.max_tokens
+        RoleResult::Deny(text)
+        | RoleResult::Ask(text)
+        | RoleResult::Quoted(Quote {
+            explanation: text, ..
+        }) if text.len() > max => invalid(format!(
+            "a {} byte reason, over the {max} byte cap (policy.maxAnswerBytes)",
+            text.len()
         )),
+        RoleResult::Granted(g)
+            if g.max_tokens == 0 || g.max_tokens > job.max_tokens || g.timeout_secs == 0 =>
+        {
+            invalid(format!(
+                "a grant of {} tokens and {} s for a job that asked for {} tokens",
+                g.max_tokens, g.timeout_secs, job.max_tokens
+            ))
+        }
         _ => Ok(result),
     }
 }
 
 /// Calls a plugin's `validate-config` under the same sandbox as decisions.
-pub(crate) fn validate(engine: &PolicyEngine, plugin: &PluginPre, settings: &Arc<PluginSettings>) -> Result<(), Failure> {
+pub(crate) fn validate(
+    engine: &PolicyEngine,
+    plugin: &PluginPre,
+    settings: &Arc<PluginSettings>,
+) -> Result<(), Failure> {
     let answer = plugin.run(engine, settings, None, |store, instance| {
         plugin
             .config_check

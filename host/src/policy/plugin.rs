@@ -48,13 +48,17 @@ pub struct PluginMeta {
 /// Why a component could not become a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("could not compile {role} plugin '{plugin}': {detail}; it must be a WebAssembly component (e.g. built for wasm32-wasip2)")]
+    #[error(
+        "could not compile {role} plugin '{plugin}': {detail}; it must be a WebAssembly component (e.g. built for wasm32-wasip2)"
+    )]
     Compile {
         role: Role,
         plugin: String,
         detail: String,
     },
-    #[error("'{plugin}' is not a {role} plugin: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/")]
+    #[error(
+        "'{plugin}' is not a {role} plugin: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/"
+    )]
     WrongRole {
         role: Role,
         plugin: String,
@@ -62,7 +66,9 @@ pub enum LoadError {
         missing: String,
         found: String,
     },
-    #[error("{role} plugin '{plugin}' imports something this host does not provide: {detail}; plugins may import only the logging, clock and settings interfaces (and WASI, which is denied)")]
+    #[error(
+        "{role} plugin '{plugin}' imports something this host does not provide: {detail}; plugins may import only the logging, clock and settings interfaces (and WASI, which is denied)"
+    )]
     Link {
         role: Role,
         plugin: String,
@@ -126,7 +132,8 @@ impl PluginPre {
         };
         let config_check = config_check::GuestIndices::new(&pre)
             .map_err(|_| wrong_role(&interface_name("config-check")))?;
-        let exports = role_exports(role, &pre).map_err(|_| wrong_role(&interface_name(role.as_str())))?;
+        let exports =
+            role_exports(role, &pre).map_err(|_| wrong_role(&interface_name(role.as_str())))?;
         Ok(PluginPre {
             role,
             label: format!("{role}:{name}").into(),
@@ -151,8 +158,16 @@ impl PluginPre {
 
     /// Asks the plugin to validate `settings`, as activation and the
     /// pipeline do; a refusal is an `invalid-config` failure.
-    pub fn validate(&self, engine: &PolicyEngine, settings: Vec<(String, String)>) -> Result<(), super::Failure> {
-        super::pipeline::validate(engine, self, &Arc::new(super::sandbox::PluginSettings::new(settings)))
+    pub fn validate(
+        &self,
+        engine: &PolicyEngine,
+        settings: Vec<(String, String)>,
+    ) -> Result<(), super::Failure> {
+        super::pipeline::validate(
+            engine,
+            self,
+            &Arc::new(super::sandbox::PluginSettings::new(settings)),
+        )
     }
 }
 

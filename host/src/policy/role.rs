@@ -17,7 +17,12 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order the pipeline asks them.
-    pub const ALL: [Role; 4] = [Role::Approval, Role::Limits, Role::Compliance, Role::Pricing];
+    pub const ALL: [Role; 4] = [
+        Role::Approval,
+        Role::Limits,
+        Role::Compliance,
+        Role::Pricing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,7 +74,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole { given: s.to_string() })
+            .ok_or_else(|| UnknownRole {
+                given: s.to_string(),
+            })
     }
 }
 

@@ -78,7 +78,12 @@ struct CappedMemory {
 }
 
 impl ResourceLimiter for CappedMemory {
-    fn memory_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let verdict = self.inner.memory_growing(current, desired, max);
         self.exceeded |= !matches!(verdict, Ok(true));
         verdict
@@ -89,7 +94,12 @@ impl ResourceLimiter for CappedMemory {
         self.inner.memory_grow_failed(error)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, max)
     }
 
