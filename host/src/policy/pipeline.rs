@@ -132,6 +132,7 @@ impl Pipeline {
     }
 
     /// Asks every role about `input` and combines the answers.
+    #[tracing::instrument(skip_all, fields(job_id = %input.job.id))]
     pub fn decide(&mut self, input: &DecisionInput) -> PipelineDecision {
         let roles: Vec<RoleDecision> = (0..self.slots.len()).map(|i| self.ask(i, input)).collect();
         let decision = if roles.iter().any(|r| r.outcome == Outcome::Deny) {
@@ -162,7 +163,9 @@ impl Pipeline {
             }
         };
         let elapsed = started.elapsed().as_micros() as u64;
-        RoleDecision::new(slot.role, slot.meta.clone(), result, elapsed)
+        let decision = RoleDecision::new(slot.role, slot.meta.clone(), result, elapsed);
+        tracing::debug!(role = %decision.role, outcome = %decision.outcome, error_class = ?decision.error_class, elapsed_us = elapsed, "role decided");
+        decision
     }
 }
 
