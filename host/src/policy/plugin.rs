@@ -57,7 +57,7 @@ pub enum LoadError {
         detail: String,
     },
     #[error(
-        "'{plugin}' is not a {role} plugin: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/"
+        "'{plugin}' is not a plugin for the {role} role: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/"
     )]
     WrongRole {
         role: Role,
