@@ -18,10 +18,12 @@
 //!     the hash-chained audit log, active plugins.
 //!   - [`config`] — the typed settings file and its keys.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
+//! - `outcome` — the allow/deny/ask word the engines share.
 
 pub mod cli;
 pub mod config;
 pub mod home;
 pub mod ops;
+mod outcome;
 pub mod policy;
 pub mod store;

@@ -5,7 +5,7 @@ use crate::support::{Home, role};
 #[test]
 fn not_opted_in_is_denied_by_compliance() {
     let home = Home::new();
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello"]);
     assert_eq!(code, 3, "{doc:#}");
     assert_eq!(doc["decision"], "deny");
     let compliance = role(&doc, "compliance");
@@ -19,20 +19,13 @@ fn not_opted_in_is_denied_by_compliance() {
 #[test]
 fn approval_asks_by_default_and_allows_when_not_required() {
     let home = Home::opted_in();
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello"]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["decision"], "ask");
     assert_eq!(role(&doc, "approval")["outcome"], "ask");
 
     home.set(&["compliance.requireApproval=false"]);
-    let (code, doc) = home.json(&[
-        "execute",
-        "--dry-run",
-        "--prompt",
-        "hello",
-        "--max-tokens",
-        "1000",
-    ]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello", "--max-tokens", "1000"]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["decision"], "allow");
     assert_eq!(role(&doc, "limits")["grant"]["max_tokens"], 1000);
@@ -43,10 +36,10 @@ fn approval_asks_by_default_and_allows_when_not_required() {
 #[test]
 fn approve_all_is_honoured_only_when_config_permits() {
     let home = Home::opted_in();
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--approve-all"]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--approve-all"]);
     assert_eq!(doc["decision"], "ask", "{doc:#}");
     home.set(&["compliance.allowAutoApprove=true"]);
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--approve-all"]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--approve-all"]);
     assert_eq!(doc["decision"], "allow", "{doc:#}");
 }
 
@@ -57,7 +50,7 @@ fn models_sizes_and_limits_are_enforced() {
         "compliance.requireApproval=false",
         "compliance.maxPromptBytes=10",
     ]);
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi", "--model", "gpt-4"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hi", "--model", "gpt-4"]);
     assert_eq!((code, &doc["decision"]), (3, &"deny".into()), "{doc:#}");
     assert!(
         role(&doc, "approval")["reason"]
@@ -66,22 +59,10 @@ fn models_sizes_and_limits_are_enforced() {
             .contains("gpt-4")
     );
 
-    let (_, doc) = home.json(&[
-        "execute",
-        "--dry-run",
-        "--prompt",
-        "this prompt is too long",
-    ]);
+    let (_, doc) = home.dry_run(&["--prompt", "this prompt is too long"]);
     assert_eq!(role(&doc, "approval")["outcome"], "deny", "{doc:#}");
 
-    let (_, doc) = home.json(&[
-        "execute",
-        "--dry-run",
-        "--prompt",
-        "hi",
-        "--max-tokens",
-        "100000",
-    ]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--max-tokens", "100000"]);
     assert_eq!(role(&doc, "limits")["outcome"], "deny", "{doc:#}");
 }
 
@@ -90,7 +71,7 @@ fn prompt_from_file_and_errors_for_bad_input() {
     let home = Home::opted_in();
     let file = home.path().join("prompt.txt");
     std::fs::write(&file, "from a file").unwrap();
-    let (code, doc) = home.json(&["execute", "--dry-run", "--file", file.to_str().unwrap()]);
+    let (code, doc) = home.dry_run(&["--file", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["job"]["prompt_bytes"], 11);
 

@@ -7,7 +7,7 @@ use crate::support::{Home, fixture, role};
 fn approval_with(home: &Home, name: &str) -> serde_json::Value {
     let path = fixture(name);
     home.ok(&["policy", "set", "approval", path.to_str().unwrap()]);
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello"]);
     assert_eq!(code, 3, "{doc:#}");
     assert_eq!(doc["decision"], "deny");
     // The other roles still ran, on their own plugins.
@@ -37,7 +37,7 @@ fn assert_failed(decision: &serde_json::Value, class: &str) {
 /// After a bad plugin, going back to the default must decide normally.
 fn assert_recovers(home: &Home) {
     home.ok(&["policy", "reset", "approval"]);
-    let (_, doc) = home.json(&["execute", "--dry-run", "--prompt", "hello"]);
+    let (_, doc) = home.dry_run(&["--prompt", "hello"]);
     assert_eq!(doc["decision"], "allow", "{doc:#}");
 }
 
@@ -135,8 +135,7 @@ fn a_plugin_for_another_role_is_refused() {
     ]);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("is not a approval plugin")
-            || run.stderr.contains("not an approval plugin"),
+        run.stderr.contains("is not a plugin for the approval role"),
         "{}",
         run.stderr
     );
@@ -149,14 +148,7 @@ fn a_plugin_for_another_role_is_refused() {
         "limits",
         fixture("allow_limits").to_str().unwrap(),
     ]);
-    let (_, doc) = home.json(&[
-        "execute",
-        "--dry-run",
-        "--prompt",
-        "hi",
-        "--max-tokens",
-        "100000",
-    ]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--max-tokens", "100000"]);
     assert_eq!(role(&doc, "limits")["grant"]["timeout_secs"], 60, "{doc:#}");
     assert_eq!(role(&doc, "limits")["plugin"]["origin"], "file");
 }
@@ -173,7 +165,7 @@ fn a_missing_plugin_file_denies_its_role_only() {
     let digest = set["plugin"]["digest"].as_str().unwrap();
     std::fs::remove_file(home.path().join("policies").join(format!("{digest}.wasm"))).unwrap();
 
-    let (code, doc) = home.json(&["execute", "--dry-run", "--prompt", "hi"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hi"]);
     assert_eq!(code, 3);
     let limits = role(&doc, "limits");
     assert_eq!(limits["error_class"], "missing", "{doc:#}");

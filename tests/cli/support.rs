@@ -95,6 +95,13 @@ impl Home {
         (run.code, run.json())
     }
 
+    /// `execute --dry-run --json` with `args`: the exit code and the decision.
+    pub fn dry_run(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["execute", "--dry-run"];
+        all.extend_from_slice(args);
+        self.json(&all)
+    }
+
     pub fn set(&self, assignments: &[&str]) {
         let mut args = vec!["config"];
         for a in assignments {

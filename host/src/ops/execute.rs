@@ -15,7 +15,7 @@ use crate::policy::{
     ConfiguredLimits, CredentialKind, DecisionInput, Fact, Job, JobSource, MarketContext, Outcome,
     PipelineDecision, Usage,
 };
-use crate::store::{self, Admission, DecisionRecord, NewJob, UsageSnapshot, Verdict};
+use crate::store::{Admission, DecisionRecord, NewJob, UsageSnapshot, Verdict};
 
 use super::limits::today;
 use super::{Context, OpsError, facts, policy};
@@ -243,7 +243,7 @@ fn summary(job: &Job) -> JobSummary {
 fn verdict(decision: &PipelineDecision) -> Verdict {
     let grant = decision.grant();
     Verdict {
-        outcome: stored(decision.decision),
+        outcome: decision.decision,
         granted_tokens: grant.map_or(0, |g| g.max_tokens),
         timeout_secs: grant.map_or(0, |g| g.timeout_secs),
         decisions: decision
@@ -254,20 +254,12 @@ fn verdict(decision: &PipelineDecision) -> Verdict {
                 plugin: r.plugin.name.clone(),
                 digest: r.plugin.digest.clone(),
                 origin: r.plugin.origin.as_str().into(),
-                outcome: stored(r.outcome),
+                outcome: r.outcome,
                 reason: r.reason.clone(),
                 error_class: r.error_class.map(|c| c.to_string()),
                 elapsed_us: r.elapsed_us,
             })
             .collect(),
-    }
-}
-
-fn stored(outcome: Outcome) -> store::Outcome {
-    match outcome {
-        Outcome::Allow => store::Outcome::Allow,
-        Outcome::Deny => store::Outcome::Deny,
-        Outcome::Ask => store::Outcome::Ask,
     }
 }
 

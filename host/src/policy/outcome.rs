@@ -1,38 +1,13 @@
 //! What a role decided, in host types the rest of the crate can use without
 //! knowing the WIT bindings.
 
-use std::fmt;
-
 use serde::Serialize;
+
+pub use crate::outcome::Outcome;
 
 use super::failure::{Failure, FailureClass};
 use super::plugin::PluginMeta;
 use super::role::Role;
-
-/// A decision, from one role or from the whole pipeline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Allow,
-    Deny,
-    Ask,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-            Outcome::Ask => "ask",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The budget the limits role granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -6,6 +6,8 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
+
+pub use crate::outcome::Outcome;
 use serde_json::json;
 use time::Date;
 use tracing::instrument;
@@ -25,31 +27,6 @@ pub struct NewJob {
     /// "local" or "market".
     pub source: String,
     pub requester: String,
-}
-
-/// A policy's answer. Only `Allow` admits a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Allow,
-    Deny,
-    Ask,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-            Outcome::Ask => "ask",
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One plugin's part in a verdict, with what identifies the code that made it.
