@@ -4,47 +4,58 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
-use wasmtime::component::Instance;
 
+use super::bindings::{approval, compliance, config_check, limits, pricing};
 use super::engine::PolicyEngine;
-use super::failure::Failure;
-use super::plugin::PluginPre;
+use super::failure::{Failure, FailureClass};
+use super::plugin::{PluginPre, RoleExports};
 use super::sandbox::{self, PluginSettings, PluginState};
 
-/// A live instance kept between calls when isolation is `reuse`.
+/// A plugin's exported functions, resolved and type-checked once per
+/// instance rather than once per call.
+pub(crate) struct Guests {
+    pub(crate) config: config_check::Guest,
+    pub(crate) role: RoleGuest,
+}
+
+pub(crate) enum RoleGuest {
+    Approval(approval::Guest),
+    Limits(limits::Guest),
+    Pricing(pricing::Guest),
+    Compliance(compliance::Guest),
+}
+
+/// A live instance: kept between calls when isolation is `reuse`.
 pub struct Live {
     store: Store<PluginState>,
-    instance: Instance,
+    guests: Guests,
 }
 
 impl PluginPre {
-    fn instantiate(
-        &self,
-        engine: &PolicyEngine,
-        settings: &Arc<PluginSettings>,
-    ) -> Result<Live, Failure> {
-        let mut store =
-            sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
-                Failure::new(
-                    super::FailureClass::Trap,
-                    format!(
-                        "{} plugin '{}' could not get a sandbox: {e:#}",
-                        self.role, self.meta.name
-                    ),
-                )
-            })?;
-        match self.pre.instantiate(&mut store) {
-            Ok(instance) => Ok(Live { store, instance }),
+    fn instantiate(&self, engine: &PolicyEngine, settings: &Arc<PluginSettings>) -> Result<Live, Failure> {
+        let mut store = sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
+            let message = format!("{} plugin '{}' could not get a sandbox: {e:#}", self.role, self.meta.name);
+            Failure::new(FailureClass::Trap, message)
+        })?;
+        match self.resolve(&mut store) {
+            Ok(guests) => Ok(Live { store, guests }),
             Err(e) => Err(self.failure(engine, &e, store.data())),
         }
     }
 
-    fn failure(
-        &self,
-        engine: &PolicyEngine,
-        err: &wasmtime::Error,
-        state: &PluginState,
-    ) -> Failure {
+    fn resolve(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Guests> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        let role = match &self.exports {
+            RoleExports::Approval(ix) => RoleGuest::Approval(ix.load(&mut *store, &instance)?),
+            RoleExports::Limits(ix) => RoleGuest::Limits(ix.load(&mut *store, &instance)?),
+            RoleExports::Pricing(ix) => RoleGuest::Pricing(ix.load(&mut *store, &instance)?),
+            RoleExports::Compliance(ix) => RoleGuest::Compliance(ix.load(&mut *store, &instance)?),
+        };
+        let config = self.config_check.load(&mut *store, &instance)?;
+        Ok(Guests { config, role })
+    }
+
+    fn failure(&self, engine: &PolicyEngine, err: &wasmtime::Error, state: &PluginState) -> Failure {
         Failure::from_call(err, state, self.role, &self.meta.name, engine.limits())
     }
 
@@ -56,7 +67,7 @@ impl PluginPre {
         engine: &PolicyEngine,
         settings: &Arc<PluginSettings>,
         warm: Option<&mut Option<Live>>,
-        f: impl FnOnce(&mut Store<PluginState>, &Instance) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<PluginState>, &Guests) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let Some(slot) = warm else {
             let mut live = self.instantiate(engine, settings)?;
@@ -81,8 +92,8 @@ impl PluginPre {
         &self,
         engine: &PolicyEngine,
         live: &mut Live,
-        f: impl FnOnce(&mut Store<PluginState>, &Instance) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<PluginState>, &Guests) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        f(&mut live.store, &live.instance).map_err(|e| self.failure(engine, &e, live.store.data()))
+        f(&mut live.store, &live.guests).map_err(|e| self.failure(engine, &e, live.store.data()))
     }
 }

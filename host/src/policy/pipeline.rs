@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 use wasmtime::Store;
-use wasmtime::component::Instance;
 
 use super::bindings::{Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing};
-use super::call::Live;
+use super::call::{Live, RoleGuest};
 use super::engine::{Isolation, PolicyEngine};
 use super::failure::{Failure, FailureClass};
 use super::outcome::{Grant, Outcome, Quote, RoleDecision, RoleResult};
-use super::plugin::{PluginMeta, PluginPre, RoleExports};
+use super::plugin::{PluginMeta, PluginPre};
 use super::role::Role;
 use super::sandbox::{PluginSettings, PluginState};
 
@@ -154,8 +153,8 @@ impl Pipeline {
             Ok(plugin) => {
                 let warm = if reuse { Some(&mut slot.warm) } else { None };
                 let max = self.engine.limits().max_answer_bytes;
-                let answer = plugin.run(&self.engine, &self.settings, warm, |store, instance| {
-                    call_role(plugin, store, instance, input)
+                let answer = plugin.run(&self.engine, &self.settings, warm, |store, guests| {
+                    call_role(&guests.role, store, input)
                 });
                 answer
                     .and_then(|result| check_answer(plugin, result, &input.job, max))
@@ -170,19 +169,12 @@ impl Pipeline {
 }
 
 /// Asks one plugin its role's question.
-fn call_role(
-    plugin: &PluginPre,
-    store: &mut Store<PluginState>,
-    instance: &Instance,
-    input: &DecisionInput,
-) -> wasmtime::Result<RoleResult> {
-    match &plugin.exports {
-        RoleExports::Approval(ix) => ask_approval(&ix.load(&mut *store, instance)?, store, input),
-        RoleExports::Limits(ix) => ask_limits(&ix.load(&mut *store, instance)?, store, input),
-        RoleExports::Compliance(ix) => {
-            ask_compliance(&ix.load(&mut *store, instance)?, store, input)
-        }
-        RoleExports::Pricing(ix) => ask_pricing(&ix.load(&mut *store, instance)?, store, input),
+fn call_role(guest: &RoleGuest, store: &mut Store<PluginState>, input: &DecisionInput) -> wasmtime::Result<RoleResult> {
+    match guest {
+        RoleGuest::Approval(g) => ask_approval(g, store, input),
+        RoleGuest::Limits(g) => ask_limits(g, store, input),
+        RoleGuest::Compliance(g) => ask_compliance(g, store, input),
+        RoleGuest::Pricing(g) => ask_pricing(g, store, input),
     }
 }
 
@@ -279,11 +271,8 @@ pub(crate) fn validate(
     plugin: &PluginPre,
     settings: &Arc<PluginSettings>,
 ) -> Result<(), Failure> {
-    let answer = plugin.run(engine, settings, None, |store, instance| {
-        plugin
-            .config_check
-            .load(&mut *store, instance)?
-            .call_validate_config(&mut *store, settings.pairs())
+    let answer = plugin.run(engine, settings, None, |store, guests| {
+        guests.config.call_validate_config(store, settings.pairs())
     })?;
     answer.map_err(|problems| {
         let max = engine.limits().max_answer_bytes;

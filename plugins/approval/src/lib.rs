@@ -7,6 +7,8 @@
 //! The decision itself is the plain function `judge`, so it can be tested
 //! without a host.
 
+use std::sync::OnceLock;
+
 wit_bindgen::generate!({ world: "approval-policy", path: "../../wit" });
 
 use claude_max_market::policy::logging::{self, Level};
@@ -173,17 +175,31 @@ impl ConfigCheck for ApprovalPolicy {
     }
 }
 
+/// The rules in force. Settings never change during an instance's life, so
+/// they are read from the host once per instance, not once per decision.
+fn current_rules() -> &'static Result<Rules, Vec<String>> {
+    static RULES: OnceLock<Result<Rules, Vec<String>>> = OnceLock::new();
+    RULES.get_or_init(|| Rules::read(settings::get))
+}
+
 impl Approval for ApprovalPolicy {
     fn decide(job: Job) -> Verdict {
         // The host only activates a plugin whose configuration validated, so
         // a failure here means the host changed underneath us: refuse rather
         // than guess.
-        let verdict = match Rules::read(settings::get) {
-            Ok(rules) => judge(&job, &rules),
-            Err(problems) => Verdict::Deny(format!("bad configuration: {}", problems.join("; "))),
-        };
-        logging::log(Level::Debug, &format!("job {}: {verdict:?}", job.id));
-        verdict
+        match current_rules() {
+            Ok(rules) => judge(&job, rules),
+            Err(problems) => {
+                // The host records every decision; a log line is for what
+                // only the plugin knows.
+                let problems = problems.join("; ");
+                logging::log(
+                    Level::Warn,
+                    &format!("settings changed after validation: {problems}"),
+                );
+                Verdict::Deny(format!("bad configuration: {problems}"))
+            }
+        }
     }
 }
 

@@ -8,9 +8,10 @@
 //! newer host can add facts without breaking an older plugin. A market job
 //! paid with a Claude subscription is refused outright, whatever the facts.
 
+use std::sync::OnceLock;
+
 wit_bindgen::generate!({ world: "compliance-policy", path: "../../wit" });
 
-use claude_max_market::policy::logging::{self, Level};
 use claude_max_market::policy::settings;
 use claude_max_market::policy::types::{CredentialKind, Fact, FactStatus, Job, JobSource};
 use exports::claude_max_market::policy::compliance::{
@@ -205,8 +206,10 @@ fn rotation_days(lookup: impl Fn(&str) -> Option<String>) -> Result<u64, Vec<Str
 /// The findings under the current settings. Bad settings become a failed
 /// critical finding, so they also stop jobs instead of being guessed around.
 fn current_findings(facts: &[Fact]) -> Vec<Finding> {
-    match rotation_days(settings::get) {
-        Ok(days) => judge_facts(facts, days),
+    // Settings never change during an instance's life: read them once.
+    static DAYS: OnceLock<Result<u64, Vec<String>>> = OnceLock::new();
+    match DAYS.get_or_init(|| rotation_days(settings::get)) {
+        Ok(days) => judge_facts(facts, *days),
         Err(problems) => vec![finding(
             "configuration",
             Severity::Critical,
@@ -238,9 +241,7 @@ impl Compliance for CompliancePolicy {
     }
 
     fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
-        let verdict = judge_job(&job, &current_findings(&facts));
-        logging::log(Level::Debug, &format!("job {}: {verdict:?}", job.id));
-        verdict
+        judge_job(&job, &current_findings(&facts))
     }
 }
 

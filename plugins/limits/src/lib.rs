@@ -9,7 +9,6 @@
 
 wit_bindgen::generate!({ world: "limits-policy", path: "../../wit" });
 
-use claude_max_market::policy::logging::{self, Level};
 use claude_max_market::policy::types::{Job, Usage};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
 use exports::claude_max_market::policy::limits::{Grant, Guest as Limits, Verdict};
@@ -69,9 +68,7 @@ impl ConfigCheck for LimitsPolicy {
 
 impl Limits for LimitsPolicy {
     fn check(job: Job, usage: Usage) -> Verdict {
-        let verdict = judge(&job, &usage);
-        logging::log(Level::Debug, &format!("job {}: {verdict:?}", job.id));
-        verdict
+        judge(&job, &usage)
     }
 }
 

@@ -8,9 +8,10 @@
 //! accepted when it reaches the quote. The arithmetic is in plain functions
 //! and uses whole numbers, so a quote is exact and the same on every machine.
 
+use std::sync::OnceLock;
+
 wit_bindgen::generate!({ world: "pricing-policy", path: "../../wit" });
 
-use claude_max_market::policy::logging::{self, Level};
 use claude_max_market::policy::settings;
 use claude_max_market::policy::types::{Job, MarketContext};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
@@ -144,9 +145,16 @@ fn judge_bid(quote: &Quote, bid: u64) -> BidVerdict {
 
 /// The rates in force. The host only activates a plugin whose configuration
 /// validated, so an error here means the settings changed underneath us.
+/// Settings never change during an instance's life, so they are read from
+/// the host once per instance, not once per decision.
 fn current_rates() -> Result<Rates, String> {
-    Rates::read(settings::get)
-        .map_err(|problems| format!("bad configuration: {}", problems.join("; ")))
+    static RATES: OnceLock<Result<Rates, String>> = OnceLock::new();
+    RATES
+        .get_or_init(|| {
+            Rates::read(settings::get)
+                .map_err(|problems| format!("bad configuration: {}", problems.join("; ")))
+        })
+        .clone()
 }
 
 struct PricingPolicy;
@@ -167,7 +175,7 @@ impl ConfigCheck for PricingPolicy {
 
 impl Pricing for PricingPolicy {
     fn quote_job(job: Job, market: MarketContext) -> Quote {
-        let quote = match current_rates() {
+        match current_rates() {
             Ok(rates) => quote_for(rates, &job, &market),
             // Nobody can pay u64::MAX, so a misconfigured node sells nothing
             // instead of selling at a price nobody chose.
@@ -175,24 +183,14 @@ impl Pricing for PricingPolicy {
                 price: u64::MAX,
                 explanation,
             },
-        };
-        logging::log(
-            Level::Debug,
-            &format!("job {}: quote {} RUV", job.id, quote.price),
-        );
-        quote
+        }
     }
 
     fn consider_bid(job: Job, market: MarketContext, bid: u64) -> BidVerdict {
-        let verdict = match current_rates() {
+        match current_rates() {
             Ok(rates) => judge_bid(&quote_for(rates, &job, &market), bid),
             Err(reason) => BidVerdict::Reject(reason),
-        };
-        logging::log(
-            Level::Debug,
-            &format!("job {}: bid {bid} RUV: {verdict:?}", job.id),
-        );
-        verdict
+        }
     }
 }
 
