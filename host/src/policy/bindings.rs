@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use claude_max_market::policy::types::{
+pub use self::claude_max_market::policy::types::{
     ConfiguredLimits, CredentialKind, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
 };
-pub use exports::claude_max_market::policy::{approval, compliance, config_check, limits, pricing};
+pub use self::exports::claude_max_market::policy::{approval, compliance, config_check, limits, pricing};

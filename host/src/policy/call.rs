@@ -32,11 +32,19 @@ pub struct Live {
 }
 
 impl PluginPre {
-    fn instantiate(&self, engine: &PolicyEngine, settings: &Arc<PluginSettings>) -> Result<Live, Failure> {
-        let mut store = sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
-            let message = format!("{} plugin '{}' could not get a sandbox: {e:#}", self.role, self.meta.name);
-            Failure::new(FailureClass::Trap, message)
-        })?;
+    fn instantiate(
+        &self,
+        engine: &PolicyEngine,
+        settings: &Arc<PluginSettings>,
+    ) -> Result<Live, Failure> {
+        let mut store =
+            sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
+                let message = format!(
+                    "{} plugin '{}' could not get a sandbox: {e:#}",
+                    self.role, self.meta.name
+                );
+                Failure::new(FailureClass::Trap, message)
+            })?;
         match self.resolve(&mut store) {
             Ok(guests) => Ok(Live { store, guests }),
             Err(e) => Err(self.failure(engine, &e, store.data())),
@@ -55,7 +63,12 @@ impl PluginPre {
         Ok(Guests { config, role })
     }
 
-    fn failure(&self, engine: &PolicyEngine, err: &wasmtime::Error, state: &PluginState) -> Failure {
+    fn failure(
+        &self,
+        engine: &PolicyEngine,
+        err: &wasmtime::Error,
+        state: &PluginState,
+    ) -> Failure {
         Failure::from_call(err, state, self.role, &self.meta.name, engine.limits())
     }
 

@@ -25,9 +25,9 @@ const POOLED_INSTANCES: u32 = 32;
 
 /// Memory the pool resets with a memset and keeps mapped between instances,
 /// instead of handing it back to the kernel: a fresh instance per decision
-/// touches only a few pages, and a syscall plus page faults per instance
-/// cost more than clearing them.
-const KEEP_RESIDENT: usize = 64 << 10;
+/// touches only a few pages, and a madvise plus page faults per instance
+/// cost more than clearing them. Measured in BENCHMARKS.md.
+const KEEP_RESIDENT: usize = 128 << 10;
 
 /// Whether each decision gets a fresh instance or reuses a warm one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -126,6 +126,10 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .wasm_component_model(true)
         .consume_fuel(true)
         .epoch_interruption(true)
+        // Plugins' data segments are a few KiB: copying them into resident
+        // memory is cheaper than mapping an image and taking a copy-on-write
+        // fault on every page the decision writes.
+        .memory_init_cow(false)
         .cranelift_opt_level(OptLevel::Speed)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config

@@ -169,7 +169,11 @@ impl Pipeline {
 }
 
 /// Asks one plugin its role's question.
-fn call_role(guest: &RoleGuest, store: &mut Store<PluginState>, input: &DecisionInput) -> wasmtime::Result<RoleResult> {
+fn call_role(
+    guest: &RoleGuest,
+    store: &mut Store<PluginState>,
+    input: &DecisionInput,
+) -> wasmtime::Result<RoleResult> {
     match guest {
         RoleGuest::Approval(g) => ask_approval(g, store, input),
         RoleGuest::Limits(g) => ask_limits(g, store, input),
