@@ -89,7 +89,9 @@ impl CompileCache {
 
     fn store(&self, name: &str, payload: &[u8]) -> io::Result<()> {
         let tag = self.mac(payload).finalize().into_bytes();
-        let tmp = format!("{name}.tmp{}", std::process::id());
+        // Unique per writer: threads of one process may compile the same
+        // plugin at once, and must not write into each other's temp file.
+        let tmp = format!("{name}.tmp{:016x}", rand::random::<u64>());
         let mut bytes = Vec::with_capacity(payload.len() + MAC_LEN);
         bytes.extend_from_slice(payload);
         bytes.extend_from_slice(&tag);
