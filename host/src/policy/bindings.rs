@@ -12,4 +12,6 @@ wasmtime::component::bindgen!({
 pub use self::claude_max_market::policy::types::{
     ConfiguredLimits, CredentialKind, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
 };
-pub use self::exports::claude_max_market::policy::{approval, compliance, config_check, limits, pricing};
+pub use self::exports::claude_max_market::policy::{
+    approval, compliance, config_check, limits, pricing,
+};

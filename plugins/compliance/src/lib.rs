@@ -203,20 +203,38 @@ fn rotation_days(lookup: impl Fn(&str) -> Option<String>) -> Result<u64, Vec<Str
     }
 }
 
-/// The findings under the current settings. Bad settings become a failed
-/// critical finding, so they also stop jobs instead of being guessed around.
-fn current_findings(facts: &[Fact]) -> Vec<Finding> {
-    // Settings never change during an instance's life: read them once.
+/// Only the findings that can stop a job: failed facts under a critical
+/// rule. `check-job` runs on every decision, so it does not build messages
+/// for facts that pass.
+fn critical_failures(facts: &[Fact]) -> Vec<Finding> {
+    facts
+        .iter()
+        .filter(|fact| fact.status == FactStatus::Failed)
+        .filter_map(|fact| {
+            RULES
+                .iter()
+                .find(|rule| rule.fact == fact.name && rule.severity == Severity::Critical)
+                .map(|rule| judge_by_rule(rule, fact))
+        })
+        .collect()
+}
+
+/// `security.keyRotationDays` as configured. Settings never change during
+/// an instance's life, so the host is asked once.
+fn current_rotation_days() -> &'static Result<u64, Vec<String>> {
     static DAYS: OnceLock<Result<u64, Vec<String>>> = OnceLock::new();
-    match DAYS.get_or_init(|| rotation_days(settings::get)) {
-        Ok(days) => judge_facts(facts, *days),
-        Err(problems) => vec![finding(
-            "configuration",
-            Severity::Critical,
-            false,
-            format!("bad configuration: {}", problems.join("; ")),
-        )],
-    }
+    DAYS.get_or_init(|| rotation_days(settings::get))
+}
+
+/// Bad settings become a failed critical finding, so they stop jobs instead
+/// of being guessed around.
+fn configuration_finding(problems: &[String]) -> Finding {
+    finding(
+        "configuration",
+        Severity::Critical,
+        false,
+        format!("bad configuration: {}", problems.join("; ")),
+    )
 }
 
 struct CompliancePolicy;
@@ -237,11 +255,17 @@ impl ConfigCheck for CompliancePolicy {
 
 impl Compliance for CompliancePolicy {
     fn findings(facts: Vec<Fact>) -> Vec<Finding> {
-        current_findings(&facts)
+        match current_rotation_days() {
+            Ok(days) => judge_facts(&facts, *days),
+            Err(problems) => vec![configuration_finding(problems)],
+        }
     }
 
     fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
-        judge_job(&job, &current_findings(&facts))
+        match current_rotation_days() {
+            Ok(_) => judge_job(&job, &critical_failures(&facts)),
+            Err(problems) => judge_job(&job, &[configuration_finding(problems)]),
+        }
     }
 }
 

@@ -103,3 +103,27 @@ fn rotation_setting_must_be_a_whole_number() {
         ])
     );
 }
+
+#[test]
+fn critical_failures_decide_jobs_exactly_as_all_findings_do() {
+    let statuses = [FactStatus::Ok, FactStatus::Failed, FactStatus::Unknown];
+    let names = [
+        "consent-recorded",
+        "audit-chain",
+        "docker-rootless",
+        "key-age",
+        "gpu-present",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        for status in statuses {
+            let facts = [
+                fact("terms-current", FactStatus::Ok, "accepted"),
+                fact(name, status, "400"),
+                fact(names[(i + 1) % names.len()], FactStatus::Failed, "400"),
+            ];
+            let all = judge_job(&local_job(), &judge_facts(&facts, 90));
+            let some = judge_job(&local_job(), &critical_failures(&facts));
+            assert_eq!(format!("{all:?}"), format!("{some:?}"), "{facts:?}");
+        }
+    }
+}

@@ -100,28 +100,28 @@ fn price(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> Breakdown
 /// The breakdown in words, for the owner and the counterpart.
 fn explain(rates: Rates, b: &Breakdown) -> String {
     // The factors in ten-thousandths: the reputation factor can end in a half
-    // thousandth, and printing it exactly avoids a rounding puzzle.
+    // thousandth, and printing it exactly avoids a rounding puzzle. One
+    // format call, since this runs for every quote.
     let load_factor = (1000 + b.load_thousandths) * 10;
     let reputation_factor = (3000 - b.reputation_thousandths) * 5;
     format!(
         "{} RUV base + {} × {} RUV per started 1000 max tokens = {} RUV; \
-         × {} for load {}; × {} for counterpart reputation {}; = {} RUV (rounded up)",
+         × {}.{:04} for load {}.{:03}; × {}.{:04} for counterpart reputation {}.{:03}; \
+         = {} RUV (rounded up)",
         rates.base,
         b.kilo_tokens,
         rates.per_kilo_token,
         b.list_price,
-        decimal(load_factor, 10_000),
-        decimal(b.load_thousandths, 1000),
-        decimal(reputation_factor, 10_000),
-        decimal(b.reputation_thousandths, 1000),
+        load_factor / 10_000,
+        load_factor % 10_000,
+        b.load_thousandths / 1000,
+        b.load_thousandths % 1000,
+        reputation_factor / 10_000,
+        reputation_factor % 10_000,
+        b.reputation_thousandths / 1000,
+        b.reputation_thousandths % 1000,
         b.price
     )
-}
-
-/// `value / scale` written out exactly, e.g. `decimal(12500, 10000)` is "1.2500".
-fn decimal(value: u64, scale: u64) -> String {
-    let width = scale.ilog10() as usize;
-    format!("{}.{:0width$}", value / scale, value % scale)
 }
 
 fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
