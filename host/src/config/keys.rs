@@ -108,7 +108,7 @@ static SPECS: [Spec; 27] = [
     },
     Spec {
         name: "limits.dailyTokens",
-        description: "Tokens all jobs together may use per day, as metered by the gateway",
+        description: "Tokens all jobs together may use or reserve per UTC day",
         access: Access::U64(field!(limits.daily_tokens), IntRange::at_least(0)),
     },
     Spec {
@@ -161,7 +161,7 @@ static SPECS: [Spec; 27] = [
     },
     Spec {
         name: "compliance.allowedModels",
-        description: "Models a job may use; the gateway refuses any other",
+        description: "Models a job may use; the approval policy denies any other",
         access: Access::List(field!(compliance.allowed_models), ListRule::Models),
     },
     Spec {
