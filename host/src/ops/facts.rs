@@ -106,13 +106,7 @@ fn config_credentials_fact(ctx: &Context) -> Fact {
 }
 
 fn log_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
-    let leaked = ctx
-        .store
-        .audit_entries(None)?
-        .iter()
-        .filter(|e| has_credential(&e.details.to_string()) || has_credential(&e.subject))
-        .map(|e| e.seq.to_string())
-        .collect::<Vec<_>>();
+    let leaked = ctx.store.audit_rows_containing(CREDENTIAL_MARKER)?;
     Ok(if leaked.is_empty() {
         fact(
             "no-credentials-in-logs",
@@ -120,11 +114,9 @@ fn log_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
             FactStatus::Ok,
         )
     } else {
-        fact(
-            "no-credentials-in-logs",
-            format!("credential in audit rows {}", leaked.join(", ")),
-            FactStatus::Failed,
-        )
+        let rows: Vec<String> = leaked.iter().map(i64::to_string).collect();
+        let value = format!("credential in audit rows {}", rows.join(", "));
+        fact("no-credentials-in-logs", value, FactStatus::Failed)
     })
 }
 

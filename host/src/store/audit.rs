@@ -158,6 +158,24 @@ impl Store {
             .collect()
     }
 
+    /// The seq of every row whose subject or details contain `needle`, in
+    /// order. Searches the stored text in SQLite, so scanning the log for a
+    /// leaked secret does not load and parse every row.
+    pub fn audit_rows_containing(&self, needle: &str) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq FROM audit_log \
+                 WHERE instr(details, ?1) > 0 OR instr(subject, ?1) > 0 ORDER BY seq",
+            )
+            .during("searching the audit log")?;
+        let rows = stmt
+            .query_map([needle], |row| row.get(0))
+            .during("searching the audit log")?;
+        rows.map(|row| row.during("searching the audit log"))
+            .collect()
+    }
+
     /// Walks the whole chain in seq order and reports the first row that was
     /// removed, relinked or altered, then checks the end against the head.
     pub fn verify_audit(&self) -> Result<ChainStatus, StoreError> {
@@ -214,6 +232,19 @@ mod tests {
         assert_eq!(status.rows, 3);
         assert_eq!(status.head.as_deref(), Some(entries[2].hash.as_str()));
         assert_eq!(status.broken, None);
+    }
+
+    #[test]
+    fn finds_rows_by_text_without_wildcards() {
+        let (_dir, mut store) = store_with_rows(2);
+        store
+            .append_audit("test.row", "sk-ant-in-subject", &json!({}))
+            .unwrap();
+        store
+            .append_audit("test.row", "subject", &json!({"key": "x sk-ant-api03 y"}))
+            .unwrap();
+        assert_eq!(store.audit_rows_containing("sk-ant-").unwrap(), [3, 4]);
+        assert!(store.audit_rows_containing("%").unwrap().is_empty());
     }
 
     #[test]
