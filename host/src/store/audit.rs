@@ -179,8 +179,13 @@ impl Store {
     /// Walks the whole chain in seq order and reports the first row that was
     /// removed, relinked or altered, then checks the end against the head.
     pub fn verify_audit(&self) -> Result<ChainStatus, StoreError> {
-        let mut stmt = self
+        // Rows and head must come from one snapshot: read separately, an
+        // append by another process in between looks like removed rows.
+        let snapshot = self
             .conn
+            .unchecked_transaction()
+            .during("reading the audit log")?;
+        let mut stmt = snapshot
             .prepare(&format!("{SELECT_ROWS} ORDER BY seq"))
             .during("reading the audit log")?;
         let mut walk = ChainWalk::new();
@@ -190,7 +195,7 @@ impl Store {
         {
             walk.step(row.during("reading the audit log")?);
         }
-        let (head_seq, head_hash) = read_head(&self.conn)?;
+        let (head_seq, head_hash) = read_head(&snapshot)?;
         Ok(walk.finish(head_seq, &head_hash))
     }
 }
@@ -245,6 +250,26 @@ mod tests {
             .unwrap();
         assert_eq!(store.audit_rows_containing("sk-ant-").unwrap(), [3, 4]);
         assert!(store.audit_rows_containing("%").unwrap().is_empty());
+    }
+
+    #[test]
+    fn verifying_while_another_process_appends_never_reports_a_break() {
+        let (dir, store) = store_with_rows(1);
+        let path = dir.path().join("state.db");
+        let writer = std::thread::spawn(move || {
+            let mut other = Store::open(&path).unwrap();
+            for n in 0..300 {
+                other
+                    .append_audit("test.row", "writer", &json!({ "n": n }))
+                    .unwrap();
+            }
+        });
+        while !writer.is_finished() {
+            let status = store.verify_audit().unwrap();
+            assert_eq!(status.broken, None, "after {} rows", status.rows);
+        }
+        writer.join().unwrap();
+        assert_eq!(store.verify_audit().unwrap().rows, 301);
     }
 
     #[test]
