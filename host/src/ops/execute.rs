@@ -18,7 +18,7 @@ use crate::policy::{
 use crate::store::{Admission, DecisionRecord, NewJob, UsageSnapshot, Verdict};
 
 use super::limits::today;
-use super::{Context, OpsError, facts, policy};
+use super::{Context, OpsError, facts, policy, process};
 
 /// Where the prompt comes from.
 #[derive(Debug, Clone)]
@@ -154,6 +154,7 @@ fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsEr
         prompt_sha256: job.prompt_sha256.clone(),
         source: "local".into(),
         requester: job.requester.clone(),
+        host: Some(process::current()),
     };
     Ok((job, new_job))
 }

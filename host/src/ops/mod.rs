@@ -12,6 +12,7 @@ pub mod limits;
 pub mod opt_in;
 pub mod opt_out;
 pub mod policy;
+mod process;
 pub mod status;
 pub mod terms;
 

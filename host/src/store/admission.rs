@@ -14,6 +14,7 @@ use tracing::instrument;
 
 use super::error::{During, StoreError};
 use super::usage::{self, UsageSnapshot};
+use super::jobs::HostProcess;
 use super::{Store, audit, jobs, now};
 
 /// A job asking to run, before any decision.
@@ -27,6 +28,10 @@ pub struct NewJob {
     /// "local" or "market".
     pub source: String,
     pub requester: String,
+    /// The process that will run it, so a later one can tell it has died.
+    /// Not part of the audited record: it identifies a process, not the job.
+    #[serde(skip)]
+    pub host: Option<HostProcess>,
 }
 
 /// One plugin's part in a verdict, with what identifies the code that made it.
@@ -158,7 +163,7 @@ impl Store {
         };
         record(&tx, job, kind, &verdict)?;
         if admitted {
-            jobs::insert(&tx, job, &verdict)?;
+            jobs::insert(&tx, job, day, &verdict)?;
             usage::reserve(&tx, day, verdict.granted_tokens)?;
         }
         tx.commit().during("committing admission")?;

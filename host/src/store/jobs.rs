@@ -1,14 +1,15 @@
 //! The jobs table: one row per admitted job, from admission to its end. Rows
 //! are created only by admission, so a job here always has its audit row and
-//! its usage reservation. It must not hold a prompt or a result, only their
-//! size and digest.
+//! its usage reservation; `runs` moves them through their run. It must not
+//! hold a prompt or a result, only their size and digest.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use time::Date;
 
 use super::admission::{NewJob, Verdict};
 use super::error::{During, StoreError};
-use super::{Store, now};
+use super::{Store, day_key, now};
 
 /// A job as recorded, for `status` and `logs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,13 +21,42 @@ pub struct JobRow {
     /// "local" or "market".
     pub source: String,
     pub requester: String,
-    /// "admitted", "running", "finished", "failed" or "cancelled".
+    /// "admitted", "running", "finished", "failed", "timed_out",
+    /// "cancelled" or "aborted".
     pub state: String,
     pub granted_tokens: u32,
     pub timeout_secs: u32,
+    /// The process that admitted the job and runs it.
+    pub host: Option<HostProcess>,
+    pub container_id: Option<String>,
+    pub started_at: Option<String>,
+    /// Requests the gateway forwarded upstream.
+    pub requests: u32,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    pub exit_code: Option<i64>,
+    pub end_reason: Option<String>,
     pub finished_at: Option<String>,
+}
+
+impl JobRow {
+    /// Admitted or running: holding a concurrency slot.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "admitted" | "running")
+    }
+
+    /// Input plus output tokens metered so far.
+    pub fn tokens_used(&self) -> u64 {
+        self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0)
+    }
+}
+
+/// A process on this machine, told apart from a later one that reuses its
+/// pid by the time it started (in clock ticks since boot, from /proc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HostProcess {
+    pub pid: u32,
+    pub start: u64,
 }
 
 pub(super) fn exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
@@ -37,14 +67,21 @@ pub(super) fn exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(found.is_some())
 }
 
-pub(super) fn insert(conn: &Connection, job: &NewJob, verdict: &Verdict) -> Result<(), StoreError> {
+pub(super) fn insert(
+    conn: &Connection,
+    job: &NewJob,
+    day: Date,
+    verdict: &Verdict,
+) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO jobs (id, created_at, model, max_tokens, prompt_bytes, prompt_sha256,
-                           source, requester, state, granted_tokens, timeout_secs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'admitted', ?9, ?10)",
+        "INSERT INTO jobs (id, created_at, usage_day, model, max_tokens, prompt_bytes,
+                           prompt_sha256, source, requester, state, granted_tokens,
+                           timeout_secs, host_pid, host_start)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'admitted', ?10, ?11, ?12, ?13)",
         params![
             job.id,
             now()?,
+            day_key(day)?,
             job.model,
             job.max_tokens,
             job.prompt_bytes,
@@ -53,13 +90,24 @@ pub(super) fn insert(conn: &Connection, job: &NewJob, verdict: &Verdict) -> Resu
             job.requester,
             verdict.granted_tokens,
             verdict.timeout_secs,
+            job.host.map(|h| h.pid),
+            job.host.map(|h| h.start),
         ],
     )
     .during("recording the admitted job")?;
     Ok(())
 }
 
-fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+/// The columns `read_job` expects, in its order.
+pub(super) const JOB_COLUMNS: &str = "id, created_at, model, max_tokens, source, requester, state,
+     granted_tokens, timeout_secs, host_pid, host_start, container_id, started_at, requests,
+     input_tokens, output_tokens, exit_code, end_reason, finished_at";
+
+pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    let host = match (row.get::<_, Option<u32>>(9)?, row.get::<_, Option<u64>>(10)?) {
+        (Some(pid), Some(start)) => Some(HostProcess { pid, start }),
+        _ => None,
+    };
     Ok(JobRow {
         id: row.get(0)?,
         created_at: row.get(1)?,
@@ -70,10 +118,26 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         state: row.get(6)?,
         granted_tokens: row.get(7)?,
         timeout_secs: row.get(8)?,
-        input_tokens: row.get(9)?,
-        output_tokens: row.get(10)?,
-        finished_at: row.get(11)?,
+        host,
+        container_id: row.get(11)?,
+        started_at: row.get(12)?,
+        requests: row.get(13)?,
+        input_tokens: row.get(14)?,
+        output_tokens: row.get(15)?,
+        exit_code: row.get(16)?,
+        end_reason: row.get(17)?,
+        finished_at: row.get(18)?,
     })
+}
+
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<JobRow>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        [id],
+        read_job,
+    )
+    .optional()
+    .during("reading a job")
 }
 
 impl Store {
@@ -82,15 +146,31 @@ impl Store {
     pub fn jobs(&self, limit: usize) -> Result<Vec<JobRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, created_at, model, max_tokens, source, requester, state,
-                        granted_tokens, timeout_secs, input_tokens, output_tokens, finished_at
-                 FROM jobs ORDER BY rowid DESC LIMIT ?1",
-            )
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs ORDER BY rowid DESC LIMIT ?1"
+            ))
             .during("listing jobs")?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt.query_map([limit], read_job).during("listing jobs")?;
         rows.map(|row| row.during("listing jobs")).collect()
+    }
+
+    /// One job by id.
+    pub fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        get(&self.conn, id)
+    }
+
+    /// Jobs admitted or running, oldest first.
+    pub fn live_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('admitted', 'running')
+                 ORDER BY rowid"
+            ))
+            .during("listing live jobs")?;
+        let rows = stmt.query_map([], read_job).during("listing live jobs")?;
+        rows.map(|row| row.during("listing live jobs")).collect()
     }
 }
 
@@ -104,7 +184,8 @@ mod tests {
     fn jobs_list_newest_first_up_to_the_limit() {
         let (_dir, store) = temp_store();
         for id in ["job-1", "job-2", "job-3"] {
-            insert(&store.conn, &sample_job(id), &verdict(Outcome::Allow, 900)).unwrap();
+            let day = time::macros::date!(2026 - 02 - 10);
+            insert(&store.conn, &sample_job(id), day, &verdict(Outcome::Allow, 900)).unwrap();
         }
         let jobs = store.jobs(2).unwrap();
         let ids: Vec<_> = jobs.iter().map(|job| job.id.as_str()).collect();

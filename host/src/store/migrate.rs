@@ -15,11 +15,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_job_runs",
+        sql: include_str!("migrations/0002_job_runs.sql"),
+    },
+];
 
 /// The newest schema version this build can read and write.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -92,6 +99,34 @@ mod tests {
         let path = dir.path().join("state.db");
         assert_eq!(user_version(&raw_conn(&path)).unwrap(), SCHEMA_VERSION);
         Store::open(&path).expect("reopening a current database");
+    }
+
+    #[test]
+    fn a_version_1_job_survives_the_job_runs_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut conn = raw_conn(&path);
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0].sql).unwrap();
+        tx.execute_batch(
+            "INSERT INTO jobs (id, created_at, model, max_tokens, prompt_bytes, prompt_sha256,
+                               source, requester, state, granted_tokens, timeout_secs)
+             VALUES ('old', '2026-02-10T08:00:00.000000Z', 'claude-haiku-4-5', 10, 1,
+                     printf('%064d', 0), 'local', 'local', 'admitted', 10, 60);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        let store = Store::open(&path).expect("migrating a version 1 database");
+        let job = store.job("old").unwrap().expect("the old job is kept");
+        assert_eq!((job.state.as_str(), job.requests), ("admitted", 0));
+        assert_eq!(store.live_jobs().unwrap().len(), 1);
+        let day: String = store
+            .conn
+            .query_row("SELECT usage_day FROM jobs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(day, "2026-02-10");
     }
 
     #[test]

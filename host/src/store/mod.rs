@@ -7,7 +7,8 @@
 //!
 //! Layout: `migrate` brings the schema up to date; `chain` is the pure hashing
 //! and verification of the audit log and `audit` its SQL; `consent`, `usage`,
-//! `jobs`, `admission` and `policies` each own their tables.
+//! `jobs`, `admission` and `policies` each own their tables; `runs` moves an
+//! admitted job through its run.
 
 mod admission;
 mod audit;
@@ -17,6 +18,7 @@ mod error;
 mod jobs;
 mod migrate;
 mod policies;
+mod runs;
 #[cfg(test)]
 mod test_support;
 mod usage;
@@ -34,8 +36,9 @@ pub use audit::{AuditEntry, ChainBreak, ChainStatus};
 pub use chain::GENESIS_HASH;
 pub use consent::{ConsentEvent, ConsentState};
 pub use error::StoreError;
-pub use jobs::JobRow;
+pub use jobs::{HostProcess, JobRow};
 pub use policies::{ActivePolicy, POLICY_ROLES};
+pub use runs::{JobEnd, MeteredUsage};
 pub use usage::UsageSnapshot;
 
 /// Parallel CLI invocations queue on the write lock for this long instead of

@@ -30,6 +30,7 @@ pub fn sample_job(id: &str) -> NewJob {
         prompt_sha256: "ab".repeat(32),
         source: "local".to_owned(),
         requester: "owner".to_owned(),
+        host: None,
     }
 }
 
