@@ -49,11 +49,21 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 27] = [
+static SPECS: [Spec; 30] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
         access: Access::Text(field!(api.default_model), MODEL_NAME),
+    },
+    Spec {
+        name: "api.baseUrl",
+        description: "Messages API upstream the job gateway forwards to, with the owner's key",
+        access: Access::Text(field!(api.base_url), TextRule::BaseUrl),
+    },
+    Spec {
+        name: "api.maxRetries",
+        description: "Times the gateway retries an upstream 429 or 529 before passing it on",
+        access: Access::U32(field!(api.max_retries), IntRange::new(0, 10)),
     },
     Spec {
         name: "docker.image",
@@ -123,6 +133,11 @@ static SPECS: [Spec; 27] = [
         name: "limits.timeoutSecs",
         description: "Seconds a job may run before it is stopped",
         access: Access::U32(field!(limits.timeout_secs), IntRange::new(1, 86_400)),
+    },
+    Spec {
+        name: "limits.requestsPerJob",
+        description: "Messages API requests one job may send through its gateway",
+        access: Access::U32(field!(limits.requests_per_job), IntRange::new(1, 10_000)),
     },
     Spec {
         name: "limits.concurrentJobs",

@@ -105,6 +105,8 @@ mod tests {
         let mut settings = Settings::default();
         for (key, value) in [
             ("api.defaultModel", "claude-opus-4-1"),
+            ("api.baseUrl", "http://127.0.0.1:8080/"),
+            ("api.maxRetries", "0"),
             ("docker.image", "job:2"),
             ("docker.memory", "1g"),
             ("docker.cpuShares", "1024"),
@@ -117,6 +119,7 @@ mod tests {
             ("limits.dailyTokens", "9223372036854775807"),
             ("limits.maxTokensPerTask", "1000000"),
             ("limits.timeoutSecs", "86400"),
+            ("limits.requestsPerJob", "1"),
             ("limits.concurrentJobs", "1"),
             ("market.url", "nats://a:4222,tls://b:4443"),
             ("market.basePrice", "0"),
@@ -191,6 +194,11 @@ mod tests {
         let cases = [
             ("api.defaultModel", "claude sonnet"),
             ("api.defaultModel", ""),
+            ("api.baseUrl", "api.anthropic.com"),
+            ("api.baseUrl", "https://api.anthropic.com/v1"),
+            ("api.baseUrl", "ftp://example.com"),
+            ("api.maxRetries", "11"),
+            ("limits.requestsPerJob", "0"),
             ("docker.image", ""),
             ("docker.memory", "5m"),
             ("docker.memory", "lots"),
@@ -267,7 +275,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 27);
+        assert_eq!(names.len(), 30);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

@@ -61,6 +61,9 @@ pub(super) enum TextRule {
     EnvVarOrEmpty,
     /// Empty, or a file path.
     PathOrEmpty,
+    /// An http:// or https:// base URL with a host and no path, query or
+    /// fragment (the gateway appends `/v1/messages`).
+    BaseUrl,
 }
 
 impl TextRule {
@@ -69,6 +72,7 @@ impl TextRule {
             TextRule::Name { .. } => is_name(text),
             TextRule::EnvVarOrEmpty => text.is_empty() || is_env_var(text),
             TextRule::PathOrEmpty => !text.chars().any(char::is_control),
+            TextRule::BaseUrl => is_base_url(text),
         }
     }
 
@@ -83,6 +87,9 @@ impl TextRule {
             TextRule::PathOrEmpty => {
                 "a file path without control characters, or empty for none".to_string()
             }
+            TextRule::BaseUrl => "an http:// or https:// URL with a host and no path, \
+                 e.g. https://api.anthropic.com"
+                .to_string(),
         }
     }
 }
@@ -197,4 +204,17 @@ mod tests {
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://"])));
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://a,nats://b"])));
     }
+}
+
+fn is_base_url(text: &str) -> bool {
+    let rest = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme));
+    let Some(authority) = rest.map(|r| r.strip_suffix('/').unwrap_or(r)) else {
+        return false;
+    };
+    !authority.is_empty()
+        && !authority
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '@'))
 }

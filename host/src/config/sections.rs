@@ -14,12 +14,16 @@ use super::values::ByteSize;
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiSettings {
     pub default_model: String,
+    pub base_url: String,
+    pub max_retries: u32,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             default_model: "claude-sonnet-4-5".to_string(),
+            base_url: "https://api.anthropic.com".to_string(),
+            max_retries: 3,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct LimitsSettings {
     pub daily_tokens: u64,
     pub max_tokens_per_task: u32,
     pub timeout_secs: u32,
+    pub requests_per_job: u32,
     pub concurrent_jobs: u32,
 }
 
@@ -86,6 +91,7 @@ impl Default for LimitsSettings {
             daily_tokens: 200_000,
             max_tokens_per_task: 8192,
             timeout_secs: 300,
+            requests_per_job: 16,
             concurrent_jobs: 2,
         }
     }

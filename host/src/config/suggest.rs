@@ -110,10 +110,11 @@ mod tests {
         assert_eq!(
             in_section,
             "; did you mean 'limits.dailyTasks'? valid keys in [limits]: \
-             concurrentJobs, dailyTasks, dailyTokens, maxTokensPerTask, timeoutSecs"
+             concurrentJobs, dailyTasks, dailyTokens, maxTokensPerTask, requestsPerJob, \
+             timeoutSecs"
         );
         let anywhere = hint("nope.key", &None);
-        assert!(anywhere.starts_with("; valid keys: [api] defaultModel; [compliance] "));
+        assert!(anywhere.starts_with("; valid keys: [api] baseUrl, defaultModel, maxRetries; [compliance] "));
         assert!(anywhere.ends_with("[security] apiKeyFile, keyPassphraseEnv, keyRotationDays"));
     }
 }
