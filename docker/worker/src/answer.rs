@@ -79,10 +79,11 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// Handles the whole response: the answer goes to `printer`, failures come
-/// back as the matching `Error`.
+/// Handles the response: the answer goes to `printer`, failures come back as
+/// the matching `Error`. Reading stops at `message_stop`, so the caller may
+/// find the end of the body still unread.
 pub fn handle<R: Read, W: Write>(
-    response: Response<R>,
+    response: &mut Response<R>,
     streaming: bool,
     printer: &mut Printer<W>,
 ) -> Result<Summary, Error> {
@@ -98,16 +99,16 @@ pub fn handle<R: Read, W: Write>(
                     "expected an event stream, got content-type {kind}"
                 )));
             }
-            stream(response.body, printer)
+            stream(&mut response.body, printer)
         }
-        200..=299 => message(response.body, printer),
+        200..=299 => message(&mut response.body, printer),
         400..=499 => Err(Error::Refused {
             status,
-            detail: error_detail(response.body),
+            detail: error_detail(&mut response.body),
         }),
         500..=599 => Err(Error::Upstream {
             status,
-            detail: error_detail(response.body),
+            detail: error_detail(&mut response.body),
         }),
         _ => Err(Error::Malformed(format!("unexpected HTTP status {status}"))),
     }
@@ -332,9 +333,9 @@ mod tests {
     use crate::http::read_response;
 
     fn run(raw: &[u8], streaming: bool) -> (Result<Summary, Error>, String) {
-        let response = read_response(raw).unwrap();
+        let mut response = read_response(raw).unwrap();
         let mut printer = Printer::new(Vec::new());
-        let result = handle(response, streaming, &mut printer);
+        let result = handle(&mut response, streaming, &mut printer);
         printer.finish().unwrap();
         (result, String::from_utf8(printer.out).unwrap())
     }

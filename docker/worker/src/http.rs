@@ -194,6 +194,13 @@ pub struct Body<R> {
     decoded_pos: usize,
 }
 
+impl<R> Body<R> {
+    /// The underlying connection, e.g. to set a read timeout on it.
+    pub fn get_ref(&self) -> &R {
+        self.reader.get_ref()
+    }
+}
+
 impl<R: Read> Read for Body<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {

@@ -39,6 +39,7 @@ use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use answer::{Printer, Summary};
 use error::{Error, one_line};
@@ -46,6 +47,9 @@ use spec::JobSpec;
 
 /// Where the host bind-mounts the gateway socket in every job container.
 const GATEWAY_SOCKET: &str = "/run/cmm/gateway.sock";
+
+/// How long `drain` waits for the rest of a response the worker no longer needs.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "usage: worker [--socket PATH] < job.json";
 
@@ -93,8 +97,29 @@ fn run(printer: &mut Printer<impl io::Write>) -> Result<Summary, Error> {
     )
     .map_err(connect_error)?;
 
-    let response = http::read_response(stream).map_err(|e| Error::Malformed(e.to_string()))?;
-    answer::handle(response, spec.stream, printer)
+    let mut response = http::read_response(stream).map_err(|e| Error::Malformed(e.to_string()))?;
+    let result = answer::handle(&mut response, spec.stream, printer);
+    drain(&mut response.body);
+    result
+}
+
+/// Reads whatever is left of the response (after `message_stop` that is the
+/// last chunk), so the gateway sees its response delivered rather than the
+/// connection closed under it. Bounded in time: the answer is already
+/// complete, and a stalled gateway must not hold up the exit.
+fn drain(body: &mut http::Body<UnixStream>) {
+    let deadline = Instant::now() + DRAIN_TIME;
+    let mut buf = [0; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || body.get_ref().set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match body.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn socket_path(args: impl Iterator<Item = OsString>) -> Result<PathBuf, Error> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -203,7 +203,12 @@ fn streamed_answer() {
     let gw = gateway("streamed", move |stream| {
         stream.write_all(SSE_HEAD.as_bytes()).unwrap();
         write_chunks(stream, &body, 7);
+        // The worker has what it needs once `message_stop` arrives, but it
+        // should still take the rest of the response instead of closing the
+        // connection under the gateway.
+        thread::sleep(Duration::from_millis(200));
         stream.write_all(b"0\r\n\r\n").unwrap();
+        assert_eq!(stream.read(&mut [0; 1]).unwrap(), 0);
     });
     let run = run_worker(&gw.socket, SPEC);
     assert_eq!(run.stdout, "Hello, w\u{f6}rld! \u{1f30d}\n");
@@ -263,6 +268,23 @@ fn text_reaches_stdout_before_the_stream_ends() {
     let run = finish(child.wait_with_output().unwrap());
     assert_eq!(String::from_utf8(seen).unwrap(), "first second\n");
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn gateway_stalling_after_message_stop_does_not_hold_up_the_exit() {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let body = [opening_events(), text_delta("Done."), closing_events()].concat();
+    let gw = gateway("stall", move |stream| {
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        write_chunks(stream, &body, 64);
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+    });
+    let started = Instant::now();
+    let run = run_worker(&gw.socket, SPEC);
+    done_tx.send(()).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "Done.\n");
 }
 
 #[test]
