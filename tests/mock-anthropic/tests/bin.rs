@@ -1,0 +1,160 @@
+//! The `mock-anthropic` binary: announcing its address, serving, refusing
+//! non-loopback addresses, and stopping on stdin EOF, SIGTERM and SIGINT.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Conn, KEY, body, streaming, valid_headers};
+
+fn spawn(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-anthropic"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mock-anthropic");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+fn first_line(stdout: &mut BufReader<ChildStdout>) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read announced address");
+    line.trim_end().to_owned()
+}
+
+/// Waits for exit, failing the test rather than hanging if it never comes.
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("mock-anthropic did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn serves_on_tcp_and_stops_at_stdin_eof() {
+    let (mut child, mut stdout) = spawn(&[
+        "--key",
+        KEY,
+        "--listen",
+        "127.0.0.1:0",
+        "--delta-delay-ms=5",
+    ]);
+    let url = first_line(&mut stdout);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let mut conn = Conn::tcp(&url);
+    let r = conn
+        .send(
+            "POST",
+            "/v1/messages",
+            &valid_headers(),
+            body("from the bin").to_string().as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["content"][0]["text"],
+        "Mock reply to: from the bin"
+    );
+    let r = conn
+        .send("POST", "/v1/messages", &[("x-api-key", "other")], b"{}")
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    drop(child.stdin.take());
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn serves_on_a_unix_socket_and_stops_on_sigterm() {
+    let path = std::env::temp_dir().join(format!("mock-anthropic-bin-{}.sock", std::process::id()));
+    let path_arg = path.to_str().unwrap();
+    let (mut child, mut stdout) = spawn(&["--key", KEY, "--unix", path_arg]);
+    assert_eq!(first_line(&mut stdout), path_arg);
+
+    let r = Conn::unix(&path)
+        .send(
+            "POST",
+            "/v1/messages",
+            &valid_headers(),
+            streaming("sock").to_string().as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.events().last().unwrap().0, "message_stop");
+
+    signal(&child, "TERM");
+    assert!(wait(&mut child).success());
+    assert!(!Path::new(&path).exists(), "socket removed on exit");
+}
+
+#[test]
+fn stops_on_sigint() {
+    let (mut child, mut stdout) = spawn(&["--listen", "127.0.0.1:0", "--key", KEY]);
+    first_line(&mut stdout);
+    signal(&child, "INT");
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn refuses_non_loopback_and_bad_arguments() {
+    for args in [
+        &["--key", KEY, "--listen", "0.0.0.0:0"][..],
+        &["--key", KEY][..],
+        &["--listen", "127.0.0.1:0"][..],
+        &["--key", KEY, "--listen", "localhost:80"][..],
+        &[
+            "--key",
+            KEY,
+            "--listen",
+            "127.0.0.1:0",
+            "--unix",
+            "/tmp/x.sock",
+        ][..],
+        &[
+            "--key",
+            KEY,
+            "--listen",
+            "127.0.0.1:0",
+            "--delta-delay-ms",
+            "soon",
+        ][..],
+        &["--key", KEY, "--listen", "127.0.0.1:0", "--verbose"][..],
+    ] {
+        let (mut child, mut stdout) = spawn(args);
+        let status = wait(&mut child);
+        assert!(!status.success(), "{args:?} was accepted");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        assert!(out.is_empty(), "{args:?} announced {out:?}");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(err.starts_with("mock-anthropic: "), "{args:?}: {err}");
+    }
+}
