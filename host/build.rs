@@ -1,52 +1,74 @@
-//! Builds the default policy plugins in `plugins/` for `wasm32-wasip2` and
-//! puts them in OUT_DIR, where `policy::defaults` embeds them. They get their
-//! own target directory so the nested cargo never waits on the outer one's lock.
+//! Builds the two things the host carries inside itself, each from its own
+//! workspace and in its own target directory (so the nested cargo never waits
+//! on the outer one's lock), and puts them in OUT_DIR:
+//!
+//! - the default policy plugins in `plugins/`, for `wasm32-wasip2`, which
+//!   `policy::defaults` embeds;
+//! - the in-container job worker in `docker/worker/`, a static binary for
+//!   `x86_64-unknown-linux-musl`, which `runner::job_image` embeds with the
+//!   Dockerfile so `docker:build` needs nothing from the network.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+const PLUGIN_TARGET: &str = "wasm32-wasip2";
 const PLUGINS: [&str; 4] = ["approval", "limits", "pricing", "compliance"];
+const WORKER_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    let plugins = manifest_dir.join("../plugins");
-    println!(
-        "cargo::rerun-if-changed={}",
-        plugins.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo::rerun-if-changed={}",
-        plugins.join("Cargo.lock").display()
-    );
-    for name in PLUGINS {
-        println!("cargo::rerun-if-changed={}", plugins.join(name).display());
-    }
-    println!(
-        "cargo::rerun-if-changed={}",
-        manifest_dir.join("../wit").display()
-    );
 
-    require_target();
-    let target_dir = out_dir.join("plugins-target");
-    build_plugins(&plugins, &target_dir);
+    let plugins = manifest_dir.join("../plugins");
+    let mut watched = vec![
+        plugins.join("Cargo.toml"),
+        plugins.join("Cargo.lock"),
+        manifest_dir.join("../wit"),
+    ];
+    watched.extend(PLUGINS.map(|name| plugins.join(name)));
+    let worker = manifest_dir.join("../docker/worker");
+    watched.extend(["Cargo.toml", "Cargo.lock", "src"].map(|part| worker.join(part)));
+    for path in watched {
+        println!("cargo::rerun-if-changed={}", path.display());
+    }
+
+    require_target(PLUGIN_TARGET, "the default policy plugins");
+    require_target(WORKER_TARGET, "the in-container job worker");
+
+    let plugin_target_dir = out_dir.join("plugins-target");
+    cargo_build(
+        &plugins,
+        PLUGIN_TARGET,
+        &plugin_target_dir,
+        "the default policy plugins",
+    );
     let embedded = out_dir.join("plugins");
     std::fs::create_dir_all(&embedded).expect("creating OUT_DIR/plugins");
     for name in PLUGINS {
-        let built = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{name}.wasm"));
-        std::fs::copy(&built, embedded.join(format!("{name}.wasm")))
-            .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+        let built = release_dir(&plugin_target_dir, PLUGIN_TARGET).join(format!("{name}.wasm"));
+        copy(&built, &embedded.join(format!("{name}.wasm")));
     }
+
+    let worker_target_dir = out_dir.join("worker-target");
+    cargo_build(&worker, WORKER_TARGET, &worker_target_dir, "the job worker");
+    copy(
+        &release_dir(&worker_target_dir, WORKER_TARGET).join("cmm-worker"),
+        &out_dir.join("cmm-worker"),
+    );
 }
 
-/// Stops the build with the exact fix when the wasm target is not installed,
+fn release_dir(target_dir: &Path, target: &str) -> PathBuf {
+    target_dir.join(target).join("release")
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+}
+
+/// Stops the build with the exact fix when a target is not installed,
 /// instead of a wall of "can't find crate for `std`" errors.
-fn require_target() {
+fn require_target(target: &str, what: &str) {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -55,30 +77,31 @@ fn require_target() {
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
     if !Path::new(&sysroot)
         .join("lib/rustlib")
-        .join(TARGET)
+        .join(target)
         .exists()
     {
         panic!(
-            "\n\nThe default policy plugins are built for {TARGET}, which is not installed.\n\
-             Install it with:\n\n    rustup target add {TARGET}\n\nthen build again.\n"
+            "\n\n{what} is built for {target}, which is not installed.\n\
+             Install it with:\n\n    rustup target add {target}\n\nthen build again.\n"
         );
     }
 }
 
-fn build_plugins(plugins: &Path, target_dir: &Path) {
+fn cargo_build(workspace: &Path, target: &str, target_dir: &Path, what: &str) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(plugins)
+    cmd.current_dir(workspace)
         .args([
             "build",
             "--release",
             "--locked",
             "--target",
-            TARGET,
+            target,
             "--target-dir",
         ])
         .arg(target_dir);
-    // The outer build's flags and wrappers are for the host target, not wasm.
+    // The outer build's flags and wrappers are for the host target; the
+    // nested workspaces set their own profiles.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
@@ -93,11 +116,13 @@ fn build_plugins(plugins: &Path, target_dir: &Path) {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo for the policy plugins");
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for {what}: {e}"));
     if !status.success() {
         panic!(
-            "building the default policy plugins in {} failed (see the errors above)",
-            plugins.display()
+            "building {what} in {} failed (see the errors above)",
+            workspace.display()
         );
     }
 }
