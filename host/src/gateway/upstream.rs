@@ -1,0 +1,311 @@
+//! The real Messages API behind the gateway: where it is, the owner's key,
+//! and how one admitted request is sent there, retrying 429/529 and failed
+//! connections under a bounded policy.
+//!
+//! Only a fixed set of headers is built for the upstream request: the
+//! client's own `x-api-key`/`authorization` (or anything else it sends) never
+//! leave the host, and the owner's key is marked sensitive so `http`'s Debug
+//! output hides it. Redirects are not followed, since following one would
+//! carry the key to wherever the redirect points.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, StatusCode, Url};
+
+use super::GatewayError;
+use super::credentials::ApiKey;
+use super::meter::{GatewayEvent, Meter};
+
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+const ANTHROPIC_BETA: &str = "anthropic-beta";
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A non-streaming reply can take minutes to start (the Anthropic SDKs allow
+/// ten); a streaming one sends pings far more often than this.
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Statuses that mean "try again later": rate limited, overloaded.
+const RETRYABLE: [u16; 2] = [429, 529];
+
+/// Where requests go and with which key.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// e.g. `https://api.anthropic.com`; `/v1/messages` is appended.
+    pub base_url: String,
+    pub key: ApiKey,
+    pub retry: RetryPolicy,
+}
+
+/// How 429/529 replies and failed connections are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The first wait; each further one doubles.
+    pub base_delay: Duration,
+    /// The longest wait, also the cap on an honoured `retry-after`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (from 1): the upstream's
+    /// `retry-after` if it gave one, else exponential backoff; capped either way.
+    pub(crate) fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = || {
+            let factor = 2u32
+                .checked_pow(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX);
+            self.base_delay.saturating_mul(factor)
+        };
+        retry_after.unwrap_or_else(backoff).min(self.max_delay)
+    }
+}
+
+/// Parses `retry-after` in seconds (the form Anthropic sends); the HTTP-date
+/// form falls back to backoff.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// The upstream as the gateway uses it: one HTTP client, its URL and key
+/// header prepared once.
+pub(crate) struct UpstreamClient {
+    http: Client,
+    base_url: String,
+    messages_url: Url,
+    key_header: HeaderValue,
+    retry: RetryPolicy,
+}
+
+/// Why a request got no upstream reply; the message is for the client.
+#[derive(Debug)]
+pub(crate) struct Unreachable {
+    pub message: String,
+}
+
+impl UpstreamClient {
+    pub fn new(upstream: Upstream) -> Result<UpstreamClient, GatewayError> {
+        let base = upstream.base_url.trim_end_matches('/');
+        let messages_url = Url::parse(&format!("{base}/v1/messages"))
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| GatewayError::BadBaseUrl {
+                base_url: upstream.base_url.clone(),
+            })?;
+        let http = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .build()
+            .map_err(|e| GatewayError::HttpClient {
+                reason: error_chain(&e),
+            })?;
+        Ok(UpstreamClient {
+            http,
+            base_url: upstream.base_url,
+            messages_url,
+            key_header: upstream.key.header_value(),
+            retry: upstream.retry,
+        })
+    }
+
+    /// Sends the request body unchanged, retrying per the policy while the
+    /// answer is 429/529 or the connection fails. Returns the last reply,
+    /// whatever its status, once retries are spent.
+    pub async fn send(
+        &self,
+        query: Option<&str>,
+        client_headers: &HeaderMap,
+        body: Bytes,
+        meter: &dyn Meter,
+    ) -> Result<reqwest::Response, Unreachable> {
+        let mut url = self.messages_url.clone();
+        url.set_query(query);
+        let headers = self.upstream_headers(client_headers);
+        let mut attempt = 0;
+        loop {
+            let sent = self
+                .http
+                .post(url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
+                .send()
+                .await;
+            let may_retry = attempt < self.retry.max_retries;
+            let (status, retry_after) = match sent {
+                Ok(reply) if may_retry && RETRYABLE.contains(&reply.status().as_u16()) => {
+                    (reply.status(), retry_after(reply.headers()))
+                }
+                Ok(reply) => return Ok(reply),
+                // Only a failed connect is safe to repeat: after that the
+                // upstream may have started (and billed) the request.
+                Err(e) if may_retry && e.is_connect() => {
+                    tracing::info!(error = %error_chain(&e), "cannot connect to the upstream");
+                    (StatusCode::BAD_GATEWAY, None)
+                }
+                Err(e) => return Err(self.unreachable(&e)),
+            };
+            attempt += 1;
+            let wait = self.retry.wait(attempt, retry_after);
+            tracing::info!(
+                status = status.as_u16(),
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying the upstream request"
+            );
+            meter.event(GatewayEvent::Retried {
+                status: status.as_u16(),
+                attempt,
+                wait,
+            });
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn upstream_headers(&self, client: &HeaderMap) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", self.key_header.clone());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let version = client
+            .get(ANTHROPIC_VERSION)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+        headers.insert(ANTHROPIC_VERSION, version);
+        for beta in client.get_all(ANTHROPIC_BETA) {
+            headers.append(ANTHROPIC_BETA, beta.clone());
+        }
+        headers
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> Unreachable {
+        Unreachable {
+            message: format!(
+                "cannot reach the upstream {}: {}",
+                self.base_url,
+                error_chain(error)
+            ),
+        }
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message is only
+/// "error sending request", the useful part ("Connection refused") is below.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            let _ = write!(text, ": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.wait(1, None), Duration::from_millis(500));
+        assert_eq!(policy.wait(2, None), Duration::from_secs(1));
+        assert_eq!(policy.wait(3, None), Duration::from_secs(2));
+        assert_eq!(policy.wait(6, None), Duration::from_secs(10));
+        assert_eq!(policy.wait(u32::MAX, None), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.wait(1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            policy.wait(1, Some(Duration::from_secs(120))),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_only() {
+        let mut headers = HeaderMap::new();
+        for (value, expected) in [
+            ("1", Some(Duration::from_secs(1))),
+            (" 2.5 ", Some(Duration::from_millis(2500))),
+            ("-1", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            assert_eq!(retry_after(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn base_url_must_be_http_or_https() {
+        let key = ApiKey::new("sk-test").expect("key");
+        for base_url in ["ftp://example.com", "not a url", "unix:/tmp/sock"] {
+            let upstream = Upstream {
+                base_url: base_url.into(),
+                key: key.clone(),
+                retry: RetryPolicy::default(),
+            };
+            let err = UpstreamClient::new(upstream).err().expect(base_url);
+            assert!(matches!(err, GatewayError::BadBaseUrl { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_fixed_header_set_goes_upstream() {
+        let upstream = Upstream {
+            base_url: "https://api.anthropic.com/".into(),
+            key: ApiKey::new("sk-owner").expect("key"),
+            retry: RetryPolicy::default(),
+        };
+        let client = UpstreamClient::new(upstream).expect("client");
+        assert_eq!(
+            client.messages_url.as_str(),
+            "https://api.anthropic.com/v1/messages"
+        );
+        let mut from_client = HeaderMap::new();
+        from_client.insert("x-api-key", HeaderValue::from_static("sk-bogus"));
+        from_client.insert("authorization", HeaderValue::from_static("Bearer bogus"));
+        from_client.insert("cookie", HeaderValue::from_static("a=b"));
+        from_client.append(ANTHROPIC_BETA, HeaderValue::from_static("beta-a"));
+        from_client.append(ANTHROPIC_BETA, HeaderValue::from_static("beta-b"));
+        let headers = client.upstream_headers(&from_client);
+        assert_eq!(headers.len(), 5, "{headers:?}");
+        assert_eq!(headers["x-api-key"], "sk-owner");
+        assert!(headers["x-api-key"].is_sensitive());
+        assert!(!format!("{headers:?}").contains("sk-owner"));
+        assert_eq!(headers[ANTHROPIC_VERSION], DEFAULT_ANTHROPIC_VERSION);
+        assert_eq!(headers.get_all(ANTHROPIC_BETA).iter().count(), 2);
+        assert!(headers.get("authorization").is_none());
+        assert!(headers.get("cookie").is_none());
+    }
+}
