@@ -16,14 +16,22 @@
 //!     the default plugins, and the four-role decision pipeline.
 //!   - [`store`] — SQLite: migrations, consent, usage and admission, decisions,
 //!     the hash-chained audit log, active plugins.
+//!   - [`runner`] — the Docker Engine through bollard: the job image (built
+//!     from what this binary carries), the hardened container spec, running
+//!     a job container to its end, and finding this tool's containers.
+//!   - [`gateway`] — a job container's only way out: the per-job Messages
+//!     API endpoint on a Unix socket that enforces the job's grant, adds
+//!     the owner's key and meters the tokens.
 //!   - [`config`] — the typed settings file and its keys.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
 
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod home;
 pub mod ops;
 mod outcome;
 pub mod policy;
+pub mod runner;
 pub mod store;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(Finish::Done) => ExitCode::SUCCESS,
         Ok(Finish::Denied) => ExitCode::from(EXIT_DENIED),
+        Ok(Finish::Failed) => ExitCode::from(EXIT_ERROR),
         Err(err) => report(&err, json),
     }
 }

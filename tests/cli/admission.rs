@@ -28,6 +28,7 @@ fn eight_parallel_admissions_against_a_limit_of_five_admit_five() {
                     model: None,
                     max_tokens: Some(100),
                     approve_all: false,
+                    timeout_secs: None,
                 };
                 barrier.wait();
                 execute::admit(&mut ctx, &opts)
@@ -58,6 +59,7 @@ fn admission_needs_consent() {
         model: None,
         max_tokens: None,
         approve_all: false,
+        timeout_secs: None,
     };
     let err = execute::admit(&mut ctx, &opts).unwrap_err();
     assert!(matches!(err, OpsError::TermsNotAccepted { .. }), "{err}");

@@ -82,15 +82,17 @@ fn prompt_from_file_and_errors_for_bad_input() {
 }
 
 #[test]
-fn without_dry_run_it_says_execution_is_not_built() {
-    let home = Home::opted_in();
+fn without_consent_a_real_run_is_denied_before_anything_else() {
+    let home = Home::new();
     let (code, doc) = home.json(&["execute", "--prompt", "hello"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(message.contains("terms"), "{doc}");
+    home.ok(&["terms", "--accept"]);
+    let (code, doc) = home.json(&["execute", "--prompt", "hello"]);
+    assert_eq!(code, 3, "{doc}");
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--dry-run"),
+        doc["error"]["message"].as_str().unwrap().contains("opt-in"),
         "{doc}"
     );
 }

@@ -52,9 +52,11 @@ impl Home {
 
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_claude-max-market"));
+        // The caller's API key must not leak into tests that expect none.
         cmd.arg("--home")
             .arg(self.path())
             .env_remove("CMM_HOME")
+            .env_remove("ANTHROPIC_API_KEY")
             .env("NO_COLOR", "1");
         cmd
     }

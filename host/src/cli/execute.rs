@@ -1,14 +1,20 @@
-//! `execute (--prompt TEXT | --file PATH) [--model M] [--max-tokens N] [--approve-all] [--dry-run]`
+//! `execute (--prompt TEXT | --file PATH) [--model M] [--max-tokens N]
+//! [--approve-all] [--timeout SECS] [--dry-run]`
+//!
+//! The job's answer streams to stdout as it arrives (its stderr to stderr);
+//! a summary line follows on stderr. With --json nothing streams: one
+//! document at the end carries the report and the output.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use crate::ops::execute::{DryRun, ExecuteOptions, PromptSource};
-use crate::ops::{self, Context, OpsError};
+use crate::ops::execute::{AskDetails, DryRun, ExecuteOptions, PromptSource};
+use crate::ops::{self, Context, JobReport};
 use crate::policy::Outcome;
+use crate::runner::Stream;
 
 use super::output::short;
-use super::{Finish, Output};
+use super::{Finish, Output, prompt};
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "file"]))]
@@ -28,27 +34,32 @@ pub struct Args {
     /// Ask approval to skip the prompt (honoured only if compliance.allowAutoApprove is on).
     #[arg(long)]
     approve_all: bool,
+    /// Stop the job after this many seconds, if sooner than limits grants.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    timeout: Option<u32>,
     /// Run the policy pipeline and print each role's decision; run nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
 pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Finish> {
-    if !args.dry_run {
-        return Err(OpsError::ExecutionNotBuilt.into());
-    }
-    let prompt = match (args.prompt, args.file) {
+    let dry_run = args.dry_run;
+    let source = match (args.prompt, args.file) {
         (Some(text), _) => PromptSource::Text(text),
         (None, Some(path)) => PromptSource::File(path),
         (None, None) => unreachable!("clap requires --prompt or --file"),
     };
     let opts = ExecuteOptions {
-        prompt,
+        prompt: source,
         model: args.model,
         max_tokens: args.max_tokens,
         approve_all: args.approve_all,
+        timeout_secs: args.timeout,
     };
     let mut ctx = Context::open(home)?;
+    if !dry_run {
+        return run_job(&mut ctx, &opts, out);
+    }
     let dry = ops::execute::dry_run(&mut ctx, &opts)?;
     out.emit(&dry, |w| print(w, &dry, out))?;
     Ok(if dry.pipeline.decision == Outcome::Deny {
@@ -56,6 +67,82 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     } else {
         Finish::Done
     })
+}
+
+fn run_job(ctx: &mut Context, opts: &ExecuteOptions, out: &Output) -> anyhow::Result<Finish> {
+    let mut captured = Vec::new();
+    let mut confirm = |ask: &AskDetails| ask_owner(ask);
+    let mut watch = |stream: Stream, bytes: &[u8]| {
+        // The job's output is best effort on a closed terminal: the log
+        // file keeps all of it.
+        let _ = match (out.json(), stream) {
+            (true, Stream::Stdout) => {
+                captured.extend_from_slice(bytes);
+                Ok(())
+            }
+            (true, Stream::Stderr) => Ok(()),
+            (false, Stream::Stdout) => {
+                let mut w = io::stdout().lock();
+                w.write_all(bytes).and_then(|()| w.flush())
+            }
+            (false, Stream::Stderr) => io::stderr().write_all(bytes),
+        };
+    };
+    let report = ops::execute::run(ctx, opts, &mut confirm, &mut watch)?;
+    let ok = report.state == "finished";
+    if out.json() {
+        let value = serde_json::json!({
+            "job": report,
+            "output": String::from_utf8_lossy(&captured),
+        });
+        out.emit(&value, |_| Ok(()))?;
+    } else {
+        eprintln!("{}", summary(&report));
+    }
+    Ok(if ok { Finish::Done } else { Finish::Failed })
+}
+
+/// Shows what approval asks about and asks; `None` without a terminal.
+fn ask_owner(ask: &AskDetails) -> Option<bool> {
+    if !prompt::interactive() {
+        return None;
+    }
+    eprintln!("Approval asks: {}", ask.reason);
+    eprintln!("  job        {}", ask.job_id);
+    eprintln!("  model      {}", ask.model);
+    eprintln!("  max tokens {}", ask.max_tokens);
+    let ellipsis = if ask.prompt_truncated { "…" } else { "" };
+    eprintln!(
+        "  prompt     {}{ellipsis}",
+        ask.prompt_start.replace('\n', "\n             ")
+    );
+    // A failed read of the answer is a no, which is also the default.
+    Some(prompt::confirm("Run this job?").unwrap_or(false))
+}
+
+fn summary(r: &JobReport) -> String {
+    let tokens = format!(
+        "{} request{}, {} in + {} out tokens of {} granted",
+        r.requests,
+        if r.requests == 1 { "" } else { "s" },
+        r.input_tokens,
+        r.output_tokens,
+        r.granted_tokens
+    );
+    let secs = r.elapsed_ms as f64 / 1000.0;
+    match r.state.as_str() {
+        "finished" => format!("job {} finished in {secs:.1} s: {tokens}", r.job_id),
+        state => format!(
+            "job {} {}{}: {tokens}; its output is in `claude-max-market logs --job {}`",
+            r.job_id,
+            state.replace('_', " "),
+            r.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            r.job_id
+        ),
+    }
 }
 
 fn print(w: &mut dyn Write, dry: &DryRun, out: &Output) -> io::Result<()> {

@@ -4,9 +4,13 @@
 //! document. No engine is touched from here except through `ops`.
 
 mod audit;
+mod clean;
 mod config;
+mod docker;
 mod execute;
+mod health;
 mod limits;
+mod logs;
 mod opt_in;
 mod opt_out;
 mod output;
@@ -59,8 +63,20 @@ pub enum Command {
     Status,
     /// Read or change settings.
     Config(config::Args),
-    /// Run a Claude job through the policy pipeline.
+    /// Run a Claude job: policy pipeline, then a locked-down container.
     Execute(execute::Args),
+    /// Show a job's output (default: the newest job).
+    Logs(logs::Args),
+    /// Build the job image from what this binary carries (no network needed).
+    #[command(name = "docker:build")]
+    DockerBuild(docker::BuildArgs),
+    /// Pull the job image; a digest-pinned docker.image must match.
+    #[command(name = "docker:pull")]
+    DockerPull(docker::PullArgs),
+    /// Check that this node can run jobs: Docker, image, data, policies, upstream.
+    Health,
+    /// Remove containers and job folders this tool left behind.
+    Clean(clean::Args),
     /// Report or verify the audit log.
     Audit(audit::Args),
     /// List, inspect or swap the policy plugins.
@@ -74,6 +90,9 @@ pub enum Finish {
     Done,
     /// The command worked, and its answer is a policy denial.
     Denied,
+    /// The command ran and has already reported what went wrong (a job
+    /// that failed, a health check that did not pass).
+    Failed,
 }
 
 /// Runs the parsed command.
@@ -88,6 +107,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Status => status::run(home, &out),
         Command::Config(args) => config::run(home, args, &out),
         Command::Execute(args) => execute::run(home, args, &out),
+        Command::Logs(args) => logs::run(home, args, &out),
+        Command::DockerBuild(args) => docker::build(home, args, &out),
+        Command::DockerPull(args) => docker::pull(home, args, &out),
+        Command::Health => health::run(home, &out),
+        Command::Clean(args) => clean::run(home, args, &out),
         Command::Audit(args) => audit::run(home, args, &out),
         Command::Policy(cmd) => policy::run(home, cmd, &out),
     }

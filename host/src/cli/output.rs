@@ -56,6 +56,11 @@ impl Output {
         self.paint(if state == "ok" { "32" } else { "31" }, state)
     }
 
+    /// A warning word in yellow.
+    pub fn warn(&self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")

@@ -149,6 +149,19 @@ fn is_nats_url(text: &str) -> bool {
         })
 }
 
+fn is_base_url(text: &str) -> bool {
+    let rest = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| text.strip_prefix(scheme));
+    let Some(authority) = rest.map(|r| r.strip_suffix('/').unwrap_or(r)) else {
+        return false;
+    };
+    !authority.is_empty()
+        && !authority
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '@'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,17 +217,4 @@ mod tests {
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://"])));
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://a,nats://b"])));
     }
-}
-
-fn is_base_url(text: &str) -> bool {
-    let rest = ["https://", "http://"]
-        .iter()
-        .find_map(|scheme| text.strip_prefix(scheme));
-    let Some(authority) = rest.map(|r| r.strip_suffix('/').unwrap_or(r)) else {
-        return false;
-    };
-    !authority.is_empty()
-        && !authority
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '?' | '#' | '@'))
 }

@@ -114,7 +114,11 @@ mod tests {
              timeoutSecs"
         );
         let anywhere = hint("nope.key", &None);
-        assert!(anywhere.starts_with("; valid keys: [api] baseUrl, defaultModel, maxRetries; [compliance] "));
+        assert!(
+            anywhere.starts_with(
+                "; valid keys: [api] baseUrl, defaultModel, maxRetries; [compliance] "
+            )
+        );
         assert!(anywhere.ends_with("[security] apiKeyFile, keyPassphraseEnv, keyRotationDays"));
     }
 }

@@ -64,3 +64,14 @@ impl Context {
             .ok()
     }
 }
+
+/// The async runtime for the Docker and gateway work of one invocation. Two
+/// workers: the gateway's streaming and the container's output must both
+/// make progress while SQLite writes block one of them.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| OpsError::Runtime { source })
+}

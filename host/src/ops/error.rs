@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::gateway::{CredentialError, GatewayError};
 use crate::home::HomeError;
 use crate::policy::{Failure, LoadError};
+use crate::runner::RunnerError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +50,23 @@ pub enum OpsError {
     PluginRefused(Failure),
     #[error("the audit chain is broken at row {seq}: {reason}")]
     ChainBroken { seq: i64, reason: String },
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("could not start the async runtime: {source}")]
+    Runtime {
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
-        "running jobs in containers is not built yet; use `execute --dry-run` to see the policy decision"
+        "approval asks before job {job_id} runs ({reason}), and there is no terminal to ask on; \
+         run it from a terminal to answer, or pass --approve-all with \
+         `config --set compliance.allowAutoApprove=true`"
     )]
-    ExecutionNotBuilt,
+    NoOneToAsk { job_id: String, reason: String },
 }
 
 impl OpsError {

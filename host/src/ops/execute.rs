@@ -1,24 +1,34 @@
-//! `execute`: describe a job, run it through the four-role pipeline, and
-//! either report the decision (`--dry-run`) or admit it.
+//! `execute`: describe a job, run it through the four-role pipeline, admit
+//! it and run it in its container (or, with `--dry-run`, only report the
+//! decision).
 //!
 //! Admission is one IMMEDIATE transaction in the store: the usage snapshot,
 //! the pipeline's decision, the reservation and the audit row, so parallel
-//! invocations can never together exceed a limit.
+//! invocations can never together exceed a limit. Everything that can fail
+//! without spending anything (no API key, no Docker, no image) is checked
+//! before admission reserves usage.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
+use crate::gateway;
 use crate::policy::{
-    ConfiguredLimits, CredentialKind, DecisionInput, Fact, Job, JobSource, MarketContext, Outcome,
-    PipelineDecision, Usage,
+    ConfiguredLimits, CredentialKind, DecisionInput, Fact, Grant, Job, JobSource, MarketContext,
+    Outcome, PipelineDecision, RoleDecision, Usage,
 };
+use crate::runner::{Docker, RunnerError, Stream};
 use crate::store::{Admission, DecisionRecord, NewJob, UsageSnapshot, Verdict};
 
+use super::context::runtime;
+use super::job_run::{self, JobReport, RunPlan};
 use super::limits::today;
-use super::{Context, OpsError, facts, policy, process};
+use super::{Context, OpsError, facts, policy, process, reconcile};
 
 /// Where the prompt comes from.
 #[derive(Debug, Clone)]
@@ -36,7 +46,28 @@ pub struct ExecuteOptions {
     pub max_tokens: Option<u32>,
     /// Ask approval to skip the interactive prompt.
     pub approve_all: bool,
+    /// A wall-clock limit below the one limits grants.
+    pub timeout_secs: Option<u32>,
 }
+
+/// What the owner is shown when approval asks.
+#[derive(Debug, Clone, Serialize)]
+pub struct AskDetails {
+    pub job_id: String,
+    pub model: String,
+    pub max_tokens: u32,
+    /// The first few hundred characters of the prompt.
+    pub prompt_start: String,
+    /// Whether the prompt goes on past `prompt_start`.
+    pub prompt_truncated: bool,
+    pub reason: String,
+}
+
+/// The owner's answer to an ask: `None` when nobody is there to answer.
+pub type Confirm<'a> = &'a mut dyn FnMut(&AskDetails) -> Option<bool>;
+
+/// Characters of the prompt shown when asking.
+const PROMPT_PREVIEW_CHARS: usize = 300;
 
 /// The job as the policies saw it (the prompt itself is never stored).
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +96,8 @@ pub struct Admitted {
     pub granted_tokens: u32,
     pub timeout_secs: u32,
     pub usage_before: UsageSnapshot,
+    /// The digest of the plugin each role ran, by role.
+    pub policies: Vec<(String, String)>,
 }
 
 /// Runs the pipeline without admitting anything; the decision is audited.
@@ -89,6 +122,164 @@ pub fn dry_run(ctx: &mut Context, opts: &ExecuteOptions) -> Result<DryRun, OpsEr
 pub fn admit(ctx: &mut Context, opts: &ExecuteOptions) -> Result<Admitted, OpsError> {
     require_consent(ctx)?;
     let (job, new_job) = describe(ctx, opts)?;
+    match admit_with(ctx, &job, &new_job, false)? {
+        (Admission::Admitted { snapshot, .. }, decision) => {
+            Ok(admitted(&job, snapshot, &decision.roles, decision.grant()))
+        }
+        (Admission::Refused { .. }, decision) => Err(OpsError::Denied {
+            reason: reasons(&decision),
+        }),
+    }
+}
+
+/// Describes, admits and runs a job to its end: the whole of `execute`.
+/// `confirm` answers approval's ask; `watch` sees the job's output as it
+/// arrives.
+pub fn run(
+    ctx: &mut Context,
+    opts: &ExecuteOptions,
+    confirm: Confirm<'_>,
+    watch: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<JobReport, OpsError> {
+    require_consent(ctx)?;
+    let (job, new_job) = describe(ctx, opts)?;
+    let prompt = prompt_text(&opts.prompt)?;
+    let key = gateway::load_api_key(
+        std::env::var("ANTHROPIC_API_KEY").ok(),
+        non_empty_path(&ctx.settings.security.api_key_file).as_deref(),
+    )?
+    .0;
+    let runtime = runtime()?;
+    let docker = runtime.block_on(Docker::connect())?;
+    let image = ctx.settings.docker.image.clone();
+    if runtime.block_on(docker.image(&image))?.is_none() {
+        return Err(RunnerError::ImageMissing { image }.into());
+    }
+    runtime.block_on(reconcile::run(ctx, Some(&docker)))?;
+
+    let mut decided = admit_or_ask(ctx, &job, &new_job, &prompt, confirm)?;
+    if let Some(limit) = opts.timeout_secs {
+        decided.timeout_secs = decided.timeout_secs.min(limit);
+    }
+    let cancel = CancellationToken::new();
+    let _signals = runtime.block_on(cancel_on_signals(cancel.clone()));
+    let plan = RunPlan {
+        job_id: &job.id,
+        model: &job.model,
+        max_tokens: job.max_tokens,
+        prompt: &prompt,
+        granted_tokens: decided.granted_tokens,
+        timeout: Duration::from_secs(u64::from(decided.timeout_secs)),
+        policies: &decided.policies,
+    };
+    job_run::run(ctx, &runtime, &docker, &plan, key, cancel, watch)
+}
+
+/// Admission, and when approval asks, the owner's answer and a second
+/// admission that carries it (limits are decided again under the lock:
+/// time passed while the owner read the question).
+fn admit_or_ask(
+    ctx: &mut Context,
+    job: &Job,
+    new_job: &NewJob,
+    prompt: &str,
+    confirm: Confirm<'_>,
+) -> Result<Admitted, OpsError> {
+    let (admission, decision) = admit_with(ctx, job, new_job, false)?;
+    let reason = match admission {
+        Admission::Admitted { snapshot, .. } => {
+            return Ok(admitted(job, snapshot, &decision.roles, decision.grant()));
+        }
+        Admission::Refused {
+            outcome: Outcome::Ask,
+            ..
+        } => reasons(&decision),
+        Admission::Refused { .. } => {
+            return Err(OpsError::Denied {
+                reason: reasons(&decision),
+            });
+        }
+    };
+    let details = AskDetails {
+        job_id: job.id.clone(),
+        model: job.model.clone(),
+        max_tokens: job.max_tokens,
+        prompt_start: prompt.chars().take(PROMPT_PREVIEW_CHARS).collect(),
+        prompt_truncated: prompt.chars().nth(PROMPT_PREVIEW_CHARS).is_some(),
+        reason: reason.clone(),
+    };
+    match confirm(&details) {
+        None => Err(OpsError::NoOneToAsk {
+            job_id: job.id.clone(),
+            reason,
+        }),
+        Some(false) => Err(OpsError::Denied {
+            reason: "the owner declined at the prompt".into(),
+        }),
+        Some(true) => match admit_with(ctx, job, new_job, true)? {
+            (Admission::Admitted { snapshot, .. }, decision) => {
+                Ok(admitted(job, snapshot, &decision.roles, decision.grant()))
+            }
+            (Admission::Refused { .. }, decision) => Err(OpsError::Denied {
+                reason: reasons(&decision),
+            }),
+        },
+    }
+}
+
+/// Ctrl-C or SIGTERM stops the job: the container is killed and removed and
+/// the job is recorded as cancelled, rather than this process dying and
+/// leaving both behind.
+async fn cancel_on_signals(cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        cancel.cancel();
+    })
+}
+
+fn admitted(
+    job: &Job,
+    snapshot: UsageSnapshot,
+    roles: &[RoleDecision],
+    grant: Option<Grant>,
+) -> Admitted {
+    Admitted {
+        job: summary(job),
+        granted_tokens: grant.map_or(0, |g| g.max_tokens),
+        timeout_secs: grant.map_or(0, |g| g.timeout_secs),
+        usage_before: snapshot,
+        policies: roles
+            .iter()
+            .map(|r| (r.role.as_str().to_owned(), r.plugin.digest.clone()))
+            .collect(),
+    }
+}
+
+fn non_empty_path(text: &str) -> Option<PathBuf> {
+    (!text.is_empty()).then(|| PathBuf::from(text))
+}
+
+/// The prompt as text: the Messages API takes UTF-8.
+fn prompt_text(source: &PromptSource) -> Result<String, OpsError> {
+    String::from_utf8(read_prompt(source)?).map_err(|_| OpsError::InvalidInput {
+        what: "the prompt is not UTF-8 text; the Messages API takes text".into(),
+    })
+}
+
+/// Runs the pipeline inside the admission transaction. `owner_approved`
+/// turns approval's ask into an allow: the owner said yes at the prompt.
+fn admit_with(
+    ctx: &mut Context,
+    job: &Job,
+    new_job: &NewJob,
+    owner_approved: bool,
+) -> Result<(Admission, PipelineDecision), OpsError> {
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
@@ -96,22 +287,33 @@ pub fn admit(ctx: &mut Context, opts: &ExecuteOptions) -> Result<Admitted, OpsEr
     let mut decision = None;
     // The pipeline runs inside the store's IMMEDIATE transaction, on the
     // usage snapshot taken under the same lock.
-    let (verdict, admission) = ctx.store.admit(&new_job, today(), |snapshot| {
-        let d = pipeline.decide(&decision_input(&job, snapshot, limits, facts));
+    let (_, admission) = ctx.store.admit(new_job, today(), |snapshot| {
+        let mut d = pipeline.decide(&decision_input(job, snapshot, limits, facts));
+        if owner_approved {
+            approve_at_prompt(&mut d);
+        }
         let v = verdict(&d);
         decision = Some(d);
         v
     })?;
-    match admission {
-        Admission::Admitted { snapshot, .. } => Ok(Admitted {
-            job: summary(&job),
-            granted_tokens: verdict.granted_tokens,
-            timeout_secs: verdict.timeout_secs,
-            usage_before: snapshot,
-        }),
-        Admission::Refused { .. } => Err(OpsError::Denied {
-            reason: decision.as_ref().map_or_else(String::new, reasons),
-        }),
+    let decision = decision.expect("admission runs the pipeline unless it fails");
+    Ok((admission, decision))
+}
+
+/// The owner answered approval's ask with yes: approval's part becomes an
+/// allow that says so. Denials by any role stand.
+fn approve_at_prompt(decision: &mut PipelineDecision) {
+    for role in &mut decision.roles {
+        if role.outcome == Outcome::Ask {
+            role.outcome = Outcome::Allow;
+            role.reason = Some(format!(
+                "approved by the owner at the prompt ({})",
+                role.reason.as_deref().unwrap_or("approval asked")
+            ));
+        }
+    }
+    if decision.roles.iter().all(|r| r.outcome == Outcome::Allow) {
+        decision.decision = Outcome::Allow;
     }
 }
 

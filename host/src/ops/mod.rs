@@ -1,20 +1,33 @@
 //! Operations: one file per user-visible operation. Each takes an options
-//! struct, wires the engines (`policy`, `store`, `config`) and returns data.
-//! Nothing here parses arguments or prints; `cli` does both.
+//! struct, wires the engines (`policy`, `store`, `config`, `runner`,
+//! `gateway`) and returns data. Nothing here parses arguments or prints;
+//! `cli` does both. The few files that are not operations serve them:
+//! `job_run` runs an admitted job, `reconcile` cleans up after dead host
+//! processes, `labels`, `process` and `facts` feed those and the pipeline.
 
 pub mod audit;
+pub mod clean;
 pub mod config;
 mod context;
+pub mod docker_image;
 mod error;
 pub mod execute;
 mod facts;
+pub mod health;
+mod job_run;
+mod labels;
 pub mod limits;
+pub mod logs;
 pub mod opt_in;
 pub mod opt_out;
 pub mod policy;
 mod process;
+mod reconcile;
 pub mod status;
 pub mod terms;
+
+pub use job_run::JobReport;
+pub use reconcile::Reconciled;
 
 pub use context::Context;
 pub use error::OpsError;

@@ -13,8 +13,8 @@ use time::Date;
 use tracing::instrument;
 
 use super::error::{During, StoreError};
-use super::usage::{self, UsageSnapshot};
 use super::jobs::HostProcess;
+use super::usage::{self, UsageSnapshot};
 use super::{Store, audit, jobs, now};
 
 /// A job asking to run, before any decision.
@@ -156,10 +156,11 @@ impl Store {
         let snapshot = usage::snapshot(&tx, day)?;
         let verdict = decide(&snapshot);
         let admitted = verdict.outcome == Outcome::Allow;
-        let kind = if admitted {
-            "job.admitted"
-        } else {
-            "job.refused"
+        // An ask is not a refusal: the owner may still say yes at the prompt.
+        let kind = match verdict.outcome {
+            Outcome::Allow => "job.admitted",
+            Outcome::Ask => "job.asked",
+            Outcome::Deny => "job.refused",
         };
         record(&tx, job, kind, &verdict)?;
         if admitted {
@@ -282,7 +283,10 @@ mod tests {
         let decided = "SELECT count(*) FROM decisions WHERE job_id = 'job-r' AND outcome = 'ask'";
         assert_eq!(count(&store, decided), 1);
         let entry = store.audit_entries(None).unwrap().pop().unwrap();
-        assert_eq!(entry.kind, "job.refused");
+        assert_eq!(
+            entry.kind, "job.asked",
+            "an ask is recorded as one, not as a refusal"
+        );
         assert_eq!(entry.details["verdict"]["decisions"][0]["outcome"], "ask");
     }
 

@@ -104,7 +104,10 @@ pub(super) const JOB_COLUMNS: &str = "id, created_at, model, max_tokens, source,
      input_tokens, output_tokens, exit_code, end_reason, finished_at";
 
 pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
-    let host = match (row.get::<_, Option<u32>>(9)?, row.get::<_, Option<u64>>(10)?) {
+    let host = match (
+        row.get::<_, Option<u32>>(9)?,
+        row.get::<_, Option<u64>>(10)?,
+    ) {
         (Some(pid), Some(start)) => Some(HostProcess { pid, start }),
         _ => None,
     };
@@ -185,7 +188,13 @@ mod tests {
         let (_dir, store) = temp_store();
         for id in ["job-1", "job-2", "job-3"] {
             let day = time::macros::date!(2026 - 02 - 10);
-            insert(&store.conn, &sample_job(id), day, &verdict(Outcome::Allow, 900)).unwrap();
+            insert(
+                &store.conn,
+                &sample_job(id),
+                day,
+                &verdict(Outcome::Allow, 900),
+            )
+            .unwrap();
         }
         let jobs = store.jobs(2).unwrap();
         let ids: Vec<_> = jobs.iter().map(|job| job.id.as_str()).collect();

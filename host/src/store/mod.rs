@@ -35,6 +35,7 @@ pub use admission::{Admission, DecisionRecord, NewJob, Outcome, Verdict};
 pub use audit::{AuditEntry, ChainBreak, ChainStatus};
 pub use chain::GENESIS_HASH;
 pub use consent::{ConsentEvent, ConsentState};
+use error::During;
 pub use error::StoreError;
 pub use jobs::{HostProcess, JobRow};
 pub use policies::{ActivePolicy, POLICY_ROLES};
@@ -104,6 +105,19 @@ fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
             }
             result => return result,
         }
+    }
+}
+
+impl Store {
+    /// SQLite's own check of the file; empty when it is sound.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        const OP: &str = "checking the database's integrity";
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check").during(OP)?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .during(OP)?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 }
 

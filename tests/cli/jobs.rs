@@ -1,0 +1,395 @@
+//! Jobs run for real: the job image on the real Docker Engine, the gateway
+//! in front of a faithful mock of the Messages API, and the store settling
+//! what the gateway metered.
+
+use std::time::Duration;
+
+use mock_anthropic::Scenario;
+use serde_json::Value;
+
+use crate::docker_support::{JobHome, KEY, docker, exists, inspect};
+use crate::support::Home;
+
+const PROMPT: &str = "Say hello to the gateway in a few words";
+
+#[test]
+fn a_job_runs_hardened_without_the_key_and_its_tokens_are_metered() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(150));
+    env.home.set(&["docker.memory=256m", "docker.pidsLimit=32"]);
+    let child = env.spawn(&["--prompt", PROMPT]);
+    let (container, job) = env.wait_for_container();
+
+    let c = inspect(&container);
+    let host = &c["HostConfig"];
+    assert_eq!(host["ReadonlyRootfs"], true);
+    let tmpfs = host["Tmpfs"]["/tmp"].as_str().expect("a tmpfs on /tmp");
+    for option in ["rw", "noexec", "nosuid", "nodev", "size="] {
+        assert!(
+            tmpfs.contains(option),
+            "tmpfs options {tmpfs} lack {option}"
+        );
+    }
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert!(host["CapAdd"].is_null() || host["CapAdd"] == serde_json::json!([]));
+    assert!(
+        host["SecurityOpt"]
+            .to_string()
+            .contains("no-new-privileges")
+    );
+    assert_eq!(host["NetworkMode"], "none");
+    assert_eq!(host["PidsLimit"], 32);
+    assert_eq!(host["Memory"], 256 << 20);
+    assert_eq!(host["MemorySwap"], host["Memory"]);
+    assert_eq!(host["CpuShares"], 512);
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["Privileged"], false);
+    let user = c["Config"]["User"].as_str().expect("a user is set");
+    let (uid, gid) = user.split_once(':').expect("user is uid:gid");
+    assert!(uid.parse::<u32>().unwrap() > 0 && gid.parse::<u32>().is_ok());
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["org.claude-max-market.job-id"], job.as_str());
+    for role in ["approval", "limits", "compliance", "pricing"] {
+        let digest = labels[format!("org.claude-max-market.policy.{role}")]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(digest.len(), 64, "the {role} policy digest is labelled");
+    }
+    let mounts = c["Mounts"].as_array().expect("mounts");
+    assert_eq!(
+        mounts.len(),
+        1,
+        "the gateway folder is the only mount: {mounts:?}"
+    );
+    assert_eq!(mounts[0]["Destination"], "/run/cmm");
+    assert_eq!(mounts[0]["RW"], false);
+    // The key is nowhere in the container: not its config, not its mount,
+    // not its filesystem.
+    assert!(!c.to_string().contains(KEY), "the key is in docker inspect");
+    let mounted = std::fs::read_dir(mounts[0]["Source"].as_str().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(mounted, ["gateway.sock"]);
+    let exported = std::process::Command::new("docker")
+        .args(["export", &container])
+        .output()
+        .expect("docker export");
+    assert!(exported.status.success());
+    assert!(
+        !contains(&exported.stdout, KEY.as_bytes()),
+        "the key is in the container's files"
+    );
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "execute failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("Mock reply to: Say hello"), "{stdout}");
+    assert!(stderr.contains(&format!("job {job} finished")), "{stderr}");
+    assert!(
+        !exists(&container),
+        "the container is removed after the job"
+    );
+
+    // The key reached the upstream, and what it reported is what was stored.
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].header("x-api-key"), Some(KEY));
+    assert_eq!(requests[0].header("anthropic-version"), Some("2023-06-01"));
+    let reported = env.mock.reported();
+    let stored = env.newest_job();
+    assert_eq!(stored["id"], job.as_str());
+    assert_eq!(stored["state"], "finished");
+    assert_eq!(stored["input_tokens"], reported.input_tokens);
+    assert_eq!(stored["output_tokens"], reported.output_tokens);
+    assert_eq!(stored["requests"], 1);
+    let (_, usage) = env.home.json(&["limits"]);
+    assert_eq!(
+        usage["usage_today"]["tokens_today"],
+        reported.input_tokens + reported.output_tokens,
+        "the day's reservation is settled to what was used: {usage:#}"
+    );
+    // Neither the database, the config nor the log holds the key.
+    for file in ["state.db", "config.toml", &format!("logs/{job}.log")] {
+        let bytes = std::fs::read(env.home.path().join(file)).unwrap();
+        assert!(!contains(&bytes, KEY.as_bytes()), "the key is in {file}");
+    }
+    let kinds = audit_kinds(&env.home);
+    for kind in ["job.admitted", "job.started", "job.finished"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn without_a_key_nothing_is_admitted_and_no_container_starts() {
+    let env = JobHome::new();
+    let run = env
+        .home
+        .run(&["execute", "--approve-all", "--prompt", PROMPT]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("ANTHROPIC_API_KEY"), "{}", run.stderr);
+    assert!(run.stderr.contains("security.apiKeyFile"), "{}", run.stderr);
+    assert!(!audit_kinds(&env.home).iter().any(|k| k.starts_with("job.")));
+    assert!(env.mock.requests().is_empty());
+}
+
+#[test]
+fn a_key_file_open_to_others_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = JobHome::new();
+    let file = env.home.path().join("api-key");
+    std::fs::write(&file, KEY).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.home
+        .set(&[&format!("security.apiKeyFile={}", file.display())]);
+    let run = env
+        .home
+        .run(&["execute", "--approve-all", "--prompt", PROMPT]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = env
+        .home
+        .run(&["execute", "--approve-all", "--prompt", PROMPT]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(env.mock.requests()[0].header("x-api-key"), Some(KEY));
+}
+
+#[test]
+fn an_ask_without_a_terminal_is_denied_with_how_to_approve() {
+    let env = JobHome::new();
+    let run = env
+        .home
+        .command()
+        .env("ANTHROPIC_API_KEY", KEY)
+        .args(["execute", "--prompt", PROMPT])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--approve-all"), "{stderr}");
+    assert!(stderr.contains("no terminal"), "{stderr}");
+    assert!(env.mock.requests().is_empty());
+}
+
+#[test]
+fn the_wall_clock_limit_kills_the_container_and_records_a_timeout() {
+    let env = JobHome::new();
+    env.mock.push(Scenario::Hang);
+    let run = env.execute(&["--prompt", PROMPT, "--timeout", "2"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    let job = env.newest_job();
+    assert_eq!(job["state"], "timed_out");
+    let container = job["container_id"]
+        .as_str()
+        .expect("the container was recorded");
+    assert!(!exists(container), "the killed container is removed");
+}
+
+#[test]
+fn rate_limits_are_retried_and_a_mid_stream_error_fails_the_job() {
+    let env = JobHome::new();
+    env.mock.push(Scenario::RateLimited { retry_after: 1 });
+    let run = env.execute(&["--prompt", PROMPT]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(env.mock.requests().len(), 2);
+    assert!(
+        audit_kinds(&env.home)
+            .iter()
+            .any(|k| k == "gateway.retried")
+    );
+
+    env.mock.push(Scenario::MidStreamError { after_deltas: 2 });
+    let run = env.execute(&["--prompt", PROMPT]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("Overloaded"), "{}", run.stderr);
+    let job = env.newest_job();
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["exit_code"], 4);
+    assert!(
+        job["input_tokens"].as_u64().unwrap() > 0,
+        "tokens metered before the error are kept"
+    );
+}
+
+#[test]
+fn logs_show_the_stored_output_and_follow_a_running_job() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(100));
+    let child = env.spawn(&["--prompt", PROMPT]);
+    let (_, job) = env.wait_for_container();
+    let follow = env.home.run(&["logs", "--job", &job, "--follow"]);
+    assert_eq!(follow.code, 0, "{}", follow.stderr);
+    assert!(
+        follow.stdout.contains("Mock reply to: Say hello"),
+        "{}",
+        follow.stdout
+    );
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let all = env.home.ok(&["logs"]);
+    assert!(all.stdout.contains("Mock reply to: Say hello"));
+    let last = env.home.ok(&["logs", "--tail", "1"]);
+    assert_eq!(last.stdout.lines().count(), 1, "{}", last.stdout);
+    let unknown = env.home.run(&["logs", "--job", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("no job with id nope"));
+}
+
+#[test]
+fn a_host_killed_mid_job_is_reconciled_by_the_next_invocation() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(400));
+    let mut child = env.spawn(&["--prompt", PROMPT]);
+    let (container, job) = env.wait_for_container();
+    // Wait for the gateway to meter message_start before the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env.mock.requests().is_empty() || metered_input(&env, &job) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing was metered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(exists(&container), "the orphan outlives its host");
+
+    let cleaned = env.home.ok(&["clean"]);
+    assert!(
+        cleaned.stdout.contains(&format!("aborted job {job}")),
+        "{}",
+        cleaned.stdout
+    );
+    assert!(!exists(&container), "the orphan is killed and removed");
+    let (_, doc) = env.home.json(&["logs", "--job", &job]);
+    assert_eq!(doc["job"]["state"], "aborted");
+    assert!(
+        doc["job"]["input_tokens"].as_u64().unwrap() > 0,
+        "metered tokens are kept"
+    );
+    assert!(!env.home.path().join("jobs").join(&job).exists());
+}
+
+#[test]
+fn the_concurrent_jobs_limit_holds_across_processes() {
+    let env = JobHome::new();
+    env.home.set(&["limits.concurrentJobs=2"]);
+    env.mock.set_delta_delay(Duration::from_millis(400));
+    let children: Vec<_> = (0..5).map(|_| env.spawn(&["--prompt", PROMPT])).collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap())
+        .collect();
+    let ran = codes.iter().filter(|c| **c == 0).count();
+    let denied = codes.iter().filter(|c| **c == 3).count();
+    assert_eq!((ran, denied), (2, 3), "exit codes {codes:?}");
+}
+
+#[test]
+fn opting_out_stops_running_jobs_at_once() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(500));
+    let child = env.spawn(&["--prompt", PROMPT]);
+    let (container, job) = env.wait_for_container();
+    let (code, doc) = env.home.json(&["opt-out", "--yes"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["stopped_jobs"], serde_json::json!([job]));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!exists(&container));
+    let (_, logs) = env.home.json(&["logs", "--job", &job]);
+    assert_eq!(logs["job"]["state"], "cancelled");
+    assert_eq!(logs["job"]["end_reason"], "the owner opted out");
+}
+
+#[test]
+fn clean_removes_only_what_this_tool_made() {
+    let env = JobHome::new();
+    let stranger = format!("cmm-test-stranger-{}", std::process::id());
+    docker(&[
+        "create",
+        "--name",
+        &stranger,
+        crate::docker_support::image(),
+    ]);
+    let stale = env
+        .home
+        .path()
+        .join("jobs")
+        .join("0123456789abcdef01234567");
+    std::fs::create_dir_all(&stale).unwrap();
+    let cleaned = env.home.ok(&["--json", "clean", "--force"]).json();
+    assert_eq!(
+        cleaned["removed_folders"],
+        serde_json::json!(["0123456789abcdef01234567"])
+    );
+    assert!(
+        exists(&stranger),
+        "clean touched a container it did not make"
+    );
+    docker(&["rm", &stranger]);
+}
+
+#[test]
+fn health_says_what_is_wrong_and_how_to_fix_it() {
+    let env = JobHome::new();
+    let ok = env
+        .home
+        .command()
+        .env("ANTHROPIC_API_KEY", KEY)
+        .args(["--json", "health"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{doc:#}");
+    assert_eq!(doc["healthy"], true);
+    let names: Vec<_> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
+    for name in [
+        "docker",
+        "image",
+        "data folder",
+        "database",
+        "policies",
+        "gateway upstream",
+    ] {
+        assert!(
+            names.contains(&Value::from(name)),
+            "no {name} check in {doc:#}"
+        );
+    }
+
+    let sick = Home::opted_in();
+    sick.set(&["docker.image=claude-max-market-job:never-built"]);
+    let run = sick.run(&["health"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("docker:build"), "{}", run.stdout);
+    assert!(run.stdout.contains("ANTHROPIC_API_KEY"), "{}", run.stdout);
+}
+
+fn metered_input(env: &JobHome, job: &str) -> u64 {
+    let (_, doc) = env.home.json(&["logs", "--job", job]);
+    doc["job"]["input_tokens"].as_u64().unwrap_or(0)
+}
+
+fn audit_kinds(home: &Home) -> Vec<String> {
+    let (_, doc) = home.json(&["audit", "--format", "json"]);
+    let entries = doc
+        .as_array()
+        .cloned()
+        .or_else(|| doc["entries"].as_array().cloned());
+    entries
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
