@@ -174,6 +174,52 @@ fn an_ask_without_a_terminal_is_denied_with_how_to_approve() {
     assert!(env.mock.requests().is_empty());
 }
 
+/// On a terminal (a pty from util-linux `script`), an ask shows the job and
+/// takes the owner's answer: yes runs it, an empty answer is a no.
+#[test]
+fn an_ask_on_a_terminal_shows_the_job_and_takes_the_answer() {
+    let env = JobHome::new();
+    let ask = |answer: &str| {
+        let command = format!(
+            "{} --home {} execute --max-tokens 77 --prompt '{PROMPT}'",
+            env!("CARGO_BIN_EXE_claude-max-market"),
+            env.home.path().display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("ANTHROPIC_API_KEY", KEY)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("util-linux `script` runs the command on a pty");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(answer.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, screen) = ask("y\n");
+    assert_eq!(code, Some(0), "{screen}");
+    for shown in [
+        "claude-sonnet-4-5",
+        "max tokens 77",
+        PROMPT,
+        "[y/N]",
+        "Mock reply to",
+    ] {
+        assert!(screen.contains(shown), "{shown:?} not on screen:\n{screen}");
+    }
+    let (code, screen) = ask("\n");
+    assert_eq!(code, Some(3), "{screen}");
+    assert!(screen.contains("declined"), "{screen}");
+    assert_eq!(env.mock.requests().len(), 1, "only the approved job ran");
+}
+
 #[test]
 fn the_wall_clock_limit_kills_the_container_and_records_a_timeout() {
     let env = JobHome::new();

@@ -890,7 +890,7 @@ impl Drop for Registry {
     }
 }
 
-/// Removes images by id (force) on drop.
+/// Removes images by id or reference (force) on drop.
 struct ImageIds(Vec<String>);
 
 impl Drop for ImageIds {
@@ -1067,7 +1067,9 @@ fn docker_pull_fetches_the_pinned_job_image_from_a_registry() {
         stderr.contains("Step 1/"),
         "build progress on stderr: {stderr}"
     );
-    let mut ids = ImageIds(vec![built.clone()]);
+    // By reference, never by id: the same content built elsewhere (the
+    // CLI tests' tag, a real install's) shares the id and must survive.
+    let mut refs = ImageIds(vec![tag.clone()]);
     let (ok, out) = docker_cli(&["push", &tag]);
     assert!(ok, "{out}");
     let (ok, out) = docker_cli(&["inspect", "--format", "{{json .RepoDigests}}", &tag]);
@@ -1077,8 +1079,12 @@ fn docker_pull_fetches_the_pinned_job_image_from_a_registry() {
         .into_iter()
         .find(|d| d.starts_with(&repo))
         .expect("pushed digest");
-    let (ok, out) = docker_cli(&["rmi", "-f", &built]);
+    let (ok, out) = docker_cli(&["rmi", &tag]);
     assert!(ok, "{out}");
+    // Removing the last tag may already have removed the digest reference.
+    let _ = docker_cli(&["rmi", &pinned]);
+    let (gone, _) = docker_cli(&["inspect", &pinned]);
+    assert!(!gone, "the pinned reference must be gone before the pull");
 
     let set = |image: &str| {
         let (code, _, stderr) = cmm(&["config", "--set", &format!("docker.image={image}")]);
@@ -1094,7 +1100,7 @@ fn docker_pull_fetches_the_pinned_job_image_from_a_registry() {
         "the pull brought back the built image"
     );
     assert_eq!(doc["pinned"], pinned.split_once('@').unwrap().1);
-    ids.0.push(pinned.clone());
+    refs.0.push(pinned.clone());
 
     let wrong = format!("{repo}@sha256:{}", "1".repeat(64));
     set(&wrong);
@@ -1104,6 +1110,6 @@ fn docker_pull_fetches_the_pinned_job_image_from_a_registry() {
         stderr.contains(&wrong),
         "the error names the reference: {stderr}"
     );
-    drop(ids);
+    drop(refs);
     drop(registry);
 }

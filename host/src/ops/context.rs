@@ -1,11 +1,12 @@
 //! What every operation starts from: the data folder, its settings and its
 //! database, opened once per invocation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Isolation as ConfigIsolation, Settings};
+use crate::gateway::{self, ApiKey, CredentialError, KeySource};
 use crate::home::Home;
 use crate::policy::{CompileCache, Isolation, PolicyEngine, SandboxLimits};
 use crate::store::Store;
@@ -53,6 +54,14 @@ impl Context {
         PolicyEngine::new(self.sandbox_limits(), isolation).map_err(|e| OpsError::Engine {
             detail: format!("{e:#}"),
         })
+    }
+
+    /// The owner's API key for the gateway: `ANTHROPIC_API_KEY`, else the
+    /// 0600 file named by `security.apiKeyFile`.
+    pub fn api_key(&self) -> Result<(ApiKey, KeySource), CredentialError> {
+        let file = &self.settings.security.api_key_file;
+        let file = (!file.is_empty()).then(|| Path::new(file.as_str()));
+        gateway::load_api_key(std::env::var(gateway::API_KEY_ENV).ok(), file)
     }
 
     /// The compile cache in the data folder. A cache that cannot be opened

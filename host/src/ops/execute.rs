@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway;
 use crate::policy::{
     ConfiguredLimits, CredentialKind, DecisionInput, Fact, Grant, Job, JobSource, MarketContext,
     Outcome, PipelineDecision, RoleDecision, Usage,
@@ -144,11 +143,7 @@ pub fn run(
     require_consent(ctx)?;
     let (job, new_job) = describe(ctx, opts)?;
     let prompt = prompt_text(&opts.prompt)?;
-    let key = gateway::load_api_key(
-        std::env::var("ANTHROPIC_API_KEY").ok(),
-        non_empty_path(&ctx.settings.security.api_key_file).as_deref(),
-    )?
-    .0;
+    let (key, _) = ctx.api_key()?;
     let runtime = runtime()?;
     let docker = runtime.block_on(Docker::connect())?;
     let image = ctx.settings.docker.image.clone();
@@ -259,10 +254,6 @@ fn admitted(
             .map(|r| (r.role.as_str().to_owned(), r.plugin.digest.clone()))
             .collect(),
     }
-}
-
-fn non_empty_path(text: &str) -> Option<PathBuf> {
-    (!text.is_empty()).then(|| PathBuf::from(text))
 }
 
 /// The prompt as text: the Messages API takes UTF-8.

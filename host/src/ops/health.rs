@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 
 use serde::Serialize;
 
-use crate::gateway::{self, KeySource};
+use crate::gateway::KeySource;
 use crate::runner::Docker;
 
 use super::context::runtime;
@@ -249,10 +249,8 @@ fn policies_check(ctx: &Context) -> Result<Check, OpsError> {
 }
 
 fn upstream_check(ctx: &Context) -> Check {
-    let file = &ctx.settings.security.api_key_file;
-    let file = (!file.is_empty()).then(|| std::path::Path::new(file));
     let base = &ctx.settings.api.base_url;
-    match gateway::load_api_key(std::env::var("ANTHROPIC_API_KEY").ok(), file) {
+    match ctx.api_key() {
         Ok((_, source)) => {
             let from = match source {
                 KeySource::Env => "ANTHROPIC_API_KEY".to_owned(),
