@@ -350,6 +350,26 @@ fn opting_out_stops_running_jobs_at_once() {
 }
 
 #[test]
+fn sigterm_cancels_the_job_and_removes_its_container() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(500));
+    let child = env.spawn(&["--prompt", PROMPT]);
+    let (container, job) = env.wait_for_container();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(!exists(&container), "the container is removed");
+    let (_, logs) = env.home.json(&["logs", "--job", &job]);
+    assert_eq!(logs["job"]["state"], "cancelled");
+}
+
+#[test]
 fn clean_removes_only_what_this_tool_made() {
     let env = JobHome::new();
     let stranger = format!("cmm-test-stranger-{}", std::process::id());
