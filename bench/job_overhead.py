@@ -46,9 +46,7 @@ def timed(cmd, stdin=None):
 
 
 def start_mock(mock, args):
-    proc = subprocess.Popen(
-        [mock, "--key", KEY, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    proc = subprocess.Popen([mock, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     url = proc.stdout.readline().decode().strip()
     return proc, url
 
@@ -60,8 +58,11 @@ def main():
     mock = os.path.join(target, "mock-anthropic")
     with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as sockdir:
         os.chmod(sockdir, 0o755)
-        tcp_mock, url = start_mock(mock, ["--listen", "127.0.0.1:0"])
-        unix_mock, _ = start_mock(mock, ["--unix", os.path.join(sockdir, "gateway.sock")])
+        tcp_mock, url = start_mock(mock, ["--key", KEY, "--listen", "127.0.0.1:0"])
+        # No gateway on this side to add a key, so the mock asks for none.
+        unix_mock, _ = start_mock(
+            mock, ["--no-auth", "--unix", os.path.join(sockdir, "gateway.sock")]
+        )
         try:
             run = lambda *a: subprocess.run([cmm, "--home", home, *a], check=True,
                                             stdout=subprocess.DEVNULL)

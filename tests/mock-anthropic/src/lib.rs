@@ -14,6 +14,7 @@
 //!   method on that path is `405` (with `allow: POST`). Query strings are
 //!   accepted (clients send `?beta=true`).
 //! - Admission order and errors: `x-api-key` must equal the configured key
+//!   (an empty configured key turns authentication off)
 //!   (`401 authentication_error`), `anthropic-version` must be present and a
 //!   known version (`400`), the body must fit in 32 MiB (`413
 //!   request_too_large`), and the body is validated with field-naming `400

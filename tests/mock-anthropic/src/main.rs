@@ -17,7 +17,8 @@ use mock_anthropic::MockServer;
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str =
-    "usage: mock-anthropic --key KEY (--listen 127.0.0.1:PORT | --unix PATH) [--delta-delay-ms N]";
+    "usage: mock-anthropic (--key KEY | --no-auth) (--listen 127.0.0.1:PORT | --unix PATH) \
+     [--delta-delay-ms N]";
 
 enum Endpoint {
     Tcp(SocketAddr),
@@ -48,7 +49,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
-            "--key" => key = Some(value()?),
+            "--key" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err("--key needs a key; --no-auth turns authentication off".into());
+                }
+                key = Some(v);
+            }
+            // Stands in for the gateway's key in the job benchmark's baseline.
+            "--no-auth" if inline.is_none() => key = Some(String::new()),
             "--listen" => {
                 let v = value()?;
                 let addr = v
@@ -72,7 +81,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         _ => return Err("give exactly one of --listen and --unix".to_owned()),
     };
     Ok(Args {
-        key: key.ok_or("--key is required")?,
+        key: key.ok_or("--key KEY or --no-auth is required")?,
         endpoint,
         delta_delay: Duration::from_millis(delay_ms),
     })

@@ -73,7 +73,10 @@ pub(crate) fn admit(
     if parts.method != Method::POST {
         return Err(reject(405, INVALID_REQUEST, "Method Not Allowed"));
     }
+    // An empty configured key turns authentication off: the job benchmark's
+    // baseline has the worker talk to the mock with no gateway to add one.
     match parts.headers.get("x-api-key") {
+        _ if api_key.is_empty() => {}
         None => {
             return Err(reject(401, AUTHENTICATION, "x-api-key header is required"));
         }
