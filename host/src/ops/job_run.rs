@@ -251,17 +251,29 @@ pub(super) fn run(
     let outcome = runtime.block_on(run_container(
         ctx, docker, plan, key, cancel, &log_path, watch,
     ));
-    let (end, exit_code, detail, container_id, totals) = match outcome {
-        Ok(ran) => ran,
+    let (detail, container_id) = match outcome {
+        Ok((end, exit_code, detail, container_id, totals)) => {
+            ctx.store.record_metered(plan.job_id, metered(totals))?;
+            let reason = detail.as_deref().filter(|_| end != JobEnd::Finished);
+            ctx.store.end_job(plan.job_id, end, exit_code, reason)?;
+            (detail, container_id)
+        }
         Err(e) => {
-            ctx.store
-                .end_job(plan.job_id, JobEnd::Failed, None, Some(&e.to_string()))?;
-            return Err(e);
+            let reason = e.to_string();
+            if ctx
+                .store
+                .end_job(plan.job_id, JobEnd::Failed, None, Some(&reason))?
+                .is_some()
+            {
+                return Err(e);
+            }
+            // Another process (opt-out, `clean --force`) ended the job and
+            // removed its container under us: that, not the engine error it
+            // caused here, is what happened to the job.
+            tracing::debug!(job_id = plan.job_id, error = %reason, "job ended elsewhere");
+            (None, None)
         }
     };
-    ctx.store.record_metered(plan.job_id, metered(totals))?;
-    let reason = detail.as_deref().filter(|_| end != JobEnd::Finished);
-    ctx.store.end_job(plan.job_id, end, exit_code, reason)?;
     // Another process (opt-out, or a reconcile) may have ended it first; the
     // stored row is the truth either way.
     let row = ctx
