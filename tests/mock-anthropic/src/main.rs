@@ -16,8 +16,7 @@ use std::time::Duration;
 use mock_anthropic::MockServer;
 use tokio::signal::unix::{SignalKind, signal};
 
-const USAGE: &str =
-    "usage: mock-anthropic (--key KEY | --no-auth) (--listen 127.0.0.1:PORT | --unix PATH) \
+const USAGE: &str = "usage: mock-anthropic (--key KEY | --no-auth) (--listen 127.0.0.1:PORT | --unix PATH) \
      [--delta-delay-ms N]";
 
 enum Endpoint {

@@ -88,6 +88,26 @@ fn serves_on_tcp_and_stops_at_stdin_eof() {
 }
 
 #[test]
+fn no_auth_serves_a_request_without_a_key_and_an_empty_key_is_refused() {
+    let (mut child, mut stdout) = spawn(&["--no-auth", "--listen", "127.0.0.1:0"]);
+    let url = first_line(&mut stdout);
+    let r = Conn::tcp(&url)
+        .send(
+            "POST",
+            "/v1/messages",
+            &[("anthropic-version", "2023-06-01")],
+            body("keyless").to_string().as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    drop(child.stdin.take());
+    assert!(wait(&mut child).success());
+
+    let (mut empty, _) = spawn(&["--key=", "--listen", "127.0.0.1:0"]);
+    assert_eq!(wait(&mut empty).code(), Some(2));
+}
+
+#[test]
 fn serves_on_a_unix_socket_and_stops_on_sigterm() {
     let path = std::env::temp_dir().join(format!("mock-anthropic-bin-{}.sock", std::process::id()));
     let path_arg = path.to_str().unwrap();
