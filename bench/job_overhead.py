@@ -81,7 +81,7 @@ def main():
                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
                 "--user", "65532:65532", "--network", "none", "--pids-limit", "64",
                 "--memory", "512m", "--memory-swap", "512m", "--cpu-shares", "512",
-                "--init", "--ipc", "private",
+                "--init", "--ipc", "none",
                 "--mount", f"type=bind,src={sockdir},dst=/run/cmm,readonly",
                 IMAGE,
             ]

@@ -44,6 +44,7 @@ fn a_job_runs_hardened_without_the_key_and_its_tokens_are_metered() {
     assert_eq!(host["CpuShares"], 512);
     assert_eq!(host["Init"], true);
     assert_eq!(host["Privileged"], false);
+    assert_eq!(host["IpcMode"], "none", "no /dev/shm beside /tmp");
     let user = c["Config"]["User"].as_str().expect("a user is set");
     let (uid, gid) = user.split_once(':').expect("user is uid:gid");
     assert!(uid.parse::<u32>().unwrap() > 0 && gid.parse::<u32>().is_ok());

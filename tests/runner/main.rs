@@ -448,7 +448,7 @@ async fn hardening_holds_while_running() {
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert_eq!(hc["Init"], true);
     assert_eq!(hc["Privileged"], false);
-    assert_eq!(hc["IpcMode"], "private");
+    assert_eq!(hc["IpcMode"], "none");
     assert_eq!(hc["AutoRemove"], false);
     assert!(hc["Binds"].is_null() || hc["Binds"] == serde_json::json!([]));
     assert_eq!(config["OpenStdin"], true);
@@ -516,6 +516,12 @@ async fn hardening_holds_while_running() {
             "/tmp mount {tmp_mount:?} lacks {opt}"
         );
     }
+    assert!(
+        !info
+            .iter()
+            .any(|(k, v)| k == "mount" && v.starts_with("/dev/shm ")),
+        "no /dev/shm: /tmp is the only scratch space"
+    );
     for (k, v) in &info {
         if k == "env" {
             assert!(!credential_like(v), "credential-like process env {v}");

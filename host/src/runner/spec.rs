@@ -126,7 +126,10 @@ impl JobContainer {
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
             privileged: Some(false),
             network_mode: Some("none".to_string()),
-            ipc_mode: Some("private".to_string()),
+            // Its own IPC namespace and no /dev/shm at all: with "private"
+            // the engine mounts a writable 64 MB /dev/shm, a second scratch
+            // space beside the capped /tmp that the worker never needs.
+            ipc_mode: Some("none".to_string()),
             pids_limit: Some(i64::from(self.pids_limit)),
             memory: Some(memory),
             memory_swap: Some(memory),
@@ -242,7 +245,7 @@ mod tests {
         );
         assert_eq!(hc["Privileged"], false);
         assert_eq!(hc["NetworkMode"], "none");
-        assert_eq!(hc["IpcMode"], "private");
+        assert_eq!(hc["IpcMode"], "none");
         assert_eq!(hc["PidsLimit"], 128);
         assert_eq!(hc["Memory"], 536870912_i64);
         assert_eq!(hc["MemorySwap"], 536870912_i64);
