@@ -15,24 +15,7 @@ fn verify_passes_then_names_the_altered_row() {
     assert!(entries.len() >= 4, "{report:#}");
     let victim = entries[1]["seq"].as_i64().unwrap();
 
-    // Tamper as an attacker with the file would: around our own triggers.
-    let db = rusqlite::Connection::open(home.path().join("state.db")).unwrap();
-    let triggers: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for t in triggers {
-        db.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
-    }
-    db.execute(
-        "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = ?1",
-        [victim],
-    )
-    .unwrap();
-    drop(db);
+    home.forge_audit_row(victim);
 
     let run = home.run(&["audit", "--verify"]);
     assert_eq!(run.code, 1);

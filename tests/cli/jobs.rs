@@ -120,6 +120,15 @@ fn a_job_runs_hardened_without_the_key_and_its_tokens_are_metered() {
     for kind in ["job.admitted", "job.started", "job.finished"] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
+    // The spec recorded at the start is what compliance judges later.
+    let (_, compliance) = env.home.json(&["compliance-check"]);
+    let hardening = compliance["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "job-hardening")
+        .expect("a job-hardening finding");
+    assert_eq!(hardening["passed"], true, "{hardening}");
 }
 
 #[test]

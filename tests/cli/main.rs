@@ -3,6 +3,7 @@
 
 mod admission;
 mod audit;
+mod compliance;
 mod config;
 mod consent;
 mod docker_support;

@@ -104,6 +104,29 @@ impl Home {
         self.json(&all)
     }
 
+    /// Rewrites one audit row's details as an attacker holding the file
+    /// would: around the append-only triggers, which they can drop.
+    pub fn forge_audit_row(&self, seq: i64) {
+        let db = rusqlite::Connection::open(self.path().join("state.db")).unwrap();
+        let triggers: Vec<String> = db
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for t in triggers {
+            db.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
+        }
+        db.execute(
+            "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = ?1",
+            [seq],
+        )
+        .unwrap();
+    }
+
     pub fn set(&self, assignments: &[&str]) {
         let mut args = vec!["config"];
         for a in assignments {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod clean;
+mod compliance;
 mod config;
 mod docker;
 mod execute;
@@ -75,6 +76,9 @@ pub enum Command {
     DockerPull(docker::PullArgs),
     /// Check that this node can run jobs: Docker, image, data, policies, upstream.
     Health,
+    /// Judge this node's compliance facts with the compliance policy; exit 1 on a critical failure.
+    #[command(name = "compliance-check")]
+    ComplianceCheck,
     /// Remove containers and job folders this tool left behind.
     Clean(clean::Args),
     /// Report or verify the audit log.
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::DockerBuild(args) => docker::build(home, args, &out),
         Command::DockerPull(args) => docker::pull(home, args, &out),
         Command::Health => health::run(home, &out),
+        Command::ComplianceCheck => compliance::run(home, &out),
         Command::Clean(args) => clean::run(home, args, &out),
         Command::Audit(args) => audit::run(home, args, &out),
         Command::Policy(cmd) => policy::run(home, cmd, &out),

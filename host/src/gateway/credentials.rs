@@ -48,6 +48,13 @@ impl ApiKey {
     pub(crate) fn header_value(&self) -> HeaderValue {
         self.0.clone()
     }
+
+    /// Whether this is a Claude subscription's OAuth token (`sk-ant-oat…`)
+    /// rather than an API key: such a token is for the owner's own use, so
+    /// compliance refuses it for jobs from others. Only the shape is read.
+    pub fn is_subscription_token(&self) -> bool {
+        self.0.as_bytes().starts_with(b"sk-ant-oat")
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -301,6 +308,20 @@ mod tests {
         let (_dir, path) = key_file(0o600, "sk-one\nsk-two\n");
         let err = load_api_key(None, Some(&path)).expect_err("two lines");
         assert!(matches!(err, CredentialError::NotHeaderSafe), "{err:?}");
+    }
+
+    #[test]
+    fn subscription_tokens_are_told_from_api_keys() {
+        assert!(
+            ApiKey::new("sk-ant-oat01-abc")
+                .unwrap()
+                .is_subscription_token()
+        );
+        assert!(
+            !ApiKey::new("sk-ant-api03-abc")
+                .unwrap()
+                .is_subscription_token()
+        );
     }
 
     #[test]

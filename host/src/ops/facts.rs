@@ -1,36 +1,54 @@
 //! The facts about this node that the compliance role judges. The host
-//! gathers them; it never decides on them itself.
+//! gathers them; it never decides on them itself. Admission gets the cheap
+//! ones on every job; `compliance-check` adds whole-file scans and the
+//! Docker daemon's mode.
 
 use crate::policy::{Fact, FactStatus};
-use crate::store::ConsentState;
+use crate::runner::{EngineVersion, Hardening};
+use crate::store::{ConsentState, POLICY_ROLES};
 
 use super::{Context, OpsError, terms};
 
-/// The prefix of Anthropic credentials: API keys (`sk-ant-api…`) and OAuth
-/// tokens (`sk-ant-oat…`) both start so. Finding one in config or logs means
-/// a secret leaked into a file that is not meant to hold one.
-const CREDENTIAL_MARKER: &str = "sk-ant-";
+/// Every Anthropic credential starts so: API keys (`sk-ant-api03-…`), OAuth
+/// tokens from a subscription (`sk-ant-oat01-…`), admin keys. What follows is
+/// a long run of URL-safe characters, which is what tells a credential from
+/// a mention of the prefix.
+const CREDENTIAL_PREFIX: &[u8] = b"sk-ant-";
+const CREDENTIAL_MIN_TAIL: usize = 20;
 
-/// Gathers every fact the compliance role is told about.
+/// How many job starts `job-hardening` looks back over.
+const HARDENING_LOOKBACK: usize = 5;
+
+/// Gathers the facts every admission is judged on. These stay cheap: they
+/// run on each `execute`.
 pub(crate) fn gather(ctx: &Context) -> Result<Vec<Fact>, OpsError> {
     let consent = ctx.store.consent_state()?;
     Ok(vec![
         consent_fact(&consent),
         terms_fact(&consent),
         config_credentials_fact(ctx),
-        log_credentials_fact(ctx)?,
+        audit_credentials_fact(ctx)?,
         audit_fact(ctx)?,
-        fact(
-            "key-age",
-            "this node has no key pair yet",
-            FactStatus::Unknown,
-        ),
-        fact(
-            "subscription-for-others",
-            "jobs run on the owner's API key; no subscription credential is configured for jobs",
-            FactStatus::Ok,
-        ),
+        key_age_fact(),
+        policy_signatures_fact(ctx)?,
+        hardening_fact(ctx)?,
+        subscription_fact(ctx),
     ])
+}
+
+/// The admission facts plus the ones too slow for every job, for
+/// `compliance-check`: whole-file scans of the database and the job logs,
+/// and how the Docker daemon runs (`docker` is its version, or why it could
+/// not be asked).
+pub(crate) fn gather_full(
+    ctx: &Context,
+    docker: Result<&EngineVersion, String>,
+) -> Result<Vec<Fact>, OpsError> {
+    let mut facts = gather(ctx)?;
+    facts.push(database_credentials_fact(ctx));
+    facts.push(job_log_credentials_fact(ctx));
+    facts.push(docker_fact(docker));
+    Ok(facts)
 }
 
 fn fact(name: &str, value: impl Into<String>, status: FactStatus) -> Fact {
@@ -81,43 +99,94 @@ fn terms_fact(consent: &ConsentState) -> Fact {
 }
 
 fn config_credentials_fact(ctx: &Context) -> Fact {
-    match std::fs::read_to_string(ctx.home.config_path()) {
-        Ok(text) if has_credential(&text) => fact(
-            "no-credentials-in-config",
+    const NAME: &str = "no-credentials-in-config";
+    match std::fs::read(ctx.home.config_path()) {
+        Ok(text) if credentials_in(&text) > 0 => fact(
+            NAME,
             "config.toml contains a credential",
             FactStatus::Failed,
         ),
-        Ok(_) => fact(
-            "no-credentials-in-config",
-            "config.toml holds no credential",
-            FactStatus::Ok,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fact(
-            "no-credentials-in-config",
-            "no config.toml (defaults)",
-            FactStatus::Ok,
-        ),
+        Ok(_) => fact(NAME, "config.toml holds no credential", FactStatus::Ok),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fact(NAME, "no config.toml (defaults)", FactStatus::Ok)
+        }
         Err(e) => fact(
-            "no-credentials-in-config",
+            NAME,
             format!("config.toml unreadable: {e}"),
             FactStatus::Unknown,
         ),
     }
 }
 
-fn log_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
-    let leaked = ctx.store.audit_rows_containing(CREDENTIAL_MARKER)?;
+fn audit_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
+    const NAME: &str = "no-credentials-in-audit";
+    let prefix = std::str::from_utf8(CREDENTIAL_PREFIX).unwrap_or_default();
+    // SQLite narrows the rows; the shape check weeds out mere mentions.
+    let mut leaked = Vec::new();
+    for seq in ctx.store.audit_rows_containing(prefix)? {
+        leaked.push(seq.to_string());
+    }
     Ok(if leaked.is_empty() {
+        fact(NAME, "the audit log holds no credential", FactStatus::Ok)
+    } else {
+        let value = format!("credential in audit rows {}", leaked.join(", "));
+        fact(NAME, value, FactStatus::Failed)
+    })
+}
+
+/// The raw bytes of the database and its write-ahead log: every table,
+/// including rows not yet checkpointed into the main file.
+fn database_credentials_fact(ctx: &Context) -> Fact {
+    const NAME: &str = "no-credentials-in-database";
+    let db = ctx.home.database_path();
+    let wal = db.with_extension("db-wal");
+    let mut found = 0;
+    for path in [&db, &wal] {
+        match std::fs::read(path) {
+            Ok(bytes) => found += credentials_in(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                let value = format!("{} unreadable: {e}", path.display());
+                return fact(NAME, value, FactStatus::Unknown);
+            }
+        }
+    }
+    if found == 0 {
+        fact(NAME, "state.db holds no credential", FactStatus::Ok)
+    } else {
+        let value = format!("{found} credential-shaped strings in state.db");
+        fact(NAME, value, FactStatus::Failed)
+    }
+}
+
+/// Every job's stored output, `logs/*.log`.
+fn job_log_credentials_fact(ctx: &Context) -> Fact {
+    const NAME: &str = "no-credentials-in-logs";
+    let dir = ctx.home.root().join("logs");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fact(NAME, "no job logs yet", FactStatus::Ok);
+        }
+        Err(e) => return fact(NAME, format!("{}: {e}", dir.display()), FactStatus::Unknown),
+    };
+    let (mut files, mut leaked) = (0, Vec::new());
+    for entry in entries.flatten() {
+        files += 1;
+        if std::fs::read(entry.path()).is_ok_and(|bytes| credentials_in(&bytes) > 0) {
+            leaked.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    if leaked.is_empty() {
         fact(
-            "no-credentials-in-logs",
-            "the audit log holds no credential",
+            NAME,
+            format!("{files} job logs hold no credential"),
             FactStatus::Ok,
         )
     } else {
-        let rows: Vec<String> = leaked.iter().map(i64::to_string).collect();
-        let value = format!("credential in audit rows {}", rows.join(", "));
-        fact("no-credentials-in-logs", value, FactStatus::Failed)
-    })
+        let value = format!("credential in job logs {}", leaked.join(", "));
+        fact(NAME, value, FactStatus::Failed)
+    }
 }
 
 fn audit_fact(ctx: &Context) -> Result<Fact, OpsError> {
@@ -136,6 +205,160 @@ fn audit_fact(ctx: &Context) -> Result<Fact, OpsError> {
     })
 }
 
-fn has_credential(text: &str) -> bool {
-    text.contains(CREDENTIAL_MARKER)
+fn key_age_fact() -> Fact {
+    fact(
+        "key-age",
+        "this node has no key pair yet",
+        FactStatus::Unknown,
+    )
+}
+
+/// Whether the code deciding on jobs is what its publisher shipped. The
+/// embedded defaults are part of this binary; a component activated with
+/// `policy set` carries no signature (signed bundles come with their own
+/// check).
+fn policy_signatures_fact(ctx: &Context) -> Result<Fact, OpsError> {
+    const NAME: &str = "policy-signatures";
+    let unsigned: Vec<String> = ctx
+        .store
+        .active_policies()?
+        .into_iter()
+        .filter(|p| p.origin == "file")
+        .map(|p| format!("{} ({})", p.role, p.name))
+        .collect();
+    Ok(if unsigned.is_empty() {
+        let value = format!(
+            "all {} roles run the defaults built into this binary",
+            POLICY_ROLES.len()
+        );
+        fact(NAME, value, FactStatus::Ok)
+    } else {
+        let value = format!("unsigned local components: {}", unsigned.join(", "));
+        fact(NAME, value, FactStatus::Failed)
+    })
+}
+
+/// The hardening recorded when the last few jobs started.
+fn hardening_fact(ctx: &Context) -> Result<Fact, OpsError> {
+    const NAME: &str = "job-hardening";
+    let started = ctx
+        .store
+        .latest_audit_of_kind("job.started", HARDENING_LOOKBACK)?;
+    if started.is_empty() {
+        return Ok(fact(NAME, "no job has run yet", FactStatus::Unknown));
+    }
+    let mut problems = Vec::new();
+    for entry in &started {
+        match serde_json::from_value::<Hardening>(entry.details["hardening"].clone()) {
+            Ok(h) => problems.extend(
+                h.problems()
+                    .into_iter()
+                    .map(|p| format!("job {}: {p}", entry.subject)),
+            ),
+            Err(_) => problems.push(format!("job {}: no hardening recorded", entry.subject)),
+        }
+    }
+    Ok(if problems.is_empty() {
+        let value = format!("the last {} job containers kept every limit", started.len());
+        fact(NAME, value, FactStatus::Ok)
+    } else {
+        fact(NAME, problems.join("; "), FactStatus::Failed)
+    })
+}
+
+/// How the Docker daemon runs: rootless or with user namespaces remapped,
+/// a container's root is not the host's.
+fn docker_fact(docker: Result<&EngineVersion, String>) -> Fact {
+    const NAME: &str = "docker-rootless";
+    match docker {
+        Ok(v) if v.rootless => fact(NAME, "rootless", FactStatus::Ok),
+        Ok(v) if v.userns_remap => fact(NAME, "user namespaces remapped", FactStatus::Ok),
+        Ok(v) => fact(
+            NAME,
+            format!(
+                "Docker {} runs as root without user-namespace remapping",
+                v.engine
+            ),
+            FactStatus::Failed,
+        ),
+        Err(e) => fact(
+            NAME,
+            format!("Docker not reachable: {e}"),
+            FactStatus::Unknown,
+        ),
+    }
+}
+
+/// Jobs from others must never be paid with a Claude subscription: its
+/// OAuth token is for the owner's own use. The gateway's key is the one
+/// credential jobs use, so its shape says which kind it is.
+fn subscription_fact(ctx: &Context) -> Fact {
+    const NAME: &str = "subscription-for-others";
+    let market_on = !ctx.settings.market.url.is_empty();
+    match ctx.api_key() {
+        Ok((key, source)) if key.is_subscription_token() && market_on => fact(
+            NAME,
+            format!("the key from {source} is a subscription (OAuth) token and the market is on"),
+            FactStatus::Failed,
+        ),
+        Ok((key, source)) if key.is_subscription_token() => fact(
+            NAME,
+            format!(
+                "the key from {source} is a subscription token, used for the owner's own jobs only"
+            ),
+            FactStatus::Ok,
+        ),
+        Ok((_, source)) => fact(
+            NAME,
+            format!("jobs are paid with the API key from {source}"),
+            FactStatus::Ok,
+        ),
+        Err(_) => fact(NAME, "no credential configured for jobs", FactStatus::Ok),
+    }
+}
+
+/// Counts credential-shaped strings: the prefix followed by a long run of
+/// URL-safe characters.
+fn credentials_in(bytes: &[u8]) -> usize {
+    let tail_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(offset) = find(&bytes[at..], CREDENTIAL_PREFIX) {
+        let tail_start = at + offset + CREDENTIAL_PREFIX.len();
+        let tail = bytes[tail_start..]
+            .iter()
+            .take_while(|b| tail_char(b))
+            .count();
+        if tail >= CREDENTIAL_MIN_TAIL {
+            found += 1;
+        }
+        at = tail_start + tail;
+    }
+    found
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials_in;
+
+    #[test]
+    fn credential_shapes_are_counted_and_mentions_are_not() {
+        assert_eq!(
+            credentials_in(b"x = \"sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAA\""),
+            1
+        );
+        assert_eq!(
+            credentials_in(
+                b"sk-ant-oat01-abcdefghij_KLMNOPQRST-uvw and sk-ant-api03-0123456789abcdefghijk"
+            ),
+            2
+        );
+        assert_eq!(credentials_in(b"keys start with sk-ant- and then more"), 0);
+        assert_eq!(credentials_in(b"sk-ant-short"), 0);
+        assert_eq!(credentials_in(b""), 0);
+    }
 }

@@ -362,6 +362,8 @@ async fn run_container(
         watch,
         stderr_tail: Vec::new(),
     };
+    let hardening = serde_json::to_value(spec.hardening())
+        .expect("a struct of strings, numbers and bools always encodes");
     let store = &mut ctx.store;
     let mut start_error = None;
     let run = docker
@@ -372,7 +374,7 @@ async fn run_container(
             cancel,
             |stream, bytes| output.chunk(stream, bytes),
             |container_id| {
-                if let Err(e) = store.mark_running(plan.job_id, container_id) {
+                if let Err(e) = store.mark_running(plan.job_id, container_id, &hardening) {
                     start_error = Some(e);
                 }
             },

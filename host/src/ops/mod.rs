@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod clean;
+pub mod compliance;
 pub mod config;
 mod context;
 pub mod docker_image;

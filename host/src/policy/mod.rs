@@ -33,7 +33,7 @@ pub use bindings::{
 pub use cache::CompileCache;
 pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
-pub use outcome::{Grant, Outcome, Quote, RoleDecision};
+pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
 pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot};
 pub use plugin::{LoadError, PluginMeta, PluginOrigin, PluginPre};
 pub use role::{Role, UnknownRole};

@@ -23,6 +23,28 @@ pub struct Quote {
     pub explanation: String,
 }
 
+/// How much a compliance finding matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A failure stops every job.
+    Critical,
+    /// Worth fixing; jobs still run.
+    Warning,
+    /// For information.
+    Info,
+}
+
+/// One fact about this node as the compliance role judged it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ComplianceFinding {
+    pub id: String,
+    pub severity: Severity,
+    pub passed: bool,
+    /// What was found and, when it failed, what to do about it.
+    pub message: String,
+}
+
 /// What one role answered, before it is tied to a plugin.
 #[derive(Clone, Debug)]
 pub enum RoleResult {

@@ -15,7 +15,9 @@ use super::bindings::{Fact, Job, MarketContext, Usage, approval, compliance, lim
 use super::call::{Live, RoleGuest};
 use super::engine::{Isolation, PolicyEngine};
 use super::failure::{Failure, FailureClass};
-use super::outcome::{Grant, Outcome, Quote, RoleDecision, RoleResult};
+use super::outcome::{
+    ComplianceFinding, Grant, Outcome, Quote, RoleDecision, RoleResult, Severity,
+};
 use super::plugin::{PluginMeta, PluginPre};
 use super::role::Role;
 use super::sandbox::{PluginSettings, PluginState};
@@ -142,6 +144,51 @@ impl Pipeline {
             Outcome::Allow
         };
         PipelineDecision { decision, roles }
+    }
+
+    /// Asks the compliance plugin to judge `facts` on their own, outside
+    /// any job: what `compliance-check` reports. A plugin that fails, or
+    /// answers more than `policy.maxAnswerBytes` in one message, is a
+    /// `Failure` like any decision's.
+    pub fn findings(&mut self, facts: &[Fact]) -> Result<Vec<ComplianceFinding>, Failure> {
+        let reuse = self.engine.isolation() == Isolation::Reuse;
+        let max = self.engine.limits().max_answer_bytes;
+        let slot = &mut self.slots[Role::Compliance.index()];
+        let plugin = slot.plugin.as_ref().map_err(Clone::clone)?;
+        let warm = if reuse { Some(&mut slot.warm) } else { None };
+        let found = plugin.run(
+            &self.engine,
+            &self.settings,
+            warm,
+            |store, guests| match &guests.role {
+                RoleGuest::Compliance(g) => g.call_findings(store, facts),
+                _ => unreachable!("the compliance slot holds a compliance plugin"),
+            },
+        )?;
+        if let Some(long) = found.iter().find(|f| f.message.len() + f.id.len() > max) {
+            return Err(Failure::invalid_output(
+                plugin.role,
+                &plugin.meta.name,
+                &format!(
+                    "a {} byte finding '{}', over the {max} byte cap (policy.maxAnswerBytes)",
+                    long.message.len() + long.id.len(),
+                    long.id.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| ComplianceFinding {
+                id: f.id,
+                severity: match f.severity {
+                    compliance::Severity::Critical => Severity::Critical,
+                    compliance::Severity::Warning => Severity::Warning,
+                    compliance::Severity::Info => Severity::Info,
+                },
+                passed: f.passed,
+                message: f.message,
+            })
+            .collect())
     }
 
     fn ask(&mut self, index: usize, input: &DecisionInput) -> RoleDecision {

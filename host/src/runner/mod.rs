@@ -34,7 +34,7 @@ pub use error::RunnerError;
 pub use image::{BuildContext, BuildEvent, ContextFile, ImageInfo, PullProgress, PulledImage};
 pub use labels::{LABEL_PREFIX, MANAGED_LABEL};
 pub use run::{JobEnd, JobRun, Stream};
-pub use spec::{GATEWAY_MOUNT, JobContainer};
+pub use spec::{GATEWAY_MOUNT, Hardening, JobContainer};
 
 /// Where the engine listens when `DOCKER_HOST` is unset.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";

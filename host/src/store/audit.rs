@@ -158,6 +158,26 @@ impl Store {
             .collect()
     }
 
+    /// The newest `limit` rows of one kind, newest first.
+    pub fn latest_audit_of_kind(
+        &self,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "{SELECT_ROWS} WHERE kind = ?1 ORDER BY seq DESC LIMIT ?2"
+            ))
+            .during("reading the audit log")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(rusqlite::params![kind, limit], read_row)
+            .during("reading the audit log")?;
+        rows.map(|row| into_entry(row.during("reading the audit log")?))
+            .collect()
+    }
+
     /// The seq of every row whose subject or details contain `needle`, in
     /// order. Searches the stored text in SQLite, so scanning the log for a
     /// leaked secret does not load and parse every row.

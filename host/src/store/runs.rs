@@ -55,8 +55,15 @@ pub struct MeteredUsage {
 }
 
 impl Store {
-    /// Records the container a job runs in. Only an admitted job can start.
-    pub fn mark_running(&mut self, job_id: &str, container_id: &str) -> Result<(), StoreError> {
+    /// Records the container a job runs in, with the hardening it was
+    /// created with (what `compliance-check` later judges). Only an admitted
+    /// job can start.
+    pub fn mark_running(
+        &mut self,
+        job_id: &str,
+        container_id: &str,
+        hardening: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -77,7 +84,7 @@ impl Store {
             &tx,
             "job.started",
             job_id,
-            &json!({ "container_id": container_id }),
+            &json!({ "container_id": container_id, "hardening": hardening }),
         )?;
         tx.commit().during("committing a job start")
     }
@@ -188,7 +195,9 @@ mod tests {
         let (_dir, mut store) = temp_store();
         admitted(&mut store, "job-a");
         assert_eq!(store.usage_snapshot(DAY).unwrap().tokens_today, 1000);
-        store.mark_running("job-a", "c0ffee").unwrap();
+        store
+            .mark_running("job-a", "c0ffee", &json!({ "read_only_rootfs": true }))
+            .unwrap();
         let metered = MeteredUsage {
             requests: 1,
             input_tokens: 30,
@@ -232,7 +241,7 @@ mod tests {
         let job = store.job("job-b").unwrap().unwrap();
         assert_eq!((job.state.as_str(), job.tokens_used()), ("aborted", 0));
         assert!(matches!(
-            store.mark_running("job-b", "late"),
+            store.mark_running("job-b", "late", &json!({})),
             Err(StoreError::JobNotLive { .. })
         ));
         assert!(matches!(

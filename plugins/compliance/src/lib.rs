@@ -32,7 +32,7 @@ struct Rule {
 
 /// Every fact judged by its status alone. `key-age` is missing because it is
 /// judged against a setting; see `key_age`.
-const RULES: [Rule; 7] = [
+const RULES: [Rule; 11] = [
     Rule {
         fact: "consent-recorded",
         severity: Severity::Critical,
@@ -55,9 +55,22 @@ const RULES: [Rule; 7] = [
     Rule {
         fact: "no-credentials-in-logs",
         severity: Severity::Critical,
-        subject: "no credentials in the logs",
+        subject: "no credentials in the job logs",
+        fix: "rotate the leaked credential now, then delete the job log that holds it",
+    },
+    Rule {
+        fact: "no-credentials-in-audit",
+        severity: Severity::Critical,
+        subject: "no credentials in the audit log",
         fix: "rotate the leaked credential now (do not delete the audit rows: that \
               would break the audit chain)",
+    },
+    Rule {
+        fact: "no-credentials-in-database",
+        severity: Severity::Critical,
+        subject: "no credentials in the state database",
+        fix: "rotate the leaked credential now; `claude-max-market audit` shows where it \
+              was recorded",
     },
     Rule {
         fact: "audit-chain",
@@ -76,6 +89,20 @@ const RULES: [Rule; 7] = [
         severity: Severity::Warning,
         subject: "Docker running rootless",
         fix: "switch to rootless Docker so a container escape does not reach root",
+    },
+    Rule {
+        fact: "job-hardening",
+        severity: Severity::Warning,
+        subject: "hardening of the last job containers",
+        fix: "report this: job containers are created hardened, so a weaker record means \
+              the host or its database was changed",
+    },
+    Rule {
+        fact: "policy-signatures",
+        severity: Severity::Warning,
+        subject: "signed policies",
+        fix: "install policies from signed bundles, or `policy reset ROLE` to the built-in \
+              default",
     },
 ];
 
