@@ -1,4 +1,6 @@
-//! `audit [--format text|json] [--output FILE] [--since DATE] [--verify]`
+//! `audit [--format text|json|csv] [--output FILE] [--since DATE] [--verify]`
+//! and `audit --html FILE`: one self-contained page with a summary, the
+//! chain status and every entry.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,12 +11,14 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::ops::{self, Context};
 
+use super::render::{AuditRow, ChainView, audit_csv, audit_html};
 use super::{Finish, Output};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Text,
     Json,
+    Csv,
 }
 
 #[derive(Debug, clap::Args)]
@@ -29,8 +33,11 @@ pub struct Args {
     #[arg(long, value_name = "DATE", value_parser = parse_since)]
     since: Option<OffsetDateTime>,
     /// Check the hash chain; fail naming the first altered or missing row.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["html", "output"])]
     verify: bool,
+    /// Write one self-contained HTML page (summary, chain status, entries) to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    html: Option<PathBuf>,
 }
 
 fn parse_since(s: &str) -> Result<OffsetDateTime, String> {
@@ -53,15 +60,47 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
         return Ok(Finish::Done);
     }
     let report = ops::audit::report(&ctx, args.since)?;
-    let json = out.json() || matches!(args.format, Format::Json);
+    let rows: Vec<AuditRow> = report
+        .entries
+        .iter()
+        .map(|e| AuditRow {
+            seq: e.seq,
+            ts: e.ts.clone(),
+            kind: e.kind.clone(),
+            subject: e.subject.clone(),
+            details: e.details.clone(),
+            hash: e.hash.clone(),
+        })
+        .collect();
+    let chain = ChainView {
+        rows: report.chain.rows,
+        head: report.chain.head.clone(),
+        broken: report
+            .chain
+            .broken
+            .as_ref()
+            .map(|b| (b.seq, b.reason.clone())),
+    };
     let mut rendered = Vec::new();
-    if json {
-        serde_json::to_writer_pretty(&mut rendered, &report)?;
-        writeln!(rendered)?;
-    } else {
-        render_text(&mut rendered, &report)?;
-    }
-    match args.output {
+    let output = match args.html {
+        Some(path) => {
+            let now = OffsetDateTime::now_utc().format(&Rfc3339)?;
+            rendered = audit_html(&rows, &chain, &now).into_bytes();
+            Some(path)
+        }
+        None => {
+            match (out.json(), args.format) {
+                (true, _) | (false, Format::Json) => {
+                    serde_json::to_writer_pretty(&mut rendered, &report)?;
+                    writeln!(rendered)?;
+                }
+                (false, Format::Csv) => audit_csv(&rows, &mut rendered)?,
+                (false, Format::Text) => render_text(&mut rendered, &report)?,
+            }
+            args.output
+        }
+    };
+    match output {
         Some(path) => {
             std::fs::write(&path, &rendered)
                 .with_context(|| format!("writing the audit report to {}", path.display()))?;

@@ -17,8 +17,10 @@ mod opt_out;
 mod output;
 mod policy;
 mod prompt;
+mod render;
 mod status;
 mod terms;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -81,6 +83,8 @@ pub enum Command {
     ComplianceCheck,
     /// Remove containers and job folders this tool left behind.
     Clean(clean::Args),
+    /// Tasks, tokens, outcomes and durations per day, with a chart.
+    Usage(usage::Args),
     /// Report or verify the audit log.
     Audit(audit::Args),
     /// List, inspect or swap the policy plugins.
@@ -117,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Health => health::run(home, &out),
         Command::ComplianceCheck => compliance::run(home, &out),
         Command::Clean(args) => clean::run(home, args, &out),
+        Command::Usage(args) => usage::run(home, args, &out),
         Command::Audit(args) => audit::run(home, args, &out),
         Command::Policy(cmd) => policy::run(home, cmd, &out),
     }

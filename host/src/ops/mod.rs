@@ -26,6 +26,8 @@ mod process;
 mod reconcile;
 pub mod status;
 pub mod terms;
+pub mod usage;
+pub mod usage_stats;
 
 pub use job_run::JobReport;
 pub use reconcile::Reconciled;

@@ -16,6 +16,8 @@ use super::{Store, day_key, now};
 pub struct JobRow {
     pub id: String,
     pub created_at: String,
+    /// The UTC day (YYYY-MM-DD) its usage counts against.
+    pub usage_day: String,
     pub model: String,
     pub max_tokens: u32,
     /// "local" or "market".
@@ -101,7 +103,7 @@ pub(super) fn insert(
 /// The columns `read_job` expects, in its order.
 pub(super) const JOB_COLUMNS: &str = "id, created_at, model, max_tokens, source, requester, state,
      granted_tokens, timeout_secs, host_pid, host_start, container_id, started_at, requests,
-     input_tokens, output_tokens, exit_code, end_reason, finished_at";
+     input_tokens, output_tokens, exit_code, end_reason, finished_at, usage_day";
 
 pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     let host = match (
@@ -130,6 +132,7 @@ pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         exit_code: row.get(16)?,
         end_reason: row.get(17)?,
         finished_at: row.get(18)?,
+        usage_day: row.get(19)?,
     })
 }
 
@@ -161,6 +164,20 @@ impl Store {
     /// One job by id.
     pub fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         get(&self.conn, id)
+    }
+
+    /// Jobs whose usage counts on `from` or a later day, oldest first.
+    pub fn jobs_since(&self, from: Date) -> Result<Vec<JobRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE usage_day >= ?1 ORDER BY rowid"
+            ))
+            .during("listing jobs")?;
+        let rows = stmt
+            .query_map([day_key(from)?], read_job)
+            .during("listing jobs")?;
+        rows.map(|row| row.during("listing jobs")).collect()
     }
 
     /// Jobs admitted or running, oldest first.
