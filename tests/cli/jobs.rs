@@ -269,6 +269,29 @@ fn rate_limits_are_retried_and_a_mid_stream_error_fails_the_job() {
         job["input_tokens"].as_u64().unwrap() > 0,
         "tokens metered before the error are kept"
     );
+
+    // Usage analytics see both jobs, in every format.
+    let (code, usage) = env.home.json(&["usage", "--days", "2"]);
+    assert_eq!(code, 0, "{usage:#}");
+    let totals = &usage["totals"];
+    assert_eq!(totals["tasks"], 2);
+    assert_eq!(
+        (totals["succeeded"].clone(), totals["failed"].clone()),
+        (1.into(), 1.into())
+    );
+    assert_eq!(totals["success_rate"], 0.5);
+    assert_eq!(usage["days"].as_array().unwrap().len(), 2);
+    assert_eq!(usage["models"][0]["model"], "claude-sonnet-4-5");
+    let csv = env.home.ok(&["usage", "--days", "2", "--csv"]).stdout;
+    let csv = crate::reports::parse_csv(&csv);
+    assert_eq!(csv.len(), 3, "a header and a row per day: {csv:?}");
+    assert_eq!(csv[2][1], "2", "today's tasks");
+    let text = env.home.ok(&["usage"]).stdout;
+    assert!(text.contains('█'), "a bar chart: {text}");
+    let page = env.home.path().join("usage.html");
+    env.home.ok(&["usage", "--html", page.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && !html.contains("<script"), "{html}");
 }
 
 #[test]

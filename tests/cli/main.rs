@@ -9,6 +9,7 @@ mod consent;
 mod docker_support;
 mod execute;
 mod jobs;
+mod reports;
 mod sandbox;
 mod status;
 mod support;
