@@ -22,12 +22,15 @@
 //!   - [`gateway`] — a job container's only way out: the per-job Messages
 //!     API endpoint on a Unix socket that enforces the job's grant, adds
 //!     the owner's key and meters the tokens.
+//!   - [`crypto`] — the node's RSA key pairs with rotation, and the
+//!     streaming hybrid envelope (`encrypt`/`decrypt`; docs/encryption.md).
 //!   - [`config`] — the typed settings file and its keys.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod gateway;
 pub mod home;
 pub mod ops;

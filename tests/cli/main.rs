@@ -6,6 +6,7 @@ mod audit;
 mod compliance;
 mod config;
 mod consent;
+mod crypt;
 mod docker_support;
 mod execute;
 mod jobs;

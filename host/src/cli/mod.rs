@@ -7,9 +7,11 @@ mod audit;
 mod clean;
 mod compliance;
 mod config;
+mod crypt;
 mod docker;
 mod execute;
 mod health;
+mod keys;
 mod limits;
 mod logs;
 mod opt_in;
@@ -85,6 +87,13 @@ pub enum Command {
     Clean(clean::Args),
     /// Tasks, tokens, outcomes and durations per day, with a chart.
     Usage(usage::Args),
+    /// This node's identity keys: show, export the public key, rotate.
+    #[command(subcommand)]
+    Keys(keys::Command),
+    /// Seal a file for one or more nodes' public keys (default: this node).
+    Encrypt(crypt::EncryptArgs),
+    /// Open a sealed file with this node's keys; writes nothing unless all of it verifies.
+    Decrypt(crypt::DecryptArgs),
     /// Report or verify the audit log.
     Audit(audit::Args),
     /// List, inspect or swap the policy plugins.
@@ -122,6 +131,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::ComplianceCheck => compliance::run(home, &out),
         Command::Clean(args) => clean::run(home, args, &out),
         Command::Usage(args) => usage::run(home, args, &out),
+        Command::Keys(cmd) => keys::run(home, cmd, &out),
+        Command::Encrypt(args) => crypt::encrypt(home, args, &out),
+        Command::Decrypt(args) => crypt::decrypt(home, args, &out),
         Command::Audit(args) => audit::run(home, args, &out),
         Command::Policy(cmd) => policy::run(home, cmd, &out),
     }

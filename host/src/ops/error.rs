@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::crypto::{EnvelopeError, KeyError};
 use crate::gateway::{CredentialError, GatewayError};
 use crate::home::HomeError;
 use crate::policy::{Failure, LoadError};
@@ -56,6 +57,10 @@ pub enum OpsError {
     Gateway(#[from] GatewayError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Key(KeyError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
     #[error("could not start the async runtime: {source}")]
     Runtime {
         #[source]

@@ -29,7 +29,7 @@ pub(crate) fn gather(ctx: &Context) -> Result<Vec<Fact>, OpsError> {
         config_credentials_fact(ctx),
         audit_credentials_fact(ctx)?,
         audit_fact(ctx)?,
-        key_age_fact(),
+        key_age_fact(ctx),
         policy_signatures_fact(ctx)?,
         hardening_fact(ctx)?,
         subscription_fact(ctx),
@@ -205,12 +205,27 @@ fn audit_fact(ctx: &Context) -> Result<Fact, OpsError> {
     })
 }
 
-fn key_age_fact() -> Fact {
-    fact(
-        "key-age",
-        "this node has no key pair yet",
-        FactStatus::Unknown,
-    )
+/// Whole days since the current node key was made; the compliance plugin
+/// judges them against `security.keyRotationDays`. Read from the key
+/// store's metadata, so no passphrase is needed.
+fn key_age_fact(ctx: &Context) -> Fact {
+    const NAME: &str = "key-age";
+    let current = super::keys::store(ctx).and_then(|store| Ok(store.list()?));
+    match current {
+        Ok(keys) => match keys.iter().find(|k| k.retired.is_none()) {
+            Some(k) => fact(
+                NAME,
+                k.age_days(time::OffsetDateTime::now_utc()).to_string(),
+                FactStatus::Ok,
+            ),
+            None => fact(NAME, "this node has no key pair yet", FactStatus::Unknown),
+        },
+        Err(e) => fact(
+            NAME,
+            format!("the key store is unreadable: {e}"),
+            FactStatus::Unknown,
+        ),
+    }
 }
 
 /// Whether the code deciding on jobs is what its publisher shipped. The
