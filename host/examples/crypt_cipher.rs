@@ -11,7 +11,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::time::Instant;
 
-use claude_max_market::crypto::{DEFAULT_KEY_BITS, DEFAULT_SEGMENT_SIZE, NodeKey, decrypt, encrypt};
+use claude_max_market::crypto::{
+    DEFAULT_KEY_BITS, DEFAULT_SEGMENT_SIZE, NodeKey, decrypt, encrypt,
+};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mib: u64 = match std::env::args().nth(1) {

@@ -108,3 +108,31 @@ fn an_unsigned_local_policy_is_a_warning_not_a_failure() {
         (false.into(), "warning".into())
     );
 }
+
+/// Terms accepted in an earlier wording (as if the text changed since):
+/// status and compliance-check both say to accept the current version.
+#[test]
+fn terms_accepted_in_an_older_version_must_be_accepted_again() {
+    let home = Home::opted_in();
+    let db = rusqlite::Connection::open(home.path().join("state.db")).unwrap();
+    db.execute(
+        "UPDATE consent_events SET terms_version = '0000000000000000' WHERE terms_version IS NOT NULL",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let (_, status) = home.json(&["status"]);
+    assert_eq!(status["terms_current"], false, "{status:#}");
+    assert!(home.ok(&["status"]).stdout.contains("terms --accept"));
+    let (code, doc) = home.json(&["compliance-check"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let terms = finding(&doc, "terms-current");
+    assert_eq!(terms["passed"], false);
+    assert!(
+        terms["message"]
+            .as_str()
+            .unwrap()
+            .contains("terms --accept"),
+        "{terms}"
+    );
+}
