@@ -19,12 +19,12 @@ use super::error::{RunnerError, daemon_message, status_of};
 
 /// One file of a build context.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContextFile {
+struct ContextFile {
     /// Relative path inside the context, `/`-separated (e.g. `bin/agent`).
-    pub path: String,
-    pub bytes: Cow<'static, [u8]>,
+    path: String,
+    bytes: Cow<'static, [u8]>,
     /// Unix permission bits, e.g. `0o755`.
-    pub mode: u32,
+    mode: u32,
 }
 
 /// An in-memory build context (a `Dockerfile` plus the files it copies).
@@ -52,10 +52,6 @@ impl BuildContext {
             mode,
         });
         self
-    }
-
-    pub fn files(&self) -> &[ContextFile] {
-        &self.files
     }
 
     /// The context as an uncompressed tar. Deterministic: entries are sorted

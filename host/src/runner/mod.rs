@@ -31,7 +31,7 @@ use std::path::Path;
 
 pub use clean::OwnedContainer;
 pub use error::RunnerError;
-pub use image::{BuildContext, BuildEvent, ContextFile, ImageInfo, PullProgress, PulledImage};
+pub use image::{BuildContext, BuildEvent, ImageInfo, PullProgress, PulledImage};
 pub use labels::{LABEL_PREFIX, MANAGED_LABEL};
 pub use run::{JobEnd, JobRun, Stream};
 pub use spec::{GATEWAY_MOUNT, Hardening, JobContainer};
