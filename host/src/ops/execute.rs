@@ -101,7 +101,7 @@ pub struct Admitted {
 
 /// Runs the pipeline without admitting anything; the decision is audited.
 pub fn dry_run(ctx: &mut Context, opts: &ExecuteOptions) -> Result<DryRun, OpsError> {
-    let (job, new_job) = describe(ctx, opts)?;
+    let (job, new_job) = describe(ctx, opts, &read_prompt(&opts.prompt)?);
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
@@ -120,7 +120,7 @@ pub fn dry_run(ctx: &mut Context, opts: &ExecuteOptions) -> Result<DryRun, OpsEr
 /// or an unanswered ask is an `OpsError::Denied` with the roles' reasons.
 pub fn admit(ctx: &mut Context, opts: &ExecuteOptions) -> Result<Admitted, OpsError> {
     require_consent(ctx)?;
-    let (job, new_job) = describe(ctx, opts)?;
+    let (job, new_job) = describe(ctx, opts, &read_prompt(&opts.prompt)?);
     match admit_with(ctx, &job, &new_job, false)? {
         (Admission::Admitted { snapshot, .. }, decision) => {
             Ok(admitted(&job, snapshot, &decision.roles, decision.grant()))
@@ -141,8 +141,8 @@ pub fn run(
     watch: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<JobReport, OpsError> {
     require_consent(ctx)?;
-    let (job, new_job) = describe(ctx, opts)?;
     let prompt = prompt_text(&opts.prompt)?;
+    let (job, new_job) = describe(ctx, opts, prompt.as_bytes());
     let (key, _) = ctx.api_key()?;
     let runtime = runtime()?;
     let docker = runtime.block_on(Docker::connect())?;
@@ -317,10 +317,8 @@ fn require_consent(ctx: &Context) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// Builds the WIT job from the options, reading the prompt only to size and
-/// hash it.
-fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsError> {
-    let prompt = read_prompt(&opts.prompt)?;
+/// Builds the WIT job from the options; the prompt is only sized and hashed.
+fn describe(ctx: &Context, opts: &ExecuteOptions, prompt: &[u8]) -> (Job, NewJob) {
     let job = Job {
         id: new_job_id(),
         requester: "local".into(),
@@ -332,7 +330,7 @@ fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsEr
             .max_tokens
             .unwrap_or(ctx.settings.limits.max_tokens_per_task),
         prompt_bytes: prompt.len() as u64,
-        prompt_sha256: hex::encode(Sha256::digest(&prompt)),
+        prompt_sha256: hex::encode(Sha256::digest(prompt)),
         image: ctx.settings.docker.image.clone(),
         source: JobSource::Local,
         credential: CredentialKind::ApiKey,
@@ -349,7 +347,7 @@ fn describe(ctx: &Context, opts: &ExecuteOptions) -> Result<(Job, NewJob), OpsEr
         requester: job.requester.clone(),
         host: Some(process::current()),
     };
-    Ok((job, new_job))
+    (job, new_job)
 }
 
 fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
