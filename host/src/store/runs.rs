@@ -4,7 +4,7 @@
 //! the gateway actually metered. Every transition is audited in the same
 //! transaction as the change it records.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::json;
 
@@ -139,19 +139,10 @@ impl Store {
             params![job_id, end.as_str(), exit_code, reason, now()?],
         )
         .during("ending a job")?;
-        let usage_day: String = tx
-            .query_row(
-                "SELECT usage_day FROM jobs WHERE id = ?1",
-                [job_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .during("reading a job's usage day")?
-            .unwrap_or_default();
         // The reservation was the whole grant; what remains is what was used.
         tx.execute(
             "UPDATE usage_daily SET tokens = max(0, tokens - ?2 + ?3) WHERE day = ?1",
-            params![usage_day, job.granted_tokens, job.tokens_used()],
+            params![job.usage_day, job.granted_tokens, job.tokens_used()],
         )
         .during("settling a job's usage")?;
         audit::append(
