@@ -121,11 +121,14 @@ fn config_credentials_fact(ctx: &Context) -> Fact {
 fn audit_credentials_fact(ctx: &Context) -> Result<Fact, OpsError> {
     const NAME: &str = "no-credentials-in-audit";
     let prefix = std::str::from_utf8(CREDENTIAL_PREFIX).unwrap_or_default();
-    // SQLite narrows the rows; the shape check weeds out mere mentions.
-    let mut leaked = Vec::new();
-    for seq in ctx.store.audit_rows_containing(prefix)? {
-        leaked.push(seq.to_string());
-    }
+    // Stricter than the file scans: an audit row has no business quoting
+    // even the start of a key, so any row with the prefix counts.
+    let leaked: Vec<String> = ctx
+        .store
+        .audit_rows_containing(prefix)?
+        .iter()
+        .map(i64::to_string)
+        .collect();
     Ok(if leaked.is_empty() {
         fact(NAME, "the audit log holds no credential", FactStatus::Ok)
     } else {

@@ -236,7 +236,6 @@ fn open_log(path: &Path) -> Result<File, OpsError> {
 /// Runs the job in its container behind its gateway, then ends it in the
 /// store whatever happened. An error before the container starts still ends
 /// the job (as failed), so its reservation is released.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     ctx: &mut Context,
     runtime: &tokio::runtime::Runtime,
