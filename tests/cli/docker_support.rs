@@ -56,12 +56,7 @@ impl JobHome {
     }
 
     pub fn execute(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().expect("running execute");
-        Run {
-            code: out.status.code().expect("execute exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.command(args).output().expect("running execute").into()
     }
 
     /// Starts `execute` in the background.

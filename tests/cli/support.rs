@@ -20,6 +20,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().expect("the binary exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     /// stdout parsed as the one JSON document `--json` promises.
     pub fn json(&self) -> Value {
@@ -62,20 +72,11 @@ impl Home {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self
-            .command()
+        self.command()
             .args(args)
             .output()
-            .expect("running the binary");
-        Run {
-            code: status.code().expect("the binary exited, not killed"),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+            .expect("running the binary")
+            .into()
     }
 
     /// Runs and requires exit code 0.
