@@ -54,11 +54,18 @@ fn report(err: &anyhow::Error, json: bool) -> ExitCode {
         .downcast_ref::<OpsError>()
         .is_some_and(OpsError::is_denial);
     let code = if denied { EXIT_DENIED } else { EXIT_ERROR };
-    let message = err
-        .chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ");
+    // Many errors already quote their source in their own text; a cause
+    // whose words are already in the message is not repeated.
+    let mut message = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if message.contains(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
     if json {
         let doc = serde_json::json!({ "error": { "message": message, "exit_code": code } });
         let _ = writeln!(std::io::stdout(), "{doc}");

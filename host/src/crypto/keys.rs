@@ -66,11 +66,13 @@ pub enum KeyError {
     )]
     InvalidPublicKey { reason: String },
 
-    #[error("the node key at {location} is protected by a passphrase, but none was given; {hint}")]
+    #[error(
+        "the private key at {location} is protected by a passphrase, but none was given; {hint}"
+    )]
     PassphraseRequired { location: String, hint: String },
 
     #[error(
-        "the passphrase does not decrypt the node key at {location} (wrong passphrase, or the file is corrupt); {hint}"
+        "the passphrase does not decrypt the private key at {location} (wrong passphrase, or the file is corrupt); {hint}"
     )]
     WrongPassphrase { location: String, hint: String },
 
@@ -78,9 +80,12 @@ pub enum KeyError {
     EmptyPassphrase { hint: String },
 
     #[error(
-        "the node key at {location} is not a usable PKCS#8 RSA private key ({reason}); restore it from a backup, or rotate to a new key"
+        "the private key at {location} is not a usable PKCS#8 RSA private key ({reason}); restore it from a backup, or make a new one"
     )]
     InvalidKeyFile { location: String, reason: String },
+
+    #[error("signing failed: {reason}; retry, and report a bug if it persists")]
+    Sign { reason: String },
 
     #[error(
         "key file {} is readable by others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display()
@@ -223,6 +228,10 @@ impl PublicKey {
         self.key.size() * 8
     }
 
+    pub(crate) fn rsa(&self) -> &RsaPublicKey {
+        &self.key
+    }
+
     /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of a content key.
     pub(crate) fn wrap(&self, content_key: &[u8]) -> Result<Vec<u8>, rsa::Error> {
         self.key
@@ -262,6 +271,10 @@ impl NodeKey {
     pub fn from_rsa(private: RsaPrivateKey) -> Result<Self, KeyError> {
         let public = PublicKey::from_rsa(private.to_public_key())?;
         Ok(NodeKey { private, public })
+    }
+
+    pub(crate) fn private(&self) -> &RsaPrivateKey {
+        &self.private
     }
 
     /// The public half.

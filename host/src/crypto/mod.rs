@@ -4,6 +4,7 @@
 //!
 //! - [`keys`]: RSA node keys, node ids, PEM encodings.
 //! - [`keystore`]: the on-disk key store (`<home>/keys`, `keys.json`).
+//! - [`signature`]: RSA-PSS-SHA256 signatures (policy bundles).
 //! - [`envelope`]: the `CMMENC` v1 format (RSA-OAEP-SHA256 key wrapping,
 //!   AES-256-GCM segments), streaming and fail-closed file helpers.
 //!
@@ -15,6 +16,7 @@ mod header;
 pub mod keys;
 pub mod keystore;
 mod rng;
+pub mod signature;
 
 pub use envelope::{
     DEFAULT_SEGMENT_SIZE, DecryptSummary, EncryptSummary, EnvelopeError, decrypt, decrypt_file,
