@@ -28,6 +28,7 @@
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
 
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod crypto;
