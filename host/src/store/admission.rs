@@ -41,6 +41,8 @@ pub struct DecisionRecord {
     pub plugin: String,
     pub digest: String,
     pub origin: String,
+    /// `name@revision` of the bundle the plugin came from, if any.
+    pub bundle: Option<String>,
     pub outcome: Outcome,
     pub reason: Option<String>,
     /// Why a plugin failed closed (trap, timeout, ...), if it did.
@@ -89,8 +91,8 @@ fn record_decisions(conn: &Connection, job_id: &str, verdict: &Verdict) -> Resul
     let mut stmt = conn
         .prepare(
             "INSERT INTO decisions (job_id, ts, role, plugin, digest, origin, outcome,
-                                    reason, error_class, elapsed_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                    reason, error_class, elapsed_us, bundle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .during("recording policy decisions")?;
     for d in &verdict.decisions {
@@ -105,6 +107,7 @@ fn record_decisions(conn: &Connection, job_id: &str, verdict: &Verdict) -> Resul
             d.reason,
             d.error_class,
             d.elapsed_us,
+            d.bundle,
         ])
         .during("recording policy decisions")?;
     }

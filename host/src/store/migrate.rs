@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0002_job_runs",
         sql: include_str!("migrations/0002_job_runs.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_policy_bundles",
+        sql: include_str!("migrations/0003_policy_bundles.sql"),
+    },
 ];
 
 /// The newest schema version this build can read and write.

@@ -7,11 +7,12 @@
 //!
 //! Layout: `migrate` brings the schema up to date; `chain` is the pure hashing
 //! and verification of the audit log and `audit` its SQL; `consent`, `usage`,
-//! `jobs`, `admission` and `policies` each own their tables; `runs` moves an
+//! `jobs`, `admission`, `policies` and `bundles` each own their tables; `runs` moves an
 //! admitted job through its run.
 
 mod admission;
 mod audit;
+mod bundles;
 mod chain;
 mod consent;
 mod error;
@@ -33,6 +34,7 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 pub use admission::{Admission, DecisionRecord, NewJob, Outcome, Verdict};
 pub use audit::{AuditEntry, ChainBreak, ChainStatus};
+pub use bundles::{BundleChange, BundleRevision, BundleSource, TrustedKeyRow};
 pub use chain::GENESIS_HASH;
 pub use consent::{ConsentEvent, ConsentState};
 use error::During;

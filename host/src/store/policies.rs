@@ -3,7 +3,7 @@
 //! transaction. It records the choice only: it must not load, verify or trust
 //! a plugin; the bundle and policy engines do that before calling here.
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::error::{During, StoreError};
@@ -21,6 +21,9 @@ pub struct ActivePolicy {
     pub name: String,
     pub sha256: String,
     pub activated_at: String,
+    /// The bundle and revision, when `origin` is "bundle".
+    pub bundle: Option<String>,
+    pub revision: Option<i64>,
 }
 
 fn check_role(role: &str) -> Result<(), StoreError> {
@@ -39,7 +42,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT role, origin, name, sha256, activated_at
+                "SELECT role, origin, name, sha256, activated_at, bundle, revision
                  FROM active_policies ORDER BY role",
             )
             .during("reading active policies")?;
@@ -51,6 +54,8 @@ impl Store {
                     name: row.get(2)?,
                     sha256: row.get(3)?,
                     activated_at: row.get(4)?,
+                    bundle: row.get(5)?,
+                    revision: row.get(6)?,
                 })
             })
             .during("reading active policies")?;
@@ -60,27 +65,11 @@ impl Store {
 
     /// Makes `policy` the active one for its role, replacing any other.
     pub fn set_active_policy(&mut self, policy: &ActivePolicy) -> Result<(), StoreError> {
-        check_role(&policy.role)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during("starting a policy activation")?;
-        tx.execute(
-            "INSERT INTO active_policies (role, origin, name, sha256, activated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (role) DO UPDATE SET origin = excluded.origin, name = excluded.name,
-                 sha256 = excluded.sha256, activated_at = excluded.activated_at",
-            params![
-                policy.role,
-                policy.origin,
-                policy.name,
-                policy.sha256,
-                policy.activated_at
-            ],
-        )
-        .during("activating a policy")?;
-        let details = audit::to_details("the activated policy", policy)?;
-        audit::append(&tx, "policy.activated", &policy.role, &details)?;
+        activate(&tx, policy)?;
         tx.commit().during("committing a policy activation")
     }
 
@@ -92,21 +81,56 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during("starting a policy reset")?;
-        let removed = tx
-            .execute("DELETE FROM active_policies WHERE role = ?1", [role])
-            .during("resetting a policy")?;
-        if removed == 0 {
+        if !reset(&tx, role)? {
             return Ok(false);
         }
+        tx.commit().during("committing a policy reset")?;
+        Ok(true)
+    }
+}
+
+/// Removes one role's active policy, auditing it if there was one, inside
+/// the caller's transaction.
+pub(super) fn reset(tx: &Transaction<'_>, role: &str) -> Result<bool, StoreError> {
+    check_role(role)?;
+    let removed = tx
+        .execute("DELETE FROM active_policies WHERE role = ?1", [role])
+        .during("resetting a policy")?;
+    if removed > 0 {
         audit::append(
-            &tx,
+            tx,
             "policy.reset",
             role,
             &serde_json::json!({ "role": role }),
         )?;
-        tx.commit().during("committing a policy reset")?;
-        Ok(true)
     }
+    Ok(removed > 0)
+}
+
+/// Upserts one role's active policy and audits it, inside the caller's
+/// transaction.
+pub(super) fn activate(tx: &Transaction<'_>, policy: &ActivePolicy) -> Result<(), StoreError> {
+    check_role(&policy.role)?;
+    tx.execute(
+        "INSERT INTO active_policies (role, origin, name, sha256, activated_at, bundle, revision)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (role) DO UPDATE SET origin = excluded.origin, name = excluded.name,
+             sha256 = excluded.sha256, activated_at = excluded.activated_at,
+             bundle = excluded.bundle, revision = excluded.revision",
+        params![
+            policy.role,
+            policy.origin,
+            policy.name,
+            policy.sha256,
+            policy.activated_at,
+            policy.bundle,
+            policy.revision
+        ],
+    )
+    .during("activating a policy")?;
+    let details = audit::to_details("the activated policy", policy)?;
+    audit::append(tx, "policy.activated", &policy.role, &details)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -121,6 +145,8 @@ mod tests {
             name: name.to_owned(),
             sha256: "ef".repeat(32),
             activated_at: "2026-02-10T12:00:00.000000Z".to_owned(),
+            bundle: None,
+            revision: None,
         }
     }
 

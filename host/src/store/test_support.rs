@@ -44,6 +44,7 @@ pub fn verdict(outcome: Outcome, granted_tokens: u32) -> Verdict {
             plugin: "default-limits".to_owned(),
             digest: "cd".repeat(32),
             origin: "embedded".to_owned(),
+            bundle: None,
             outcome,
             reason: (outcome != Outcome::Allow).then(|| "over the daily task limit".to_owned()),
             error_class: None,
