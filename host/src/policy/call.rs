@@ -38,16 +38,17 @@ impl PluginPre {
         settings: &Arc<PluginSettings>,
     ) -> Result<Live, Failure> {
         let mut store =
-            sandbox::new_store(engine, settings.clone(), self.label.clone()).map_err(|e| {
-                let message = format!(
-                    "{} plugin '{}' could not get a sandbox: {e:#}",
-                    self.role, self.meta.name
-                );
-                Failure::new(FailureClass::Trap, message)
-            })?;
+            sandbox::new_store(engine, &self.limits, settings.clone(), self.label.clone())
+                .map_err(|e| {
+                    let message = format!(
+                        "{} plugin '{}' could not get a sandbox: {e:#}",
+                        self.role, self.meta.name
+                    );
+                    Failure::new(FailureClass::Trap, message)
+                })?;
         match self.resolve(&mut store) {
             Ok(guests) => Ok(Live { store, guests }),
-            Err(e) => Err(self.failure(engine, &e, store.data())),
+            Err(e) => Err(self.failure(&e, store.data())),
         }
     }
 
@@ -63,13 +64,8 @@ impl PluginPre {
         Ok(Guests { config, role })
     }
 
-    fn failure(
-        &self,
-        engine: &PolicyEngine,
-        err: &wasmtime::Error,
-        state: &PluginState,
-    ) -> Failure {
-        Failure::from_call(err, state, self.role, &self.meta.name, engine.limits())
+    fn failure(&self, err: &wasmtime::Error, state: &PluginState) -> Failure {
+        Failure::from_call(err, state, self.role, &self.meta.name, &self.limits)
     }
 
     /// Runs `f` on an instance of this plugin. With `warm`, the instance in it
@@ -84,17 +80,17 @@ impl PluginPre {
     ) -> Result<R, Failure> {
         let Some(slot) = warm else {
             let mut live = self.instantiate(engine, settings)?;
-            return self.call(engine, &mut live, f);
+            return self.call(&mut live, f);
         };
         let live = match slot {
             Some(live) => {
-                sandbox::arm(&mut live.store, engine.limits())
-                    .map_err(|e| self.failure(engine, &e, live.store.data()))?;
+                sandbox::arm(&mut live.store, &self.limits)
+                    .map_err(|e| self.failure(&e, live.store.data()))?;
                 live
             }
             None => slot.insert(self.instantiate(engine, settings)?),
         };
-        let result = self.call(engine, live, f);
+        let result = self.call(live, f);
         if result.is_err() {
             *slot = None;
         }
@@ -103,10 +99,9 @@ impl PluginPre {
 
     fn call<R>(
         &self,
-        engine: &PolicyEngine,
         live: &mut Live,
         f: impl FnOnce(&mut Store<PluginState>, &Guests) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
-        f(&mut live.store, &live.guests).map_err(|e| self.failure(engine, &e, live.store.data()))
+        f(&mut live.store, &live.guests).map_err(|e| self.failure(&e, live.store.data()))
     }
 }

@@ -64,6 +64,17 @@ impl Default for SandboxLimits {
 }
 
 impl SandboxLimits {
+    /// The smaller of each limit: what a bundle's request becomes on a
+    /// node with its own caps.
+    pub fn narrowed(&self, requested: &SandboxLimits) -> SandboxLimits {
+        SandboxLimits {
+            fuel: self.fuel.min(requested.fuel),
+            timeout: self.timeout.min(requested.timeout),
+            memory_bytes: self.memory_bytes.min(requested.memory_bytes),
+            max_answer_bytes: self.max_answer_bytes.min(requested.max_answer_bytes),
+        }
+    }
+
     /// The epoch deadline for one call, in ticks from now. One tick more than
     /// the budget divides into, because the first tick may come at once.
     pub(crate) fn deadline_ticks(&self) -> u64 {

@@ -35,5 +35,5 @@ pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
 pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
 pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot};
-pub use plugin::{LoadError, PluginMeta, PluginOrigin, PluginPre};
+pub use plugin::{LoadError, OWN_CONFIG_PREFIX, PluginMeta, PluginOrigin, PluginPre};
 pub use role::{Role, UnknownRole};

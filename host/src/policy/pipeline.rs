@@ -54,6 +54,8 @@ pub struct Slot {
     role: Role,
     meta: PluginMeta,
     plugin: Result<PluginPre, Failure>,
+    /// The node's settings plus the plugin's own, set by the pipeline.
+    settings: Arc<PluginSettings>,
     warm: Option<Live>,
 }
 
@@ -63,6 +65,7 @@ impl Slot {
             role: plugin.role(),
             meta: plugin.meta().clone(),
             plugin: Ok(plugin),
+            settings: Arc::default(),
             warm: None,
         }
     }
@@ -74,6 +77,7 @@ impl Slot {
             role,
             meta,
             plugin: Err(Failure::new(FailureClass::Missing, message)),
+            settings: Arc::default(),
             warm: None,
         }
     }
@@ -95,7 +99,6 @@ impl Slot {
 /// The active plugin per role, validated against the current settings.
 pub struct Pipeline {
     engine: Arc<PolicyEngine>,
-    settings: Arc<PluginSettings>,
     slots: Vec<Slot>,
 }
 
@@ -113,19 +116,15 @@ impl Pipeline {
             slots.iter().map(|s| s.role).eq(Role::ALL),
             "a pipeline needs exactly one slot per role"
         );
-        let settings = Arc::new(PluginSettings::new(settings));
         for slot in &mut slots {
-            if let Ok(plugin) = &slot.plugin
-                && let Err(failure) = validate(&engine, plugin, &settings)
-            {
-                slot.plugin = Err(failure);
+            if let Ok(plugin) = &slot.plugin {
+                slot.settings = plugin.settings(&settings);
+                if let Err(failure) = validate(&engine, plugin, &slot.settings) {
+                    slot.plugin = Err(failure);
+                }
             }
         }
-        Pipeline {
-            engine,
-            settings,
-            slots,
-        }
+        Pipeline { engine, slots }
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -158,7 +157,7 @@ impl Pipeline {
         let warm = if reuse { Some(&mut slot.warm) } else { None };
         let found = plugin.run(
             &self.engine,
-            &self.settings,
+            &slot.settings,
             warm,
             |store, guests| match &guests.role {
                 RoleGuest::Compliance(g) => g.call_findings(store, facts),
@@ -191,6 +190,37 @@ impl Pipeline {
             .collect())
     }
 
+    /// Asks one role alone (what `policy test` and `policy bench` do).
+    pub fn decide_role(&mut self, role: Role, input: &DecisionInput) -> RoleDecision {
+        self.ask(role.index(), input)
+    }
+
+    /// Asks pricing whether a bid of `bid` RUV for the job is acceptable:
+    /// `Ok(None)` to accept, `Ok(Some(reason))` to reject.
+    pub fn consider_bid(
+        &mut self,
+        input: &DecisionInput,
+        bid: u64,
+    ) -> Result<Option<String>, Failure> {
+        let reuse = self.engine.isolation() == Isolation::Reuse;
+        let slot = &mut self.slots[Role::Pricing.index()];
+        let plugin = slot.plugin.as_ref().map_err(Clone::clone)?;
+        let warm = if reuse { Some(&mut slot.warm) } else { None };
+        let verdict = plugin.run(
+            &self.engine,
+            &slot.settings,
+            warm,
+            |store, guests| match &guests.role {
+                RoleGuest::Pricing(g) => g.call_consider_bid(store, &input.job, input.market, bid),
+                _ => unreachable!("the pricing slot holds a pricing plugin"),
+            },
+        )?;
+        Ok(match verdict {
+            pricing::BidVerdict::Accept => None,
+            pricing::BidVerdict::Reject(reason) => Some(reason),
+        })
+    }
+
     fn ask(&mut self, index: usize, input: &DecisionInput) -> RoleDecision {
         let started = Instant::now();
         let reuse = self.engine.isolation() == Isolation::Reuse;
@@ -200,7 +230,7 @@ impl Pipeline {
             Ok(plugin) => {
                 let warm = if reuse { Some(&mut slot.warm) } else { None };
                 let max = self.engine.limits().max_answer_bytes;
-                let answer = plugin.run(&self.engine, &self.settings, warm, |store, guests| {
+                let answer = plugin.run(&self.engine, &slot.settings, warm, |store, guests| {
                     call_role(&guests.role, store, input)
                 });
                 answer

@@ -13,9 +13,12 @@ use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{approval, compliance, config_check, limits, pricing};
 use super::cache::CompileCache;
-use super::engine::PolicyEngine;
+use super::engine::{PolicyEngine, SandboxLimits};
 use super::role::Role;
-use super::sandbox::PluginState;
+use super::sandbox::{PluginSettings, PluginState};
+
+/// Where a plugin's own (bundle) configuration appears among its settings.
+pub const OWN_CONFIG_PREFIX: &str = "plugin.";
 
 /// Where an active plugin came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,6 +28,8 @@ pub enum PluginOrigin {
     Default,
     /// A local component activated with `policy set`.
     File,
+    /// A component from a signed policy bundle.
+    Bundle,
 }
 
 impl PluginOrigin {
@@ -32,6 +37,7 @@ impl PluginOrigin {
         match self {
             PluginOrigin::Default => "default",
             PluginOrigin::File => "file",
+            PluginOrigin::Bundle => "bundle",
         }
     }
 }
@@ -43,6 +49,9 @@ pub struct PluginMeta {
     /// Hex sha256 of the component bytes.
     pub digest: String,
     pub origin: PluginOrigin,
+    /// `name@revision` of the bundle it came from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
 }
 
 /// Why a component could not become a plugin.
@@ -77,6 +86,7 @@ pub enum LoadError {
 }
 
 /// The role-specific export of a plugin, resolved once at load time.
+#[derive(Clone)]
 pub(crate) enum RoleExports {
     Approval(approval::GuestIndices),
     Limits(limits::GuestIndices),
@@ -84,10 +94,17 @@ pub(crate) enum RoleExports {
     Compliance(compliance::GuestIndices),
 }
 
-/// A compiled, linked plugin for one role.
+/// A compiled, linked plugin for one role. Cloning is cheap: the compiled
+/// code is shared.
+#[derive(Clone)]
 pub struct PluginPre {
     pub(crate) role: Role,
     pub(crate) meta: PluginMeta,
+    /// What each call may use: the engine's limits, or tighter ones a
+    /// bundle asked for.
+    pub(crate) limits: SandboxLimits,
+    /// The plugin's own configuration from its bundle, as `plugin.<key>`.
+    own_config: Vec<(String, String)>,
     pub(crate) label: Arc<str>,
     pub(crate) pre: InstancePre<PluginState>,
     pub(crate) config_check: config_check::GuestIndices,
@@ -136,16 +153,50 @@ impl PluginPre {
             role_exports(role, &pre).map_err(|_| wrong_role(&interface_name(role.as_str())))?;
         Ok(PluginPre {
             role,
+            limits: *engine.limits(),
+            own_config: Vec::new(),
             label: format!("{role}:{name}").into(),
             meta: PluginMeta {
                 name: name.to_string(),
                 digest,
                 origin,
+                bundle: None,
             },
             pre,
             config_check,
             exports,
         })
+    }
+
+    /// Marks this plugin as coming from bundle `label` (`name@revision`),
+    /// runs it under the tighter of the engine's limits and `requested`,
+    /// and gives it the bundle's configuration values for its role.
+    pub fn from_bundle(
+        mut self,
+        label: String,
+        requested: SandboxLimits,
+        config: impl IntoIterator<Item = (String, String)>,
+    ) -> PluginPre {
+        self.limits = self.limits.narrowed(&requested);
+        self.meta.origin = PluginOrigin::Bundle;
+        self.meta.bundle = Some(label);
+        self.own_config = config
+            .into_iter()
+            .map(|(k, v)| (format!("{OWN_CONFIG_PREFIX}{k}"), v))
+            .collect();
+        self
+    }
+
+    /// The settings this plugin sees: the node's, plus its own.
+    pub(crate) fn settings(&self, node: &[(String, String)]) -> Arc<PluginSettings> {
+        let mut pairs = node.to_vec();
+        pairs.extend(self.own_config.iter().cloned());
+        Arc::new(PluginSettings::new(pairs))
+    }
+
+    /// The limits each call of this plugin runs under.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
     }
 
     pub fn role(&self) -> Role {
@@ -163,11 +214,7 @@ impl PluginPre {
         engine: &PolicyEngine,
         settings: Vec<(String, String)>,
     ) -> Result<(), super::Failure> {
-        super::pipeline::validate(
-            engine,
-            self,
-            &Arc::new(super::sandbox::PluginSettings::new(settings)),
-        )
+        super::pipeline::validate(engine, self, &self.settings(&settings))
     }
 }
 

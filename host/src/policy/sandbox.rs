@@ -142,10 +142,10 @@ impl HostMonotonicClock for FrozenClock {
 /// Builds a store for one plugin with every limit armed.
 pub(crate) fn new_store(
     engine: &PolicyEngine,
+    limits: &SandboxLimits,
     settings: Arc<PluginSettings>,
     label: Arc<str>,
 ) -> wasmtime::Result<Store<PluginState>> {
-    let limits = engine.limits();
     let state = PluginState {
         wasi: WasiCtx::builder()
             .wall_clock(FrozenClock)
