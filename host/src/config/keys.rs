@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 30] = [
+static SPECS: [Spec; 31] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -211,6 +211,11 @@ static SPECS: [Spec; 30] = [
         name: "policy.isolation",
         description: "fresh: a new plugin instance per call; reuse: keep one between calls",
         access: Access::Isolation(field!(policy.isolation)),
+    },
+    Spec {
+        name: "policy.minSignatures",
+        description: "Valid signatures from trusted keys a policy bundle needs (once a key is trusted)",
+        access: Access::U32(field!(policy.min_signatures), IntRange::new(1, 16)),
     },
 ];
 

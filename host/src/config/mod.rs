@@ -134,6 +134,7 @@ mod tests {
             ("policy.memoryMiB", "1024"),
             ("policy.maxAnswerBytes", "256"),
             ("policy.isolation", "REUSE"),
+            ("policy.minSignatures", "2"),
         ] {
             settings.set(key, value).unwrap();
         }
@@ -275,7 +276,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 31);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

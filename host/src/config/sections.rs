@@ -153,6 +153,8 @@ pub struct PolicySettings {
     pub memory_mib: u32,
     pub max_answer_bytes: u32,
     pub isolation: Isolation,
+    /// Valid signatures from trusted keys a bundle needs, once any key is trusted.
+    pub min_signatures: u32,
 }
 
 impl Default for PolicySettings {
@@ -163,6 +165,7 @@ impl Default for PolicySettings {
             memory_mib: 16,
             max_answer_bytes: 65536,
             isolation: Isolation::Fresh,
+            min_signatures: 1,
         }
     }
 }

@@ -72,6 +72,22 @@ pub enum OpsError {
          `config --set compliance.allowAutoApprove=true`"
     )]
     NoOneToAsk { job_id: String, reason: String },
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error(
+        "policy bundle {bundle} refused at the {check} check: {reason}; the active policy is unchanged"
+    )]
+    BundleRefused {
+        bundle: String,
+        check: &'static str,
+        reason: String,
+    },
+    #[error(
+        "this node trusts policy signing keys, so a loose component cannot be activated for {role}; put it in a bundle (`policy build`, `policy sign`) and `policy install` that"
+    )]
+    LooseRefused { role: String },
+    #[error("could not fetch {url}: {detail}")]
+    Fetch { url: String, detail: String },
 }
 
 impl OpsError {

@@ -446,6 +446,7 @@ fn verdict(decision: &PipelineDecision) -> Verdict {
                 plugin: r.plugin.name.clone(),
                 digest: r.plugin.digest.clone(),
                 origin: r.plugin.origin.as_str().into(),
+                bundle: r.plugin.bundle.clone(),
                 outcome: r.outcome,
                 reason: r.reason.clone(),
                 error_class: r.error_class.map(|c| c.to_string()),

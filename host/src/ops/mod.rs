@@ -24,8 +24,13 @@ pub mod logs;
 pub mod opt_in;
 pub mod opt_out;
 pub mod policy;
+pub mod policy_author;
+pub mod policy_bundle;
+pub mod policy_test;
+pub mod policy_trust;
 mod process;
 mod reconcile;
+pub mod scaffold;
 pub mod status;
 pub mod terms;
 pub mod usage;
@@ -36,3 +41,10 @@ pub use reconcile::Reconciled;
 
 pub use context::Context;
 pub use error::OpsError;
+
+/// Now, as the RFC 3339 UTC text the store and reports use.
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time always formats as RFC 3339")
+}

@@ -1,9 +1,13 @@
 //! `policy list|show|set|reset`, and building the decision pipeline from the
 //! plugins active in this data folder.
 //!
-//! A plugin activated with `policy set` is copied into `policies/` under its
-//! sha256, so editing or deleting the original file changes nothing; the
-//! digest is checked again every time it is loaded.
+//! A plugin activated with `policy set` or from a bundle is copied into
+//! `policies/` under its sha256, so editing or deleting the original file
+//! changes nothing; the digest is checked again every time it is loaded.
+//! A bundle's plugin is also re-checked against today's trust store and
+//! clock on every load: removing a key from trust, or a bundle expiring,
+//! stops its plugins from deciding (they fail closed), and once any key is
+//! trusted a loose `policy set` component fails closed too.
 
 use std::io::Read;
 use std::path::Path;
@@ -17,7 +21,8 @@ use crate::policy::{
 };
 use crate::store::ActivePolicy;
 
-use super::{Context, OpsError};
+use super::policy_bundle::{reassemble, requested_limits};
+use super::{Context, OpsError, now_rfc3339, policy_trust};
 
 /// Largest component `policy set` accepts; real policies are tens of KiB.
 const MAX_COMPONENT_BYTES: u64 = 32 << 20;
@@ -29,6 +34,9 @@ pub struct PolicyStatus {
     pub world: &'static str,
     pub plugin: PluginMeta,
     pub activated_at: Option<String>,
+    /// Where a bundle's plugin was installed from (a path or URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// "ok", or the error class every decision of this role will give.
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,20 +79,111 @@ fn load_slot(
             Err(e) => Slot::missing(role, default_meta(role), e.to_string()),
         };
     };
+    let bundle_label = active
+        .bundle
+        .as_ref()
+        .map(|b| format!("{b}@{}", active.revision.unwrap_or_default()));
     let meta = PluginMeta {
         name: active.name.clone(),
         digest: active.sha256.clone(),
-        origin: PluginOrigin::File,
+        origin: if bundle_label.is_some() {
+            PluginOrigin::Bundle
+        } else {
+            PluginOrigin::File
+        },
+        bundle: bundle_label,
     };
-    match read_stored(ctx, active) {
+    let loaded = if active.bundle.is_some() {
+        load_from_bundle(ctx, engine, cache, role, active)
+    } else {
+        load_loose(ctx, engine, cache, role, active)
+    };
+    match loaded {
+        Ok(plugin) => Slot::ready(plugin),
         Err(message) => Slot::missing(role, meta, message),
-        Ok(wasm) => {
-            match PluginPre::load(engine, cache, role, &active.name, PluginOrigin::File, &wasm) {
-                Ok(plugin) => Slot::ready(plugin),
-                Err(e) => Slot::missing(role, meta, e.to_string()),
-            }
-        }
     }
+}
+
+/// A `policy set` component: refused once the node trusts signing keys.
+fn load_loose(
+    ctx: &Context,
+    engine: &PolicyEngine,
+    cache: Option<&CompileCache>,
+    role: Role,
+    active: &ActivePolicy,
+) -> Result<PluginPre, String> {
+    if !ctx
+        .store
+        .trusted_keys()
+        .map_err(|e| e.to_string())?
+        .is_empty()
+    {
+        return Err(format!(
+            "{role} plugin '{}' is a loose component, and this node trusts policy signing keys, so only signed bundles run; `policy install` a bundle or `policy reset {role}`",
+            active.name
+        ));
+    }
+    let wasm = read_stored(ctx, active)?;
+    PluginPre::load(engine, cache, role, &active.name, PluginOrigin::File, &wasm)
+        .map_err(|e| e.to_string())
+}
+
+/// A bundle's component, re-checked as of now: the stored revision's
+/// signatures against today's trust store, its expiry, and the digest.
+fn load_from_bundle(
+    ctx: &Context,
+    engine: &PolicyEngine,
+    cache: Option<&CompileCache>,
+    role: Role,
+    active: &ActivePolicy,
+) -> Result<PluginPre, String> {
+    let name = active.bundle.as_deref().unwrap_or_default();
+    let revision = active.revision.unwrap_or_default();
+    let label = format!("{name}@{revision}");
+    let fix =
+        format!("install a newer revision of '{name}' (`policy update`) or `policy reset {role}`");
+    let row = ctx
+        .store
+        .bundle_revision(name, revision)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!("bundle {label} is active for {role} but not recorded as installed; {fix}")
+        })?;
+    let bundle = reassemble(ctx, &row).map_err(|e| format!("bundle {label}: {e}; {fix}"))?;
+    let trusted = policy_trust::trusted_keys(ctx).map_err(|e| e.to_string())?;
+    let trust = policy_trust::policy(ctx, &trusted);
+    trust
+        .accept(&trust.check(&bundle.manifest_bytes, &bundle.signatures))
+        .map_err(|e| format!("bundle {label} no longer passes this node's trust rules: {e}"))?;
+    if bundle.manifest.expired_at(time::OffsetDateTime::now_utc()) {
+        return Err(format!(
+            "bundle {label} expired at {}; its plugins no longer decide; {fix}",
+            bundle.manifest.expires
+        ));
+    }
+    let entry = bundle
+        .manifest
+        .role(role.as_str())
+        .filter(|e| e.sha256 == active.sha256)
+        .ok_or_else(|| {
+            format!(
+                "bundle {label} has no {role} component with digest {}; {fix}",
+                active.sha256
+            )
+        })?;
+    bundle
+        .check_digests()
+        .map_err(|e| format!("bundle {label}: {e}; {fix}"))?;
+    let plugin = PluginPre::load(
+        engine,
+        cache,
+        role,
+        &active.name,
+        PluginOrigin::Bundle,
+        bundle.component(entry),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(plugin.from_bundle(label, requested_limits(&entry.limits), entry.config.clone()))
 }
 
 /// Reads an activated component back and checks it is still the one that
@@ -115,8 +214,18 @@ fn read_stored(ctx: &Context, active: &ActivePolicy) -> Result<Vec<u8>, String> 
     Ok(wasm)
 }
 
-fn stored_name(sha256: &str) -> String {
+pub(super) fn stored_name(sha256: &str) -> String {
     format!("{sha256}.wasm")
+}
+
+/// Keeps a component in `policies/` under its digest.
+pub(super) fn store_component(ctx: &Context, sha256: &str, wasm: &[u8]) -> Result<(), OpsError> {
+    let dir = ctx.home.subdir("policies")?;
+    dir.write(stored_name(sha256), wasm)
+        .map_err(|source| OpsError::Write {
+            path: ctx.home.root().join("policies").join(stored_name(sha256)),
+            source,
+        })
 }
 
 fn default_meta(role: Role) -> PluginMeta {
@@ -124,6 +233,7 @@ fn default_meta(role: Role) -> PluginMeta {
         name: defaults::name(role),
         digest: hex::encode(Sha256::digest(defaults::component(role))),
         origin: PluginOrigin::Default,
+        bundle: None,
     }
 }
 
@@ -132,19 +242,28 @@ pub fn list(ctx: &Context) -> Result<Vec<PolicyStatus>, OpsError> {
     let engine = ctx.engine()?;
     let pipeline = pipeline(ctx, &engine)?;
     let active = ctx.store.active_policies()?;
+    let revisions = ctx.store.bundle_revisions()?;
     Ok(pipeline
         .slots()
         .iter()
-        .map(|slot| PolicyStatus {
-            role: slot.role(),
-            world: slot.role().world(),
-            plugin: slot.meta().clone(),
-            activated_at: active
-                .iter()
-                .find(|p| p.role == slot.role().as_str())
-                .map(|p| p.activated_at.clone()),
-            state: slot.failure().map_or("ok".into(), |f| f.class.to_string()),
-            problem: slot.failure().map(|f| f.message.clone()),
+        .map(|slot| {
+            let chosen = active.iter().find(|p| p.role == slot.role().as_str());
+            PolicyStatus {
+                role: slot.role(),
+                world: slot.role().world(),
+                plugin: slot.meta().clone(),
+                activated_at: chosen.map(|p| p.activated_at.clone()),
+                source: chosen.and_then(|p| {
+                    revisions
+                        .iter()
+                        .find(|r| {
+                            Some(&r.name) == p.bundle.as_ref() && Some(r.revision) == p.revision
+                        })
+                        .map(|r| r.source.clone())
+                }),
+                state: slot.failure().map_or("ok".into(), |f| f.class.to_string()),
+                problem: slot.failure().map(|f| f.message.clone()),
+            }
         })
         .collect())
 }
@@ -162,6 +281,11 @@ pub fn show(ctx: &Context, role: Role) -> Result<PolicyStatus, OpsError> {
 /// Activates the component at `path` for `role`, after proving it implements
 /// the role's world and accepts the current settings.
 pub fn set(ctx: &mut Context, role: Role, path: &Path) -> Result<PolicyStatus, OpsError> {
+    if !ctx.store.trusted_keys()?.is_empty() {
+        return Err(OpsError::LooseRefused {
+            role: role.as_str().into(),
+        });
+    }
     let wasm = read_component(path)?;
     let name = path
         .file_stem()
@@ -179,18 +303,15 @@ pub fn set(ctx: &mut Context, role: Role, path: &Path) -> Result<PolicyStatus, O
         .validate(&engine, ctx.settings.flatten())
         .map_err(OpsError::PluginRefused)?;
     let digest = plugin.meta().digest.clone();
-    let dir = ctx.home.subdir("policies")?;
-    let write_err = |source| OpsError::Write {
-        path: ctx.home.root().join("policies").join(stored_name(&digest)),
-        source,
-    };
-    dir.write(stored_name(&digest), &wasm).map_err(write_err)?;
+    store_component(ctx, &digest, &wasm)?;
     ctx.store.set_active_policy(&ActivePolicy {
         role: role.as_str().into(),
         origin: PluginOrigin::File.as_str().into(),
         name,
         sha256: digest,
         activated_at: now_rfc3339(),
+        bundle: None,
+        revision: None,
     })?;
     show(ctx, role)
 }
@@ -201,7 +322,7 @@ pub fn reset(ctx: &mut Context, role: Role) -> Result<PolicyStatus, OpsError> {
     show(ctx, role)
 }
 
-fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
+pub(super) fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
     let read_err = |source| OpsError::Read {
         path: path.to_path_buf(),
         source,
@@ -221,10 +342,4 @@ fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
         });
     }
     Ok(wasm)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("a UTC time always formats as RFC 3339")
 }

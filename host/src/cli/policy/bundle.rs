@@ -1,0 +1,177 @@
+//! `policy verify|inspect|install|update|activate|rollback`
+
+use std::path::Path;
+
+use crate::cli::output::short;
+use crate::cli::{Finish, Output};
+use crate::ops::policy_bundle::{self, Evaluation, Switched, Updated};
+use crate::ops::{Context, OpsError};
+
+#[derive(Debug, clap::Args)]
+pub struct ActivateArgs {
+    /// NAME@REVISION, as `policy list` and `policy inspect` show them.
+    pub target: String,
+    /// Allow going back to a revision below the active one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The bundle to roll back (needed only when several are active).
+    pub name: Option<String>,
+    /// Confirm the downgrade; without it the rollback is refused.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+pub fn verify(ctx: &Context, file: &Path, out: &Output) -> anyhow::Result<Finish> {
+    let ev = policy_bundle::verify(ctx, file)?;
+    out.emit(&ev, |w| print_evaluation(w, &ev, out))?;
+    Ok(if ev.accepted {
+        Finish::Done
+    } else {
+        Finish::Failed
+    })
+}
+
+pub fn inspect(ctx: &Context, file: &Path, out: &Output) -> anyhow::Result<Finish> {
+    let ev = policy_bundle::inspect(ctx, file)?;
+    out.emit(&ev, |w| print_evaluation(w, &ev, out))?;
+    Ok(Finish::Done)
+}
+
+pub fn install(ctx: &mut Context, source: &str, out: &Output) -> anyhow::Result<Finish> {
+    let switched = policy_bundle::install(ctx, source)?;
+    out.emit(&switched, |w| print_switched(w, "installed", &switched))?;
+    Ok(Finish::Done)
+}
+
+pub fn update(ctx: &mut Context, out: &Output) -> anyhow::Result<Finish> {
+    let results = policy_bundle::update(ctx)?;
+    out.emit(&results, |w| {
+        for r in &results {
+            match r {
+                Updated::Unchanged { url } => writeln!(w, "{url}: unchanged")?,
+                Updated::Installed(s) => print_switched(w, "installed", s)?,
+                Updated::Refused { url, error } => {
+                    writeln!(w, "{url}: {} {error}", out.warn("refused:"))?
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let refused = results.iter().any(|r| matches!(r, Updated::Refused { .. }));
+    Ok(if refused {
+        Finish::Failed
+    } else {
+        Finish::Done
+    })
+}
+
+pub fn activate(ctx: &mut Context, args: ActivateArgs, out: &Output) -> anyhow::Result<Finish> {
+    let (name, revision) = parse_target(&args.target)?;
+    let switched = policy_bundle::activate(ctx, name, revision, args.allow_downgrade)?;
+    out.emit(&switched, |w| print_switched(w, "activated", &switched))?;
+    Ok(Finish::Done)
+}
+
+pub fn rollback(ctx: &mut Context, args: RollbackArgs, out: &Output) -> anyhow::Result<Finish> {
+    let switched = policy_bundle::rollback(ctx, args.name.as_deref(), args.allow_downgrade)?;
+    out.emit(&switched, |w| {
+        print_switched(w, "rolled back to", &switched)
+    })?;
+    Ok(Finish::Done)
+}
+
+fn parse_target(target: &str) -> Result<(&str, u64), OpsError> {
+    target
+        .rsplit_once('@')
+        .and_then(|(name, rev)| Some((name, rev.parse().ok()?)))
+        .filter(|(name, rev)| crate::bundle::valid_name(name) && *rev > 0)
+        .ok_or_else(|| OpsError::InvalidInput {
+            what: format!("'{target}' is not NAME@REVISION (e.g. acme@3)"),
+        })
+}
+
+fn print_switched(w: &mut dyn std::io::Write, verb: &str, s: &Switched) -> std::io::Result<()> {
+    writeln!(w, "{verb} {}@{} from {}", s.name, s.revision, s.source)?;
+    for r in &s.roles {
+        writeln!(w, "  {:<10} {}", r.role, short(&r.sha256))?;
+    }
+    for role in &s.released {
+        writeln!(w, "  {role:<10} back to the default (not in this revision)")?;
+    }
+    if s.signers.is_empty() {
+        writeln!(w, "  signed by no trusted key (this node trusts none)")?;
+    } else {
+        let signers: Vec<&str> = s.signers.iter().map(|k| short(k)).collect();
+        writeln!(w, "  signed by {}", signers.join(", "))?;
+    }
+    Ok(())
+}
+
+fn print_evaluation(
+    w: &mut dyn std::io::Write,
+    ev: &Evaluation,
+    out: &Output,
+) -> std::io::Result<()> {
+    writeln!(w, "bundle   {} (sha256 {})", ev.source, short(&ev.sha256))?;
+    if let Some(m) = &ev.manifest {
+        writeln!(w, "name     {}@{}", m.name, m.revision)?;
+        writeln!(w, "valid    {} to {}", m.created, m.expires)?;
+        writeln!(w, "targets  {}", m.wit)?;
+    }
+    for r in &ev.roles {
+        writeln!(
+            w,
+            "role     {:<10} {} ({} bytes) fuel {} memory {} MiB timeout {} ms",
+            r.role,
+            short(&r.sha256),
+            r.bytes,
+            r.limits.fuel,
+            r.limits.memory_bytes >> 20,
+            r.limits.timeout_ms
+        )?;
+        for (k, v) in &r.config {
+            writeln!(w, "           plugin.{k} = {v}")?;
+        }
+    }
+    if ev.signatures.is_empty() {
+        writeln!(w, "signed   not signed")?;
+    }
+    for s in &ev.signatures {
+        let by = s
+            .trusted_as
+            .as_deref()
+            .map(|n| format!(" '{n}'"))
+            .unwrap_or_default();
+        writeln!(w, "signed   {}{by}: {:?}", short(&s.key_id), s.status)?;
+    }
+    writeln!(
+        w,
+        "trust    {} trusted key(s), {} signature(s) required",
+        ev.trusted_keys, ev.min_signatures
+    )?;
+    for step in &ev.checks {
+        let mark = if step.passed {
+            out.state("ok")
+        } else {
+            out.state("failed")
+        };
+        if step.detail.is_empty() {
+            writeln!(w, "check    {:<12} {mark}", step.check)?;
+        } else {
+            writeln!(w, "check    {:<12} {mark}: {}", step.check, step.detail)?;
+        }
+    }
+    match &ev.refused {
+        None => writeln!(w, "this node would accept it"),
+        Some(r) => writeln!(
+            w,
+            "{} at the {} check",
+            out.warn("this node would refuse it"),
+            r.check
+        ),
+    }
+}

@@ -1,0 +1,836 @@
+//! `policy install|update|activate|rollback|verify|inspect`: taking a signed
+//! bundle from a file or URL through every check, in order, and making its
+//! plugins active all at once.
+//!
+//! The order is the contract: structure → signatures → expiry → revision →
+//! WIT version → digests → compile → WIT role → validate-config →
+//! activation. The first failure stops the run, is audited as
+//! `policy.refused` with the bundle's name, revision and digests, and
+//! leaves the active policy exactly as it was.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{
+    Bundle, BundleError, MAX_BUNDLE_BYTES, Manifest, RoleLimits, SignatureCheck, SignatureEntry,
+    WIT_PACKAGE,
+};
+use crate::policy::{LoadError, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits};
+use crate::store::{ActivePolicy, BundleChange, BundleRevision, BundleSource};
+
+use super::policy::{store_component, stored_name};
+use super::{Context, OpsError, now_rfc3339, policy_trust};
+
+/// Why a bundle was refused: the check and what it found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Refusal {
+    pub check: &'static str,
+    pub reason: String,
+}
+
+/// One check as `inspect` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub check: &'static str,
+    pub passed: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// A role's component as `inspect` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleReport {
+    pub role: String,
+    pub file: String,
+    pub sha256: String,
+    pub bytes: usize,
+    pub limits: RoleLimits,
+    pub config: BTreeMap<String, String>,
+}
+
+/// Everything known about a bundle after running the checks.
+#[derive(Serialize)]
+pub struct Evaluation {
+    pub source: String,
+    /// sha256 of the bundle file (or, for a stored revision, as installed).
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestReport>,
+    pub roles: Vec<RoleReport>,
+    pub signatures: Vec<SignatureCheck>,
+    pub trusted_keys: usize,
+    pub min_signatures: u32,
+    pub checks: Vec<Step>,
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+    #[serde(skip)]
+    accepted_parts: Option<(Bundle, Vec<PluginPre>)>,
+}
+
+/// The manifest's top-level fields.
+#[derive(Clone, Debug, Serialize)]
+pub struct ManifestReport {
+    pub name: String,
+    pub revision: u64,
+    pub created: String,
+    pub expires: String,
+    pub wit: String,
+}
+
+/// What an install, activation or rollback made active.
+#[derive(Debug, Serialize)]
+pub struct Switched {
+    pub name: String,
+    pub revision: u64,
+    pub source: String,
+    pub sha256: String,
+    pub roles: Vec<SwitchedRole>,
+    /// Roles the previous revision of this bundle filled and this one does
+    /// not: they went back to their defaults.
+    pub released: Vec<String>,
+    /// Key ids whose signatures verified.
+    pub signers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SwitchedRole {
+    pub role: String,
+    pub sha256: String,
+}
+
+/// What `policy update` did for one URL.
+#[derive(Debug, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum Updated {
+    /// The server answered 304: nothing new.
+    Unchanged {
+        url: String,
+    },
+    Installed(Switched),
+    Refused {
+        url: String,
+        error: String,
+    },
+}
+
+/// Whether the revision rule applies: `inspect` and `install` ask "would
+/// this node take it now", `verify` only "is it intact and signed".
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RevisionRule {
+    Apply,
+    Skip,
+}
+
+/// Checks the bundle at `path` as `install` would, without the revision
+/// rule and without activating anything.
+pub fn verify(ctx: &Context, path: &Path) -> Result<Evaluation, OpsError> {
+    let bytes = read_bundle_file(path)?;
+    let engine = ctx.engine()?;
+    Ok(evaluate(
+        ctx,
+        &engine,
+        &bytes,
+        &path.display().to_string(),
+        RevisionRule::Skip,
+    ))
+}
+
+/// What is in the bundle at `path`, who signed it and whether this node
+/// would install it now.
+pub fn inspect(ctx: &Context, path: &Path) -> Result<Evaluation, OpsError> {
+    let bytes = read_bundle_file(path)?;
+    let engine = ctx.engine()?;
+    Ok(evaluate(
+        ctx,
+        &engine,
+        &bytes,
+        &path.display().to_string(),
+        RevisionRule::Apply,
+    ))
+}
+
+/// Installs a bundle from a file path or an http(s) URL and activates it.
+pub fn install(ctx: &mut Context, source: &str) -> Result<Switched, OpsError> {
+    if is_url(source) {
+        let fetched = fetch(source, None)?;
+        let Fetched::Body { bytes, etag } = fetched else {
+            unreachable!("a request without If-None-Match never gets 304");
+        };
+        let switched = install_bytes(ctx, &bytes, source)?;
+        ctx.store.save_bundle_source(&BundleSource {
+            url: source.into(),
+            etag,
+            checked_at: now_rfc3339(),
+        })?;
+        return Ok(switched);
+    }
+    let bytes = read_bundle_file(Path::new(source))?;
+    install_bytes(ctx, &bytes, source)
+}
+
+/// Fetches every remembered URL, sending the ETag it last served, and
+/// installs what changed.
+pub fn update(ctx: &mut Context) -> Result<Vec<Updated>, OpsError> {
+    let mut results = Vec::new();
+    for source in ctx.store.bundle_sources()? {
+        let url = source.url.clone();
+        let result = match fetch(&url, source.etag.as_deref()) {
+            Err(e) => Updated::Refused {
+                url,
+                error: e.to_string(),
+            },
+            Ok(Fetched::NotModified) => {
+                ctx.store.save_bundle_source(&BundleSource {
+                    checked_at: now_rfc3339(),
+                    ..source
+                })?;
+                Updated::Unchanged { url }
+            }
+            Ok(Fetched::Body { bytes, etag }) => match install_bytes(ctx, &bytes, &url) {
+                Ok(switched) => {
+                    ctx.store.save_bundle_source(&BundleSource {
+                        url,
+                        etag,
+                        checked_at: now_rfc3339(),
+                    })?;
+                    Updated::Installed(switched)
+                }
+                Err(e) => Updated::Refused {
+                    url,
+                    error: e.to_string(),
+                },
+            },
+        };
+        results.push(result);
+    }
+    if results.is_empty() {
+        return Err(OpsError::InvalidInput {
+            what: "no bundle was installed from a URL; `policy install URL` first".into(),
+        });
+    }
+    Ok(results)
+}
+
+/// Makes installed revision `revision` of `name` active again, after
+/// checking it as an install would (trust may have changed since).
+/// Going below the active revision needs `allow_downgrade`.
+pub fn activate(
+    ctx: &mut Context,
+    name: &str,
+    revision: u64,
+    allow_downgrade: bool,
+) -> Result<Switched, OpsError> {
+    let active = active_revision(ctx, name)?;
+    let downgrade = active.is_some_and(|a| revision < a);
+    let change = if downgrade {
+        BundleChange::RolledBack
+    } else {
+        BundleChange::Activated
+    };
+    switch_to_stored(ctx, name, revision, change, allow_downgrade)
+}
+
+/// Goes back to the newest installed revision below the active one of
+/// `name` (or of the only active bundle). Always a downgrade, so it needs
+/// `allow_downgrade`.
+pub fn rollback(
+    ctx: &mut Context,
+    name: Option<&str>,
+    allow_downgrade: bool,
+) -> Result<Switched, OpsError> {
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => only_active_bundle(ctx)?,
+    };
+    let active = active_revision(ctx, &name)?.ok_or_else(|| OpsError::InvalidInput {
+        what: format!("bundle '{name}' is not active; `policy list` shows what is"),
+    })?;
+    let previous = ctx
+        .store
+        .bundle_revisions()?
+        .into_iter()
+        .filter(|r| r.name == name && (r.revision as u64) < active)
+        .map(|r| r.revision as u64)
+        .max()
+        .ok_or_else(|| OpsError::InvalidInput {
+            what: format!(
+                "no revision of '{name}' older than {active} is installed; nothing to roll back to"
+            ),
+        })?;
+    switch_to_stored(
+        ctx,
+        &name,
+        previous,
+        BundleChange::RolledBack,
+        allow_downgrade,
+    )
+}
+
+fn switch_to_stored(
+    ctx: &mut Context,
+    name: &str,
+    revision: u64,
+    change: BundleChange,
+    allow_downgrade: bool,
+) -> Result<Switched, OpsError> {
+    let label = format!("{name}@{revision}");
+    let row = ctx
+        .store
+        .bundle_revision(name, revision as i64)?
+        .ok_or_else(|| not_installed(ctx, name, revision))?;
+    if change == BundleChange::RolledBack && !allow_downgrade {
+        let refusal = Refusal {
+            check: "revision",
+            reason: format!(
+                "going back to {label} is a downgrade from the active revision; pass --allow-downgrade to do it on purpose"
+            ),
+        };
+        audit_refusal(ctx, &row.source, &row.sha256, None, &refusal)?;
+        return Err(refused(&label, refusal));
+    }
+    let engine = ctx.engine()?;
+    let evaluation = evaluate_stored(ctx, &engine, &row);
+    if let Some(refusal) = evaluation.refused.clone() {
+        audit_refusal(
+            ctx,
+            &row.source,
+            &row.sha256,
+            evaluation.manifest.as_ref(),
+            &refusal,
+        )?;
+        return Err(refused(&label, refusal));
+    }
+    activate_accepted(ctx, evaluation, change, None)
+}
+
+fn install_bytes(ctx: &mut Context, bytes: &[u8], source: &str) -> Result<Switched, OpsError> {
+    let engine = ctx.engine()?;
+    let evaluation = evaluate(ctx, &engine, bytes, source, RevisionRule::Apply);
+    if let Some(refusal) = evaluation.refused.clone() {
+        let label = evaluation.manifest.as_ref().map_or_else(
+            || source.to_string(),
+            |m| format!("{}@{}", m.name, m.revision),
+        );
+        audit_refusal(
+            ctx,
+            source,
+            &evaluation.sha256,
+            evaluation.manifest.as_ref(),
+            &refusal,
+        )?;
+        return Err(refused(&label, refusal));
+    }
+    let new = {
+        let (bundle, _) = evaluation.accepted_parts.as_ref().expect("accepted");
+        BundleRevision {
+            name: bundle.manifest.name.clone(),
+            revision: bundle.manifest.revision as i64,
+            sha256: evaluation.sha256.clone(),
+            manifest: String::from_utf8(bundle.manifest_bytes.clone())
+                .expect("a parsed manifest is UTF-8"),
+            signatures: serde_json::to_string(&bundle.signatures)
+                .expect("signatures always serialize"),
+            source: source.to_string(),
+            installed_at: now_rfc3339(),
+        }
+    };
+    activate_accepted(ctx, evaluation, BundleChange::Installed, Some(new))
+}
+
+/// Stores the components and switches every role of the bundle in one
+/// transaction; roles the same bundle held before but this revision does
+/// not fill go back to their defaults.
+fn activate_accepted(
+    ctx: &mut Context,
+    evaluation: Evaluation,
+    change: BundleChange,
+    new: Option<BundleRevision>,
+) -> Result<Switched, OpsError> {
+    let signers: Vec<String> = evaluation
+        .signatures
+        .iter()
+        .filter(|s| s.status == crate::bundle::SignatureStatus::Valid)
+        .map(|s| s.key_id.clone())
+        .collect();
+    let (bundle, _plugins) = evaluation
+        .accepted_parts
+        .expect("only accepted bundles activate");
+    let manifest = &bundle.manifest;
+    for entry in &manifest.roles {
+        store_component(ctx, &entry.sha256, bundle.component(entry))?;
+    }
+    let now = now_rfc3339();
+    let roles: Vec<ActivePolicy> = manifest
+        .roles
+        .iter()
+        .map(|entry| ActivePolicy {
+            role: entry.role.clone(),
+            origin: PluginOrigin::Bundle.as_str().into(),
+            name: format!("{}-{}", manifest.name, entry.role),
+            sha256: entry.sha256.clone(),
+            activated_at: now.clone(),
+            bundle: Some(manifest.name.clone()),
+            revision: Some(manifest.revision as i64),
+        })
+        .collect();
+    let released: Vec<String> = ctx
+        .store
+        .active_policies()?
+        .into_iter()
+        .filter(|p| p.bundle.as_deref() == Some(manifest.name.as_str()))
+        .filter(|p| manifest.role(&p.role).is_none())
+        .map(|p| p.role)
+        .collect();
+    let details = serde_json::json!({
+        "name": manifest.name,
+        "revision": manifest.revision,
+        "sha256": evaluation.sha256,
+        "source": evaluation.source,
+        "components": manifest.roles.iter().map(|e| (e.role.clone(), e.sha256.clone())).collect::<BTreeMap<_, _>>(),
+        "signers": signers,
+        "released": released,
+    });
+    ctx.store
+        .switch_bundle(change, new.as_ref(), &roles, &released, &details)?;
+    Ok(Switched {
+        name: manifest.name.clone(),
+        revision: manifest.revision,
+        source: evaluation.source,
+        sha256: evaluation.sha256,
+        roles: manifest
+            .roles
+            .iter()
+            .map(|e| SwitchedRole {
+                role: e.role.clone(),
+                sha256: e.sha256.clone(),
+            })
+            .collect(),
+        released,
+        signers,
+    })
+}
+
+/// Runs the checks on a bundle file's bytes.
+fn evaluate(
+    ctx: &Context,
+    engine: &Arc<PolicyEngine>,
+    bytes: &[u8],
+    source: &str,
+    rule: RevisionRule,
+) -> Evaluation {
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let mut ev = Evaluation::new(ctx, source, sha256);
+    match Bundle::read(bytes) {
+        Ok(bundle) => {
+            ev.pass("structure", "");
+            ev.run_checks(ctx, engine, bundle, rule);
+        }
+        Err(e) => ev.fail(e.check(), e.to_string()),
+    }
+    ev
+}
+
+/// Runs the checks on a stored revision: its manifest and signatures from
+/// the database, its components from `policies/`.
+fn evaluate_stored(ctx: &Context, engine: &Arc<PolicyEngine>, row: &BundleRevision) -> Evaluation {
+    let mut ev = Evaluation::new(ctx, &row.source, row.sha256.clone());
+    match reassemble(ctx, row) {
+        Ok(bundle) => {
+            ev.pass("structure", "");
+            ev.run_checks(ctx, engine, bundle, RevisionRule::Skip);
+        }
+        Err(e) => ev.fail(e.check(), e.to_string()),
+    }
+    ev
+}
+
+/// A stored revision as a bundle again. A component missing from
+/// `policies/` is reported as missing from the bundle, and a changed one
+/// fails the digest check like a tampered file would.
+pub(super) fn reassemble(ctx: &Context, row: &BundleRevision) -> Result<Bundle, BundleError> {
+    let manifest = Manifest::parse(row.manifest.as_bytes())?;
+    let signatures: Vec<SignatureEntry> =
+        serde_json::from_str(&row.signatures).map_err(|e| BundleError::Corrupt {
+            detail: format!(
+                "the stored signatures of {} do not parse ({e})",
+                manifest.label()
+            ),
+        })?;
+    let dir = ctx
+        .home
+        .subdir("policies")
+        .map_err(|e| BundleError::Corrupt {
+            detail: e.to_string(),
+        })?;
+    let mut files = BTreeMap::new();
+    for entry in &manifest.roles {
+        if let Ok(wasm) = dir.read(stored_name(&entry.sha256)) {
+            files.insert(entry.file.clone(), wasm);
+        }
+    }
+    Bundle::from_parts(row.manifest.clone().into_bytes(), signatures, files)
+}
+
+impl Evaluation {
+    fn new(ctx: &Context, source: &str, sha256: String) -> Evaluation {
+        Evaluation {
+            source: source.to_string(),
+            sha256,
+            manifest: None,
+            roles: Vec::new(),
+            signatures: Vec::new(),
+            trusted_keys: ctx.store.trusted_keys().map_or(0, |k| k.len()),
+            min_signatures: ctx.settings.policy.min_signatures,
+            checks: Vec::new(),
+            accepted: false,
+            refused: None,
+            accepted_parts: None,
+        }
+    }
+
+    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.checks.push(Step {
+            check,
+            passed: true,
+            detail: detail.into(),
+        });
+    }
+
+    fn fail(&mut self, check: &'static str, reason: String) {
+        self.checks.push(Step {
+            check,
+            passed: false,
+            detail: reason.clone(),
+        });
+        self.refused = Some(Refusal { check, reason });
+    }
+
+    /// Every check after structure, stopping at the first failure.
+    fn run_checks(
+        &mut self,
+        ctx: &Context,
+        engine: &Arc<PolicyEngine>,
+        bundle: Bundle,
+        rule: RevisionRule,
+    ) {
+        let m = &bundle.manifest;
+        self.manifest = Some(ManifestReport {
+            name: m.name.clone(),
+            revision: m.revision,
+            created: m.created.clone(),
+            expires: m.expires.clone(),
+            wit: m.wit.clone(),
+        });
+        self.roles = m
+            .roles
+            .iter()
+            .map(|e| RoleReport {
+                role: e.role.clone(),
+                file: e.file.clone(),
+                sha256: e.sha256.clone(),
+                bytes: bundle.component(e).len(),
+                limits: e.limits,
+                config: e.config.clone(),
+            })
+            .collect();
+        match self.checks_in_order(ctx, engine, &bundle, rule) {
+            Ok(plugins) => {
+                self.accepted = true;
+                self.accepted_parts = Some((bundle, plugins));
+            }
+            Err((check, reason)) => self.fail(check, reason),
+        }
+    }
+
+    fn checks_in_order(
+        &mut self,
+        ctx: &Context,
+        engine: &Arc<PolicyEngine>,
+        bundle: &Bundle,
+        rule: RevisionRule,
+    ) -> Result<Vec<PluginPre>, (&'static str, String)> {
+        let m = &bundle.manifest;
+        let trusted = policy_trust::trusted_keys(ctx).map_err(|e| ("signatures", e.to_string()))?;
+        let trust = policy_trust::policy(ctx, &trusted);
+        self.signatures = trust.check(&bundle.manifest_bytes, &bundle.signatures);
+        trust
+            .accept(&self.signatures)
+            .map_err(|e| (e.check(), e.to_string()))?;
+        self.pass(
+            "signatures",
+            if trusted.is_empty() {
+                "no trusted keys: signatures are not required on this node".to_string()
+            } else {
+                format!(
+                    "{} valid signature(s) from trusted keys",
+                    self.signatures
+                        .iter()
+                        .filter(|s| s.status == crate::bundle::SignatureStatus::Valid)
+                        .count()
+                )
+            },
+        );
+        if m.expired_at(time::OffsetDateTime::now_utc()) {
+            let e = BundleError::Expired {
+                expires: m.expires.clone(),
+            };
+            return Err((e.check(), e.to_string()));
+        }
+        self.pass("expiry", format!("valid until {}", m.expires));
+        if rule == RevisionRule::Apply {
+            let highest = ctx
+                .store
+                .highest_bundle_revision(&m.name)
+                .map_err(|e| ("revision", e.to_string()))?;
+            if let Some(highest) = highest.filter(|&h| m.revision <= h as u64) {
+                let e = BundleError::NotNewer {
+                    name: m.name.clone(),
+                    revision: m.revision,
+                    highest: highest as u64,
+                };
+                return Err((e.check(), e.to_string()));
+            }
+            self.pass("revision", "");
+        }
+        if m.wit != WIT_PACKAGE {
+            let e = BundleError::WitVersion {
+                found: m.wit.clone(),
+                expected: WIT_PACKAGE.into(),
+            };
+            return Err((e.check(), e.to_string()));
+        }
+        self.pass("wit-version", WIT_PACKAGE);
+        bundle
+            .check_digests()
+            .map_err(|e| (e.check(), e.to_string()))?;
+        self.pass("digests", "");
+        let cache = ctx.compile_cache();
+        let mut plugins = Vec::new();
+        for entry in &m.roles {
+            let role: Role = entry.role.parse().expect("the manifest checked its roles");
+            let plugin = PluginPre::load(
+                engine,
+                cache.as_ref(),
+                role,
+                &format!("{}-{}", m.name, entry.role),
+                PluginOrigin::Bundle,
+                bundle.component(entry),
+            )
+            .map_err(|e| match e {
+                LoadError::Compile { .. } => ("compile", e.to_string()),
+                LoadError::WrongRole { .. } | LoadError::Link { .. } => ("wit", e.to_string()),
+            })?;
+            plugins.push(plugin.from_bundle(
+                m.label(),
+                requested_limits(&entry.limits),
+                entry.config.clone(),
+            ));
+        }
+        self.pass("compile", "");
+        self.pass("wit", "every component implements its role's world");
+        for plugin in &plugins {
+            plugin
+                .validate(engine, ctx.settings.flatten())
+                .map_err(|f| ("config", f.message))?;
+        }
+        self.pass("config", "");
+        Ok(plugins)
+    }
+}
+
+/// A manifest's limits as the sandbox's type; the answer cap is the
+/// node's alone.
+pub(super) fn requested_limits(limits: &RoleLimits) -> SandboxLimits {
+    SandboxLimits {
+        fuel: limits.fuel,
+        timeout: Duration::from_millis(limits.timeout_ms),
+        memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+        max_answer_bytes: usize::MAX,
+    }
+}
+
+fn refused(label: &str, refusal: Refusal) -> OpsError {
+    OpsError::BundleRefused {
+        bundle: label.to_string(),
+        check: refusal.check,
+        reason: refusal.reason,
+    }
+}
+
+fn audit_refusal(
+    ctx: &mut Context,
+    source: &str,
+    sha256: &str,
+    manifest: Option<&ManifestReport>,
+    refusal: &Refusal,
+) -> Result<(), OpsError> {
+    let details = serde_json::json!({
+        "source": source,
+        "sha256": sha256,
+        "name": manifest.map(|m| m.name.clone()),
+        "revision": manifest.map(|m| m.revision),
+        "check": refusal.check,
+        "reason": refusal.reason,
+    });
+    let subject = manifest.map_or_else(
+        || source.to_string(),
+        |m| format!("{}@{}", m.name, m.revision),
+    );
+    ctx.store
+        .append_audit("policy.refused", &subject, &details)?;
+    Ok(())
+}
+
+fn active_revision(ctx: &Context, name: &str) -> Result<Option<u64>, OpsError> {
+    Ok(ctx
+        .store
+        .active_policies()?
+        .into_iter()
+        .filter(|p| p.bundle.as_deref() == Some(name))
+        .filter_map(|p| p.revision.map(|r| r as u64))
+        .max())
+}
+
+fn only_active_bundle(ctx: &Context) -> Result<String, OpsError> {
+    let mut names: Vec<String> = ctx
+        .store
+        .active_policies()?
+        .into_iter()
+        .filter_map(|p| p.bundle)
+        .collect();
+    names.sort();
+    names.dedup();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        0 => Err(OpsError::InvalidInput {
+            what: "no bundle is active; nothing to roll back".into(),
+        }),
+        _ => Err(OpsError::InvalidInput {
+            what: format!(
+                "several bundles are active ({}); name the one to roll back",
+                names.join(", ")
+            ),
+        }),
+    }
+}
+
+fn not_installed(ctx: &Context, name: &str, revision: u64) -> OpsError {
+    let installed: Vec<String> = ctx
+        .store
+        .bundle_revisions()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.name == name)
+        .map(|r| r.revision.to_string())
+        .collect();
+    let have = if installed.is_empty() {
+        "none is".to_string()
+    } else {
+        format!("installed: {}", installed.join(", "))
+    };
+    OpsError::InvalidInput {
+        what: format!(
+            "revision {revision} of '{name}' is not installed ({have}); install it with `policy install FILE|URL`"
+        ),
+    }
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Reads a bundle file, refusing one over the size cap before reading it.
+pub(super) fn read_bundle_file(path: &Path) -> Result<Vec<u8>, OpsError> {
+    let read_err = |source| OpsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BUNDLE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(OpsError::InvalidInput {
+            what: format!(
+                "{} is larger than {} MiB; that is not a policy bundle",
+                path.display(),
+                MAX_BUNDLE_BYTES >> 20
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+enum Fetched {
+    NotModified,
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+    },
+}
+
+/// GETs `url`, conditionally on `etag`, with the body capped at the bundle
+/// size limit. Redirects are followed a few times; the scheme is the
+/// user's choice (HTTPS is expected in production; the bundle's signatures,
+/// not the transport, are what make it trustworthy).
+fn fetch(url: &str, etag: Option<&str>) -> Result<Fetched, OpsError> {
+    let fail = |detail: String| OpsError::Fetch {
+        url: url.to_string(),
+        detail,
+    };
+    let runtime = super::context::runtime()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("claude-max-market/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let mut request = client.get(url);
+        if let Some(etag) = etag {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+        }
+        let mut response = request.send().await.map_err(|e| fail(format!("{e:#}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+            return Ok(Fetched::NotModified);
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(fail(format!("the server answered {status}")));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BUNDLE_BYTES)
+        {
+            return Err(fail(format!(
+                "the bundle is over the {} MiB cap",
+                MAX_BUNDLE_BYTES >> 20
+            )));
+        }
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(format!("{e:#}")))? {
+            if (bytes.len() + chunk.len()) as u64 > MAX_BUNDLE_BYTES {
+                return Err(fail(format!(
+                    "the bundle is over the {} MiB cap",
+                    MAX_BUNDLE_BYTES >> 20
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Body { bytes, etag })
+    })
+}
