@@ -3,6 +3,7 @@
 
 mod admission;
 mod audit;
+mod bundles;
 mod compliance;
 mod config;
 mod consent;

@@ -58,6 +58,16 @@ impl Bundle {
                 bytes.len()
             )));
         }
+        // A tar file is whole 512-byte blocks; anything else was cut short
+        // (or is not a tar file, which the parse below would also say).
+        if bytes.len() % BLOCK != 0 {
+            return Err(BundleError::Truncated {
+                detail: format!(
+                    "{} bytes is not a whole number of 512-byte tar blocks",
+                    bytes.len()
+                ),
+            });
+        }
         let mut archive = tar::Archive::new(Cursor::new(bytes));
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut end = 0usize;
