@@ -60,7 +60,7 @@ impl Bundle {
         }
         // A tar file is whole 512-byte blocks; anything else was cut short
         // (or is not a tar file, which the parse below would also say).
-        if bytes.len() % BLOCK != 0 {
+        if !bytes.len().is_multiple_of(BLOCK) {
             return Err(BundleError::Truncated {
                 detail: format!(
                     "{} bytes is not a whole number of 512-byte tar blocks",
