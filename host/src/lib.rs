@@ -22,6 +22,8 @@
 //!   - [`gateway`] — a job container's only way out: the per-job Messages
 //!     API endpoint on a Unix socket that enforces the job's grant, adds
 //!     the owner's key and meters the tokens.
+//!   - [`bundle`] — signed policy bundles: the canonical manifest, the
+//!     container, RSA-PSS signatures and the trust rules.
 //!   - [`crypto`] — the node's RSA key pairs with rotation, and the
 //!     streaming hybrid envelope (`encrypt`/`decrypt`; docs/encryption.md).
 //!   - [`config`] — the typed settings file and its keys.

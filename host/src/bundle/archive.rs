@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn trailing_data_and_garbage_are_corrupt() {
         let mut bytes = bundle().to_bytes();
-        bytes.extend_from_slice(b"tail");
+        bytes.extend_from_slice(&[7u8; 512]);
         assert!(matches!(
             Bundle::read(&bytes),
             Err(BundleError::Corrupt { .. })

@@ -83,7 +83,7 @@ impl BundleError {
             BundleError::Digest { .. } => "digests",
             BundleError::Expired { .. } => "expiry",
             BundleError::NotNewer { .. } => "revision",
-            BundleError::WitVersion { .. } => "wit",
+            BundleError::WitVersion { .. } => "wit-version",
         }
     }
 }

@@ -244,10 +244,23 @@ fn policy_signatures_fact(ctx: &Context) -> Result<Fact, OpsError> {
         .filter(|p| p.origin == "file")
         .map(|p| format!("{} ({})", p.role, p.name))
         .collect();
-    Ok(if unsigned.is_empty() {
+    let mut bundles: Vec<String> = ctx
+        .store
+        .active_policies()?
+        .into_iter()
+        .filter_map(|p| Some(format!("{} ({}@{})", p.role, p.bundle?, p.revision?)))
+        .collect();
+    bundles.sort();
+    Ok(if unsigned.is_empty() && bundles.is_empty() {
         let value = format!(
             "all {} roles run the defaults built into this binary",
             POLICY_ROLES.len()
+        );
+        fact(NAME, value, FactStatus::Ok)
+    } else if unsigned.is_empty() {
+        let value = format!(
+            "bundles checked against the trust store at every load: {}; other roles run the defaults",
+            bundles.join(", ")
         );
         fact(NAME, value, FactStatus::Ok)
     } else {

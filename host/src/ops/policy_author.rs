@@ -67,7 +67,8 @@ pub fn keygen(out: &Path, passphrase: Option<&str>) -> Result<KeyPair, OpsError>
 
 /// Builds an unsigned bundle from `source` (a folder with `bundle.toml`, or
 /// the file) and writes it to `out`. Limits `bundle.toml` leaves unset are
-/// `defaults` (this machine's `policy.*` settings).
+/// `defaults` (the host's built-in sandbox limits, so a bundle does not
+/// depend on the settings of the machine it was built on).
 pub fn build(source: &Path, out: &Path, defaults: &SandboxLimits) -> Result<Written, OpsError> {
     let defaults = RoleLimits {
         fuel: defaults.fuel,
@@ -87,7 +88,14 @@ pub fn sign(
     passphrase_var: Option<&str>,
 ) -> Result<Written, OpsError> {
     let mut bundle = Bundle::read(&read_bundle_file(file)?)?;
-    let key = NodeKey::read_file(key, passphrase, passphrase_var).map_err(OpsError::Key)?;
+    let key = NodeKey::read_file(key, passphrase, passphrase_var).map_err(|e| match e {
+        crate::crypto::KeyError::PassphraseRequired { location, .. } => OpsError::InvalidInput {
+            what: format!(
+                "the key at {location} is encrypted; pass --passphrase-env VAR naming the environment variable that holds its passphrase"
+            ),
+        },
+        other => OpsError::Key(other),
+    })?;
     let signature = SignatureEntry::sign(&key, &bundle.manifest_bytes).map_err(OpsError::Key)?;
     bundle.add_signature(signature);
     write(&bundle, file)

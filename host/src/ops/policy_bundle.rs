@@ -292,7 +292,14 @@ fn switch_to_stored(
                 "going back to {label} is a downgrade from the active revision; pass --allow-downgrade to do it on purpose"
             ),
         };
-        audit_refusal(ctx, &row.source, &row.sha256, None, &refusal)?;
+        let manifest = ManifestReport {
+            name: name.to_string(),
+            revision,
+            created: String::new(),
+            expires: String::new(),
+            wit: String::new(),
+        };
+        audit_refusal(ctx, &row.source, &row.sha256, Some(&manifest), &refusal)?;
         return Err(refused(&label, refusal));
     }
     let engine = ctx.engine()?;

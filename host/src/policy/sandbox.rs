@@ -25,8 +25,11 @@ pub struct PluginSettings {
 }
 
 impl PluginSettings {
+    /// The first value given for a key wins: callers list the node's
+    /// settings before a plugin's own, and a stable sort by key alone
+    /// keeps that order.
     pub fn new(mut pairs: Vec<(String, String)>) -> Self {
-        pairs.sort();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|a, b| a.0 == b.0);
         PluginSettings { pairs }
     }
@@ -187,12 +190,16 @@ mod tests {
     #[test]
     fn settings_lookup_is_exact_and_first_value_wins() {
         let s = PluginSettings::new(vec![
-            ("b.x".into(), "2".into()),
-            ("a.y".into(), "1".into()),
             ("b.x".into(), "3".into()),
+            ("a.y".into(), "1".into()),
+            ("b.x".into(), "2".into()),
         ]);
         assert_eq!(s.get("a.y"), Some("1"));
-        assert_eq!(s.get("b.x"), Some("2"));
+        assert_eq!(
+            s.get("b.x"),
+            Some("3"),
+            "the first given wins, not the smallest"
+        );
         assert_eq!(s.get("b"), None);
     }
 }
