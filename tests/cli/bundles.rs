@@ -6,12 +6,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::support::{Home, fixture, role};
+use super::support::{Home, build_components, fixture, role};
 
 /// A folder for an author's files (keys, sources, bundles).
 struct Desk {
@@ -144,24 +143,7 @@ fn an_authors_first_hour_changes_a_decision() {
         &crate_dir.display().to_string(),
     ]);
 
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffolded-plugins");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&crate_dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .unwrap();
-    assert!(status.success(), "the scaffolded crate builds");
-    let component = target.join("wasm32-wasip2/release/gatekeeper.wasm");
+    let component = build_components(&crate_dir, "scaffolded-plugins").join("gatekeeper.wasm");
     let component_arg = component.display().to_string();
     let cases = crate_dir.join("cases.toml").display().to_string();
 

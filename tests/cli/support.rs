@@ -149,10 +149,17 @@ pub fn fixture(name: &str) -> PathBuf {
 
 fn build_fixtures() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/plugins");
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-plugins");
+    build_components(&workspace, "fixture-plugins")
+}
+
+/// Builds the plugin crate or workspace at `dir` for wasm32-wasip2 into a
+/// target folder named `target_name` under the tests' temp dir, and returns
+/// the folder the components land in.
+pub fn build_components(dir: &Path, target_name: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target_name);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(&workspace)
+        .current_dir(dir)
         .args([
             "build",
             "--release",
@@ -167,7 +174,8 @@ fn build_fixtures() -> PathBuf {
         .expect("running cargo to build the fixture plugins");
     assert!(
         status.success(),
-        "building the fixture plugins failed; is the target installed? (rustup target add wasm32-wasip2)"
+        "building the plugins in {} failed; is the target installed? (rustup target add wasm32-wasip2)",
+        dir.display()
     );
     target.join("wasm32-wasip2/release")
 }

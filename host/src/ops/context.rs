@@ -47,10 +47,15 @@ impl Context {
 
     /// A policy engine with the configured limits and isolation.
     pub fn engine(&self) -> Result<Arc<PolicyEngine>, OpsError> {
-        let isolation = match self.settings.policy.isolation {
+        self.engine_with(match self.settings.policy.isolation {
             ConfigIsolation::Fresh => Isolation::Fresh,
             ConfigIsolation::Reuse => Isolation::Reuse,
-        };
+        })
+    }
+
+    /// A policy engine with the configured limits and the given isolation
+    /// (`policy bench` times both).
+    pub fn engine_with(&self, isolation: Isolation) -> Result<Arc<PolicyEngine>, OpsError> {
         PolicyEngine::new(self.sandbox_limits(), isolation).map_err(|e| OpsError::Engine {
             detail: format!("{e:#}"),
         })

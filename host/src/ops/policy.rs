@@ -21,8 +21,9 @@ use crate::policy::{
 };
 use crate::store::ActivePolicy;
 
-use super::policy_bundle::{reassemble, requested_limits};
+use super::policy_bundle::{load_plugin, reassemble};
 use super::{Context, OpsError, now_rfc3339, policy_trust};
+use crate::bundle::TrustedKey;
 
 /// Largest component `policy set` accepts; real policies are tens of KiB.
 const MAX_COMPONENT_BYTES: u64 = 32 << 20;
@@ -48,11 +49,12 @@ pub struct PolicyStatus {
 pub fn pipeline(ctx: &Context, engine: &Arc<PolicyEngine>) -> Result<Pipeline, OpsError> {
     let cache = ctx.compile_cache();
     let active = ctx.store.active_policies()?;
+    let trusted = policy_trust::trusted_keys(ctx)?;
     let slots = Role::ALL
         .into_iter()
         .map(|role| {
             let chosen = active.iter().find(|p| p.role == role.as_str());
-            load_slot(ctx, engine, cache.as_ref(), role, chosen)
+            load_slot(ctx, engine, cache.as_ref(), &trusted, role, chosen)
         })
         .collect();
     Ok(Pipeline::new(engine.clone(), slots, ctx.settings.flatten()))
@@ -62,6 +64,7 @@ fn load_slot(
     ctx: &Context,
     engine: &PolicyEngine,
     cache: Option<&CompileCache>,
+    trusted: &[TrustedKey],
     role: Role,
     chosen: Option<&ActivePolicy>,
 ) -> Slot {
@@ -94,9 +97,14 @@ fn load_slot(
         bundle: bundle_label,
     };
     let loaded = if active.bundle.is_some() {
-        load_from_bundle(ctx, engine, cache, role, active)
-    } else {
+        load_from_bundle(ctx, engine, cache, trusted, role, active)
+    } else if trusted.is_empty() {
         load_loose(ctx, engine, cache, role, active)
+    } else {
+        Err(format!(
+            "{role} plugin '{}' is a loose component, and this node trusts policy signing keys, so only signed bundles run; `policy install` a bundle or `policy reset {role}`",
+            active.name
+        ))
     };
     match loaded {
         Ok(plugin) => Slot::ready(plugin),
@@ -104,7 +112,7 @@ fn load_slot(
     }
 }
 
-/// A `policy set` component: refused once the node trusts signing keys.
+/// A `policy set` component (only ever loaded while no key is trusted).
 fn load_loose(
     ctx: &Context,
     engine: &PolicyEngine,
@@ -112,17 +120,6 @@ fn load_loose(
     role: Role,
     active: &ActivePolicy,
 ) -> Result<PluginPre, String> {
-    if !ctx
-        .store
-        .trusted_keys()
-        .map_err(|e| e.to_string())?
-        .is_empty()
-    {
-        return Err(format!(
-            "{role} plugin '{}' is a loose component, and this node trusts policy signing keys, so only signed bundles run; `policy install` a bundle or `policy reset {role}`",
-            active.name
-        ));
-    }
     let wasm = read_stored(ctx, active)?;
     PluginPre::load(engine, cache, role, &active.name, PluginOrigin::File, &wasm)
         .map_err(|e| e.to_string())
@@ -134,6 +131,7 @@ fn load_from_bundle(
     ctx: &Context,
     engine: &PolicyEngine,
     cache: Option<&CompileCache>,
+    trusted: &[TrustedKey],
     role: Role,
     active: &ActivePolicy,
 ) -> Result<PluginPre, String> {
@@ -150,8 +148,7 @@ fn load_from_bundle(
             format!("bundle {label} is active for {role} but not recorded as installed; {fix}")
         })?;
     let bundle = reassemble(ctx, &row).map_err(|e| format!("bundle {label}: {e}; {fix}"))?;
-    let trusted = policy_trust::trusted_keys(ctx).map_err(|e| e.to_string())?;
-    let trust = policy_trust::policy(ctx, &trusted);
+    let trust = policy_trust::policy(ctx, trusted);
     trust
         .accept(&trust.check(&bundle.manifest_bytes, &bundle.signatures))
         .map_err(|e| format!("bundle {label} no longer passes this node's trust rules: {e}"))?;
@@ -174,16 +171,7 @@ fn load_from_bundle(
     bundle
         .check_digests()
         .map_err(|e| format!("bundle {label}: {e}; {fix}"))?;
-    let plugin = PluginPre::load(
-        engine,
-        cache,
-        role,
-        &active.name,
-        PluginOrigin::Bundle,
-        bundle.component(entry),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(plugin.from_bundle(label, requested_limits(&entry.limits), entry.config.clone()))
+    load_plugin(engine, cache, &bundle, entry).map_err(|e| e.to_string())
 }
 
 /// Reads an activated component back and checks it is still the one that
@@ -322,7 +310,7 @@ pub fn reset(ctx: &mut Context, role: Role) -> Result<PolicyStatus, OpsError> {
     show(ctx, role)
 }
 
-pub(super) fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
+fn read_component(path: &Path) -> Result<Vec<u8>, OpsError> {
     let read_err = |source| OpsError::Read {
         path: path.to_path_buf(),
         source,

@@ -18,10 +18,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{
-    Bundle, BundleError, MAX_BUNDLE_BYTES, Manifest, RoleLimits, SignatureCheck, SignatureEntry,
-    WIT_PACKAGE,
+    Bundle, BundleError, MAX_BUNDLE_BYTES, Manifest, RoleEntry, RoleLimits, SignatureCheck,
+    SignatureEntry, WIT_PACKAGE,
 };
-use crate::policy::{LoadError, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits};
+use crate::policy::{
+    CompileCache, LoadError, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits,
+};
 use crate::store::{ActivePolicy, BundleChange, BundleRevision, BundleSource};
 
 use super::policy::{store_component, stored_name};
@@ -71,7 +73,7 @@ pub struct Evaluation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
     #[serde(skip)]
-    accepted_parts: Option<(Bundle, Vec<PluginPre>)>,
+    accepted_bundle: Option<Bundle>,
 }
 
 /// The manifest's top-level fields.
@@ -335,7 +337,7 @@ fn install_bytes(ctx: &mut Context, bytes: &[u8], source: &str) -> Result<Switch
         return Err(refused(&label, refusal));
     }
     let new = {
-        let (bundle, _) = evaluation.accepted_parts.as_ref().expect("accepted");
+        let bundle = evaluation.accepted_bundle.as_ref().expect("accepted");
         BundleRevision {
             name: bundle.manifest.name.clone(),
             revision: bundle.manifest.revision as i64,
@@ -366,8 +368,8 @@ fn activate_accepted(
         .filter(|s| s.status == crate::bundle::SignatureStatus::Valid)
         .map(|s| s.key_id.clone())
         .collect();
-    let (bundle, _plugins) = evaluation
-        .accepted_parts
+    let bundle = evaluation
+        .accepted_bundle
         .expect("only accepted bundles activate");
     let manifest = &bundle.manifest;
     for entry in &manifest.roles {
@@ -498,7 +500,7 @@ impl Evaluation {
             checks: Vec::new(),
             accepted: false,
             refused: None,
-            accepted_parts: None,
+            accepted_bundle: None,
         }
     }
 
@@ -548,9 +550,9 @@ impl Evaluation {
             })
             .collect();
         match self.checks_in_order(ctx, engine, &bundle, rule) {
-            Ok(plugins) => {
+            Ok(()) => {
                 self.accepted = true;
-                self.accepted_parts = Some((bundle, plugins));
+                self.accepted_bundle = Some(bundle);
             }
             Err((check, reason)) => self.fail(check, reason),
         }
@@ -562,7 +564,7 @@ impl Evaluation {
         engine: &Arc<PolicyEngine>,
         bundle: &Bundle,
         rule: RevisionRule,
-    ) -> Result<Vec<PluginPre>, (&'static str, String)> {
+    ) -> Result<(), (&'static str, String)> {
         let m = &bundle.manifest;
         let trusted = policy_trust::trusted_keys(ctx).map_err(|e| ("signatures", e.to_string()))?;
         let trust = policy_trust::policy(ctx, &trusted);
@@ -621,24 +623,12 @@ impl Evaluation {
         let cache = ctx.compile_cache();
         let mut plugins = Vec::new();
         for entry in &m.roles {
-            let role: Role = entry.role.parse().expect("the manifest checked its roles");
-            let plugin = PluginPre::load(
-                engine,
-                cache.as_ref(),
-                role,
-                &format!("{}-{}", m.name, entry.role),
-                PluginOrigin::Bundle,
-                bundle.component(entry),
-            )
-            .map_err(|e| match e {
-                LoadError::Compile { .. } => ("compile", e.to_string()),
-                LoadError::WrongRole { .. } | LoadError::Link { .. } => ("wit", e.to_string()),
-            })?;
-            plugins.push(plugin.from_bundle(
-                m.label(),
-                requested_limits(&entry.limits),
-                entry.config.clone(),
-            ));
+            let plugin =
+                load_plugin(engine, cache.as_ref(), bundle, entry).map_err(|e| match e {
+                    LoadError::Compile { .. } => ("compile", e.to_string()),
+                    LoadError::WrongRole { .. } | LoadError::Link { .. } => ("wit", e.to_string()),
+                })?;
+            plugins.push(plugin);
         }
         self.pass("compile", "");
         self.pass("wit", "every component implements its role's world");
@@ -648,8 +638,34 @@ impl Evaluation {
                 .map_err(|f| ("config", f.message))?;
         }
         self.pass("config", "");
-        Ok(plugins)
+        Ok(())
     }
+}
+
+/// Compiles and links one of a bundle's components for its role, under the
+/// bundle's limits and with its configuration: how every caller (install,
+/// each load, `policy test`) turns a bundle entry into a plugin.
+pub(super) fn load_plugin(
+    engine: &PolicyEngine,
+    cache: Option<&CompileCache>,
+    bundle: &Bundle,
+    entry: &RoleEntry,
+) -> Result<PluginPre, LoadError> {
+    let m = &bundle.manifest;
+    let role: Role = entry.role.parse().expect("the manifest checked its roles");
+    let plugin = PluginPre::load(
+        engine,
+        cache,
+        role,
+        &format!("{}-{}", m.name, entry.role),
+        PluginOrigin::Bundle,
+        bundle.component(entry),
+    )?;
+    Ok(plugin.from_bundle(
+        m.label(),
+        requested_limits(&entry.limits),
+        entry.config.clone(),
+    ))
 }
 
 /// A manifest's limits as the sandbox's type; the answer cap is the

@@ -19,8 +19,7 @@ use crate::policy::{
     Slot, Usage,
 };
 
-use super::policy::read_component;
-use super::policy_bundle::{read_bundle_file, requested_limits};
+use super::policy_bundle::{load_plugin, read_bundle_file};
 use super::{Context, OpsError};
 
 /// A cases file: `[[case]]` tables.
@@ -202,7 +201,7 @@ pub fn test(ctx: &Context, subject: &Path, cases: &Path) -> Result<TestReport, O
     let file: CaseFile = toml::from_str(&text).map_err(|e| OpsError::InvalidInput {
         what: format!("{}: {e}", cases.display()),
     })?;
-    let engine = fresh_engine(ctx, Isolation::Fresh)?;
+    let engine = ctx.engine_with(Isolation::Fresh)?;
     let loaded = load_subject(ctx, &engine, subject)?;
     let mut results = Vec::new();
     for case in &file.case {
@@ -220,8 +219,8 @@ pub fn test(ctx: &Context, subject: &Path, cases: &Path) -> Result<TestReport, O
 /// Times `iterations` decisions per role, on a fresh instance per call and
 /// on one warm instance, with the node's default settings.
 pub fn bench(ctx: &Context, subject: &Path, iterations: usize) -> Result<Vec<RoleBench>, OpsError> {
-    let fresh = fresh_engine(ctx, Isolation::Fresh)?;
-    let warm = fresh_engine(ctx, Isolation::Reuse)?;
+    let fresh = ctx.engine_with(Isolation::Fresh)?;
+    let warm = ctx.engine_with(Isolation::Reuse)?;
     let loaded = load_subject(ctx, &fresh, subject)?;
     let warm_loaded = load_subject(ctx, &warm, subject)?;
     let input = input_for(
@@ -282,13 +281,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted.get(index).copied().unwrap_or_default()
 }
 
-/// An engine with this node's limits and the given isolation.
-fn fresh_engine(ctx: &Context, isolation: Isolation) -> Result<Arc<PolicyEngine>, OpsError> {
-    PolicyEngine::new(ctx.sandbox_limits(), isolation).map_err(|e| OpsError::Engine {
-        detail: format!("{e:#}"),
-    })
-}
-
 /// Loads a component (trying each role's world) or every role of a bundle.
 /// Bundle files are recognised by their content, not their name.
 fn load_subject(
@@ -299,8 +291,7 @@ fn load_subject(
     let bytes = read_bundle_file(path)?;
     let cache = ctx.compile_cache();
     if bytes.starts_with(b"\0asm") {
-        drop(bytes);
-        let wasm = read_component(path)?;
+        let wasm = bytes;
         let name = path
             .file_stem()
             .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
@@ -335,24 +326,12 @@ fn load_subject(
     }
     let bundle = Bundle::read(&bytes)?;
     bundle.check_digests()?;
-    let m = &bundle.manifest;
-    let mut plugins = Vec::new();
-    for entry in &m.roles {
-        let role: Role = entry.role.parse().expect("the manifest checked its roles");
-        let plugin = PluginPre::load(
-            engine,
-            cache.as_ref(),
-            role,
-            &format!("{}-{}", m.name, entry.role),
-            PluginOrigin::Bundle,
-            bundle.component(entry),
-        )?;
-        plugins.push(plugin.from_bundle(
-            m.label(),
-            requested_limits(&entry.limits),
-            entry.config.clone(),
-        ));
-    }
+    let plugins = bundle
+        .manifest
+        .roles
+        .iter()
+        .map(|entry| load_plugin(engine, cache.as_ref(), &bundle, entry))
+        .collect::<Result<_, _>>()?;
     Ok(Subject { plugins })
 }
 

@@ -76,7 +76,6 @@ impl Store {
     /// Returns `role` to its embedded default. `false` if nothing was set, in
     /// which case nothing changed and nothing is audited.
     pub fn reset_active_policy(&mut self, role: &str) -> Result<bool, StoreError> {
-        check_role(role)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
