@@ -26,6 +26,8 @@
 //!     container, RSA-PSS signatures and the trust rules.
 //!   - [`crypto`] — the node's RSA key pairs with rotation, and the
 //!     streaming hybrid envelope (`encrypt`/`decrypt`; docs/encryption.md).
+//!   - [`market`] — offers, tasks, claims, results, the RUV ledger and
+//!     reputation over NATS JetStream, every message signed.
 //!   - [`config`] — the typed settings file and its keys.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod crypto;
 pub mod gateway;
 pub mod home;
+pub mod market;
 pub mod ops;
 mod outcome;
 pub mod policy;

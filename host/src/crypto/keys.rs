@@ -197,6 +197,24 @@ impl PublicKey {
         Self::from_rsa(key)
     }
 
+    /// Parses SubjectPublicKeyInfo DER: how market messages carry their
+    /// signer's key.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        let key =
+            RsaPublicKey::from_public_key_der(der).map_err(|err| KeyError::InvalidPublicKey {
+                reason: err.to_string(),
+            })?;
+        Self::from_rsa(key)
+    }
+
+    /// The key as SubjectPublicKeyInfo DER (what its id is the hash of).
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        self.key
+            .to_public_key_der()
+            .expect("a key that was encoded once to make its id encodes again")
+            .into_vec()
+    }
+
     /// Encodes the key as an SPKI ("PUBLIC KEY") PEM block with LF line endings.
     pub fn to_pem(&self) -> Result<String, KeyError> {
         self.key

@@ -27,4 +27,4 @@ pub use keystore::{KeyInfo, KeyStore, Rotation};
 pub use rng::RngError;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;

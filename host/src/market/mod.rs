@@ -1,0 +1,46 @@
+//! The market: providers offer capacity, requesters post tasks, one provider
+//! claims each task, runs it, and returns the result; RUV moves through an
+//! escrow on a signed ledger, and reputation is read off that ledger. All of
+//! it over NATS JetStream.
+//!
+//! - [`types`]: the bodies of market messages.
+//! - [`message`]: signing, checking and replay protection for every message.
+//! - [`transport`]: the NATS connection, streams and buckets.
+//! - [`ledger`]: balances and escrow as the replay of the ledger stream.
+//! - [`reputation`]: per-node scores computed from the ledger.
+//!
+//! The whole protocol, step by step, is in docs/market.md.
+
+pub mod ledger;
+pub mod message;
+pub mod reputation;
+pub mod transport;
+pub mod types;
+
+pub use ledger::{Account, Effect, Escrow, Ledger, Settlement};
+pub use message::{DropReason, ReplayGuard, Signed};
+pub use reputation::Reputation;
+pub use transport::{ClaimOutcome, Connection, Start, Stored, Transport};
+
+/// What can go wrong talking to the market.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    #[error(
+        "the market is not configured: start a NATS server with JetStream \
+         (`nats-server -js`) and point this node at it with \
+         `claude-max-market config --set market.url=nats://127.0.0.1:4222`"
+    )]
+    NotConfigured,
+    #[error(
+        "cannot reach the market at {urls}: {detail}; is `nats-server -js` running there, and are market.url and its credentials right?"
+    )]
+    Connect { urls: String, detail: String },
+    #[error(
+        "cannot set up {what} on the market: {detail}; the server must run with JetStream (`-js`)"
+    )]
+    Setup { what: String, detail: String },
+    #[error("cannot publish to {subject}: {detail}")]
+    Publish { subject: String, detail: String },
+    #[error("cannot read {what}: {detail}")]
+    Read { what: String, detail: String },
+}

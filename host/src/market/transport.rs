@@ -1,0 +1,489 @@
+//! The market's transport: a NATS connection with JetStream, and the
+//! streams and key-value buckets the market lives in. Everything is created
+//! on first use with the names and limits below (docs/market.md lists them
+//! for operators):
+//!
+//! | name          | kind   | subjects / keys                              | kept            |
+//! |---------------|--------|----------------------------------------------|-----------------|
+//! | `CMM_TASKS`   | stream | `cmm.task.<id>`, `cmm.bid.<id>`, `cmm.status.<id>` | 24 h      |
+//! | `CMM_RESULTS` | stream | `cmm.result.<id>`                             | 7 days          |
+//! | `CMM_LEDGER`  | stream | `cmm.ledger.<kind>.<id>`                      | forever         |
+//! | `cmm-offers`  | KV     | provider node id → signed offer               | `market.offerTtlSecs` |
+//! | `cmm-claims`  | KV     | task id → signed claim (create-only)          | 24 h            |
+//!
+//! Every publish carries a `Nats-Msg-Id`, so a publish retried after a lost
+//! acknowledgement (a server failing over) is stored once. Only bytes go
+//! through here: signing and checking is `message`'s job.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::MarketError;
+
+pub const TASKS_STREAM: &str = "CMM_TASKS";
+pub const RESULTS_STREAM: &str = "CMM_RESULTS";
+pub const LEDGER_STREAM: &str = "CMM_LEDGER";
+pub const OFFERS_BUCKET: &str = "cmm-offers";
+pub const CLAIMS_BUCKET: &str = "cmm-claims";
+
+/// The largest message the streams take; a prompt or result must fit in
+/// one (with its envelope and signature).
+pub const MAX_MESSAGE_BYTES: i32 = 1 << 20;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Attempts for a publish or a claim while the servers fail over, and the
+/// pause between them.
+const ATTEMPTS: u32 = 20;
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// How to reach the servers.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub urls: Vec<String>,
+    pub auth: Auth,
+    pub tls: Tls,
+    /// Copies of every stream and bucket (1 for a single server).
+    pub replicas: usize,
+    pub offer_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    NkeySeed(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// A message as stored in a stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    /// The server's time for it (Unix ms): what replay windows compare to.
+    pub at: i64,
+    pub subject: String,
+    pub bytes: Bytes,
+}
+
+/// How a claim went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Ours is the one claim on the task.
+    Won,
+    /// Another claim was there first; these are its bytes.
+    Lost(Bytes),
+}
+
+/// A connected market.
+#[derive(Clone)]
+pub struct Transport {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    offers: kv::Store,
+    claims: kv::Store,
+}
+
+impl Transport {
+    /// Connects and makes sure the streams and buckets exist.
+    pub async fn connect(conn: &Connection) -> Result<Transport, MarketError> {
+        if conn.urls.is_empty() {
+            return Err(MarketError::NotConfigured);
+        }
+        let mut options = async_nats::ConnectOptions::new()
+            .name("claude-max-market")
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)));
+        options = match &conn.auth {
+            Auth::None => options,
+            Auth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            Auth::Token(token) => options.token(token.clone()),
+            Auth::NkeySeed(seed) => options.nkey(seed.clone()),
+        };
+        if let Some(ca) = &conn.tls.ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&conn.tls.cert_file, &conn.tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client =
+            options
+                .connect(conn.urls.as_slice())
+                .await
+                .map_err(|e| MarketError::Connect {
+                    urls: conn.urls.join(","),
+                    detail: e.to_string(),
+                })?;
+        let js = jetstream::new(client.clone());
+        let replicas = conn.replicas.max(1);
+        for (name, subjects, max_age) in [
+            (
+                TASKS_STREAM,
+                vec!["cmm.task.*", "cmm.bid.*", "cmm.status.*"],
+                DAY,
+            ),
+            (RESULTS_STREAM, vec!["cmm.result.*"], 7 * DAY),
+            (LEDGER_STREAM, vec!["cmm.ledger.>"], Duration::ZERO),
+        ] {
+            let config = stream::Config {
+                name: name.to_owned(),
+                subjects: subjects.into_iter().map(String::from).collect(),
+                max_age,
+                max_message_size: MAX_MESSAGE_BYTES,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            };
+            retry(|| js.get_or_create_stream(config.clone()))
+                .await
+                .map_err(|detail| MarketError::Setup {
+                    what: format!("stream {name}"),
+                    detail,
+                })?;
+        }
+        let offers = bucket(&js, OFFERS_BUCKET, conn.offer_ttl, replicas).await?;
+        let claims = bucket(&js, CLAIMS_BUCKET, DAY, replicas).await?;
+        Ok(Transport {
+            client,
+            js,
+            offers,
+            claims,
+        })
+    }
+
+    /// Publishes `bytes` on `subject`, stored once however often a lost
+    /// acknowledgement makes us retry. Returns the stream sequence.
+    pub async fn publish(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<u64, MarketError> {
+        let payload = Bytes::from(bytes);
+        let ack = retry(|| async {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", msg_id);
+            self.js
+                .publish_with_headers(subject.to_owned(), headers, payload.clone())
+                .await?
+                .await
+        })
+        .await
+        .map_err(|detail| MarketError::Publish {
+            subject: subject.to_owned(),
+            detail,
+        })?;
+        Ok(ack.sequence)
+    }
+
+    /// Puts this node's offer (refreshing its time to live).
+    pub async fn put_offer(&self, node: &str, bytes: Vec<u8>) -> Result<(), MarketError> {
+        let value = Bytes::from(bytes);
+        retry(|| self.offers.put(node, value.clone()))
+            .await
+            .map(drop)
+            .map_err(|detail| MarketError::Publish {
+                subject: format!("{OFFERS_BUCKET}/{node}"),
+                detail,
+            })
+    }
+
+    /// Withdraws this node's offer.
+    pub async fn withdraw_offer(&self, node: &str) -> Result<(), MarketError> {
+        retry(|| self.offers.purge(node))
+            .await
+            .map_err(|detail| MarketError::Publish {
+                subject: format!("{OFFERS_BUCKET}/{node}"),
+                detail,
+            })
+    }
+
+    /// Every live offer: (server time in Unix ms, bytes).
+    pub async fn offers(&self) -> Result<Vec<(i64, Bytes)>, MarketError> {
+        let read = |detail: String| MarketError::Read {
+            what: format!("the offers in {OFFERS_BUCKET}"),
+            detail,
+        };
+        let mut keys = self.offers.keys().await.map_err(|e| read(e.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(|e| read(e.to_string()))?);
+        }
+        let mut offers = Vec::new();
+        for name in names {
+            let entry = self
+                .offers
+                .entry(name)
+                .await
+                .map_err(|e| read(e.to_string()))?;
+            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                offers.push((unix_ms(entry.created), entry.value));
+            }
+        }
+        Ok(offers)
+    }
+
+    /// Claims `task`: the first create wins. A create whose acknowledgement
+    /// was lost is retried; finding our own bytes there then means we won.
+    pub async fn claim(&self, task: &str, bytes: Vec<u8>) -> Result<ClaimOutcome, MarketError> {
+        let value = Bytes::from(bytes);
+        let failed = |detail: String| MarketError::Publish {
+            subject: format!("{CLAIMS_BUCKET}/{task}"),
+            detail,
+        };
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match self.claims.create(task, value.clone()).await {
+                Ok(_) => return Ok(ClaimOutcome::Won),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let held = self.claim_of(task).await?.map(|(_, bytes)| bytes);
+                    return Ok(match held {
+                        Some(held) if held == value => ClaimOutcome::Won,
+                        Some(held) => ClaimOutcome::Lost(held),
+                        None => ClaimOutcome::Lost(Bytes::new()),
+                    });
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+        Err(failed(last))
+    }
+
+    /// The claim on `task`, if any: (server time in Unix ms, bytes).
+    pub async fn claim_of(&self, task: &str) -> Result<Option<(i64, Bytes)>, MarketError> {
+        let entry =
+            retry(|| self.claims.entry(task))
+                .await
+                .map_err(|detail| MarketError::Read {
+                    what: format!("the claim on task {task}"),
+                    detail,
+                })?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (unix_ms(e.created), e.value)))
+    }
+
+    /// The last message stored on `subject` in `stream`, if any.
+    pub async fn last(&self, stream: &str, subject: &str) -> Result<Option<Stored>, MarketError> {
+        let read = |detail: String| MarketError::Read {
+            what: format!("{subject} in {stream}"),
+            detail,
+        };
+        let handle = retry(|| self.js.get_stream_no_info(stream))
+            .await
+            .map_err(read)?;
+        match handle.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(Some(Stored {
+                seq: m.sequence,
+                at: unix_ms(m.time),
+                subject: m.subject.to_string(),
+                bytes: m.payload,
+            })),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(read(e.to_string())),
+        }
+    }
+
+    /// Everything stored on `filter` in `stream` from `from_seq` on, up to
+    /// what the stream held when the read began.
+    pub async fn read(
+        &self,
+        stream: &str,
+        filter: &str,
+        from_seq: u64,
+    ) -> Result<Vec<Stored>, MarketError> {
+        let read = |detail: String| MarketError::Read {
+            what: format!("{filter} in {stream}"),
+            detail,
+        };
+        let consumer = self
+            .ordered(stream, filter, Start::Seq(from_seq))
+            .await
+            .map_err(read)?;
+        let pending = consumer.cached_info().num_pending;
+        let mut out = Vec::new();
+        if pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| read(e.to_string()))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| read(e.to_string()))?;
+            let info = message.info().map_err(|e| read(e.to_string()))?;
+            let remaining = info.pending;
+            out.push(Stored {
+                seq: info.stream_sequence,
+                at: unix_ms(info.published),
+                subject: message.subject.to_string(),
+                bytes: message.payload.clone(),
+            });
+            if remaining == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A live feed of what is stored on `filter` in `stream`, starting at
+    /// `start`. The feed survives server failover: it resumes after the
+    /// last message it delivered.
+    pub async fn watch(
+        &self,
+        stream: &str,
+        filter: &str,
+        start: Start,
+    ) -> Result<impl futures_util::Stream<Item = Result<Stored, MarketError>> + use<>, MarketError>
+    {
+        let what = format!("{filter} in {stream}");
+        let consumer = self
+            .ordered(stream, filter, start)
+            .await
+            .map_err(|detail| MarketError::Read {
+                what: what.clone(),
+                detail,
+            })?;
+        let messages = consumer.messages().await.map_err(|e| MarketError::Read {
+            what: what.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(messages.map(move |m| {
+            let read = |detail: String| MarketError::Read {
+                what: what.clone(),
+                detail,
+            };
+            let message = m.map_err(|e| read(e.to_string()))?;
+            let info = message.info().map_err(|e| read(e.to_string()))?;
+            Ok(Stored {
+                seq: info.stream_sequence,
+                at: unix_ms(info.published),
+                subject: message.subject.to_string(),
+                bytes: message.payload.clone(),
+            })
+        }))
+    }
+
+    async fn ordered(
+        &self,
+        stream: &str,
+        filter: &str,
+        start: Start,
+    ) -> Result<jetstream::consumer::Consumer<consumer::pull::OrderedConfig>, String> {
+        let deliver_policy = match start {
+            Start::Seq(seq) if seq > 1 => consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq,
+            },
+            Start::Seq(_) => consumer::DeliverPolicy::All,
+            Start::New => consumer::DeliverPolicy::New,
+            Start::Since(ms) => consumer::DeliverPolicy::ByStartTime {
+                start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(ms) * 1_000_000,
+                )
+                .map_err(|e| e.to_string())?,
+            },
+        };
+        let handle = retry(|| self.js.get_stream_no_info(stream)).await?;
+        retry(|| {
+            handle.create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    /// Waits until everything published so far has reached the server.
+    pub async fn flush(&self) -> Result<(), MarketError> {
+        self.client.flush().await.map_err(|e| MarketError::Publish {
+            subject: "(flush)".into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Where a feed starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// At this stream sequence (1: the beginning).
+    Seq(u64),
+    /// With the next message stored.
+    New,
+    /// With messages stored since this time (Unix ms).
+    Since(i64),
+}
+
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<kv::Store, MarketError> {
+    let setup = |detail: String| MarketError::Setup {
+        what: format!("bucket {name}"),
+        detail,
+    };
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        max_age,
+        max_value_size: MAX_MESSAGE_BYTES,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another node created it between our look and our create.
+        Err(_) => retry(|| js.get_key_value(name)).await.map_err(setup),
+    }
+}
+
+/// Runs `op` until it succeeds, for a bounded number of attempts: a
+/// JetStream request fails while a stream's leader is being elected.
+async fn retry<T, E, F, Fut>(mut op: F) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                last = e.to_string();
+                tracing::debug!(attempt, error = %last, "market request failed; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+    Err(last)
+}
+
+fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,183 @@
+//! The bodies of market messages: what providers offer, what requesters
+//! post and bid, claims, progress, results, and the ledger's entries. Every
+//! one travels inside a signed message (`message`), whose signer is the
+//! node the body speaks for.
+
+use serde::{Deserialize, Serialize};
+
+/// One market message's body, tagged with its kind on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "kebab-case")]
+pub enum Body {
+    Offer(Offer),
+    Task(Task),
+    Bid(Bid),
+    Claim(Claim),
+    Status(Status),
+    Result(TaskResult),
+    Grant(Grant),
+    Lock(Lock),
+    Release(Release),
+    Refund(Refund),
+}
+
+impl Body {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Offer(_) => "offer",
+            Body::Task(_) => "task",
+            Body::Bid(_) => "bid",
+            Body::Claim(_) => "claim",
+            Body::Status(_) => "status",
+            Body::Result(_) => "result",
+            Body::Grant(_) => "grant",
+            Body::Lock(_) => "lock",
+            Body::Release(_) => "release",
+            Body::Refund(_) => "refund",
+        }
+    }
+}
+
+/// A provider's standing offer, kept alive in the offers bucket while it
+/// serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Jobs it runs at once for the market.
+    pub slots: u32,
+    /// Of those, how many are busy now.
+    pub busy: u32,
+    /// What it asks for a job of up to `max_tokens`, in RUV.
+    pub price: u64,
+    pub models: Vec<String>,
+    /// The largest `max_tokens` it grants one job.
+    pub max_tokens: u32,
+}
+
+/// A requester's task. The prompt is in `payload`, encrypted to every
+/// candidate provider; the rest is what providers decide on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub task: String,
+    pub model: String,
+    pub max_tokens: u32,
+    pub prompt_bytes: u64,
+    /// Hex SHA-256 of the prompt; the provider checks it after decrypting.
+    pub prompt_sha256: String,
+    /// The most the requester pays, in RUV (a later `Bid` may change it).
+    pub bid: u64,
+    /// Node ids the payload is encrypted to, most preferred first.
+    pub candidates: Vec<String>,
+    /// Seconds the requester waits for a result once the task is locked.
+    pub timeout_secs: u32,
+    /// The prompt, as a base64 CMMENC envelope.
+    pub payload: String,
+}
+
+/// A changed bid on an open task, from the task's requester.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bid {
+    pub task: String,
+    pub bid: u64,
+}
+
+/// A provider's claim on a task, at a price no higher than the bid. Stored
+/// with compare-and-set, so exactly one claim per task exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub task: String,
+    /// The task's requester, so a claim cannot be moved to another task.
+    pub requester: String,
+    pub price: u64,
+}
+
+/// Progress on a claimed task, from its provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub task: String,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Where a task stands, as its provider reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    Running,
+    Failed,
+}
+
+/// A finished task's result, encrypted to the requester.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task: String,
+    /// How the job ended on the provider (finished, failed, timed_out, ...).
+    pub state: String,
+    /// Hex SHA-256 of the plaintext in `payload`.
+    pub sha256: String,
+    /// The result, as a base64 CMMENC envelope to the requester.
+    pub payload: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// RUV created by an issuer the nodes trust (`market.issuerKeys`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Unique per grant: a grant is applied once, however often it is sent.
+    pub grant: String,
+    /// The node id credited.
+    pub to: String,
+    pub amount: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub memo: String,
+}
+
+/// The requester's escrow for a matched task: `amount` leaves its balance
+/// until the task is released to the provider or refunded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lock {
+    pub task: String,
+    pub provider: String,
+    pub amount: u64,
+    /// Seconds the provider has to deliver; reputation measures against it.
+    pub timeout_secs: u32,
+}
+
+/// The requester's signed receipt of a result that decrypted and verified:
+/// the locked amount goes to the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub task: String,
+    /// Milliseconds from the lock to the verified result.
+    pub elapsed_ms: u64,
+}
+
+/// The lock goes back to the requester.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    pub task: String,
+    pub reason: RefundReason,
+}
+
+/// Why a lock was refunded; reputation counts each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefundReason {
+    /// The provider reported that the job failed (or gave the task up).
+    Failed,
+    /// No result came before the lock's timeout.
+    TimedOut,
+    /// A result came but did not decrypt or verify.
+    Disputed,
+}
+
+impl RefundReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundReason::Failed => "failed",
+            RefundReason::TimedOut => "timed-out",
+            RefundReason::Disputed => "disputed",
+        }
+    }
+}
