@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 31] = [
+static SPECS: [Spec; 46] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -163,6 +163,81 @@ static SPECS: [Spec; 31] = [
         name: "market.maxBidPrice",
         description: "Most this host will bid for a job on the market",
         access: Access::U64(field!(market.max_bid_price), IntRange::at_least(0)),
+    },
+    Spec {
+        name: "market.user",
+        description: "User name for the NATS servers; the password comes from market.passwordEnv",
+        access: Access::Text(field!(market.user), TextRule::NameOrEmpty),
+    },
+    Spec {
+        name: "market.passwordEnv",
+        description: "Environment variable holding the NATS password (used with market.user)",
+        access: Access::Text(field!(market.password_env), TextRule::EnvVarOrEmpty),
+    },
+    Spec {
+        name: "market.tokenEnv",
+        description: "Environment variable holding a NATS token; used when it is set",
+        access: Access::Text(field!(market.token_env), TextRule::EnvVarOrEmpty),
+    },
+    Spec {
+        name: "market.nkeySeedFile",
+        description: "File (0600) holding a NATS NKey seed to authenticate with",
+        access: Access::Text(field!(market.nkey_seed_file), TextRule::PathOrEmpty),
+    },
+    Spec {
+        name: "market.tlsCaFile",
+        description: "PEM file of CA certificates for tls:// servers; setting it requires TLS",
+        access: Access::Text(field!(market.tls_ca_file), TextRule::PathOrEmpty),
+    },
+    Spec {
+        name: "market.tlsCertFile",
+        description: "PEM client certificate for servers that require one (with market.tlsKeyFile)",
+        access: Access::Text(field!(market.tls_cert_file), TextRule::PathOrEmpty),
+    },
+    Spec {
+        name: "market.tlsKeyFile",
+        description: "PEM private key of market.tlsCertFile",
+        access: Access::Text(field!(market.tls_key_file), TextRule::PathOrEmpty),
+    },
+    Spec {
+        name: "market.replicas",
+        description: "Copies of each market stream when this node creates them (1, or 3 on a cluster)",
+        access: Access::U32(field!(market.replicas), IntRange::new(1, 5)),
+    },
+    Spec {
+        name: "market.slots",
+        description: "Market jobs this node runs at once when it serves",
+        access: Access::U32(field!(market.slots), IntRange::new(1, 64)),
+    },
+    Spec {
+        name: "market.offerTtlSecs",
+        description: "Seconds an offer lives unless refreshed (serve refreshes at a third of it)",
+        access: Access::U32(field!(market.offer_ttl_secs), IntRange::new(3, 3600)),
+    },
+    Spec {
+        name: "market.claimWaitSecs",
+        description: "Seconds a requester waits for a provider to claim its task",
+        access: Access::U32(field!(market.claim_wait_secs), IntRange::new(1, 3600)),
+    },
+    Spec {
+        name: "market.taskTimeoutSecs",
+        description: "Seconds a claimed task has to deliver before it is refunded",
+        access: Access::U32(field!(market.task_timeout_secs), IntRange::new(5, 86_400)),
+    },
+    Spec {
+        name: "market.replayWindowSecs",
+        description: "Market messages stamped further than this from the server's time are dropped",
+        access: Access::U32(field!(market.replay_window_secs), IntRange::new(10, 86_400)),
+    },
+    Spec {
+        name: "market.issuerKeys",
+        description: "Node ids whose RUV grants this node accepts (the same on every node of a market)",
+        access: Access::List(field!(market.issuer_keys), ListRule::NodeIds),
+    },
+    Spec {
+        name: "market.abortOnStop",
+        description: "On SIGTERM, serve aborts running market jobs (refunded) instead of finishing them",
+        access: Access::Bool(field!(market.abort_on_stop)),
     },
     Spec {
         name: "compliance.requireApproval",

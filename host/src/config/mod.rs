@@ -125,6 +125,21 @@ mod tests {
             ("market.basePrice", "0"),
             ("market.pricePerKiloToken", "7"),
             ("market.maxBidPrice", "5"),
+            ("market.user", "cmm"),
+            ("market.passwordEnv", "NATS_PASS"),
+            ("market.tokenEnv", ""),
+            ("market.nkeySeedFile", "/etc/cmm/nkey.seed"),
+            ("market.tlsCaFile", "/etc/cmm/ca.pem"),
+            ("market.tlsCertFile", "/etc/cmm/client.pem"),
+            ("market.tlsKeyFile", "/etc/cmm/client.key"),
+            ("market.replicas", "3"),
+            ("market.slots", "4"),
+            ("market.offerTtlSecs", "10"),
+            ("market.claimWaitSecs", "5"),
+            ("market.taskTimeoutSecs", "60"),
+            ("market.replayWindowSecs", "60"),
+            ("market.issuerKeys", &"ab".repeat(32)),
+            ("market.abortOnStop", "true"),
             ("compliance.requireApproval", "off"),
             ("compliance.allowAutoApprove", "yes"),
             ("compliance.allowedModels", "claude-haiku-4-5"),
@@ -276,7 +291,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 31);
+        assert_eq!(names.len(), 46);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

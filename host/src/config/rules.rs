@@ -61,6 +61,8 @@ pub(super) enum TextRule {
     EnvVarOrEmpty,
     /// Empty, or a file path.
     PathOrEmpty,
+    /// Empty, or a name without spaces.
+    NameOrEmpty,
     /// An http:// or https:// base URL with a host and no path, query or
     /// fragment (the gateway appends `/v1/messages`).
     BaseUrl,
@@ -72,6 +74,7 @@ impl TextRule {
             TextRule::Name { .. } => is_name(text),
             TextRule::EnvVarOrEmpty => text.is_empty() || is_env_var(text),
             TextRule::PathOrEmpty => !text.chars().any(char::is_control),
+            TextRule::NameOrEmpty => text.is_empty() || is_name(text),
             TextRule::BaseUrl => is_base_url(text),
         }
     }
@@ -86,6 +89,9 @@ impl TextRule {
                 .to_string(),
             TextRule::PathOrEmpty => {
                 "a file path without control characters, or empty for none".to_string()
+            }
+            TextRule::NameOrEmpty => {
+                "a name without spaces or commas, or empty for none".to_string()
             }
             TextRule::BaseUrl => "an http:// or https:// URL with a host and no path, \
                  e.g. https://api.anthropic.com"
@@ -102,6 +108,8 @@ pub(super) enum ListRule {
     Models,
     /// Any number of NATS server URLs.
     NatsUrls,
+    /// Any number of node ids (64 lowercase hex characters each).
+    NodeIds,
 }
 
 const NATS_SCHEMES: [&str; 2] = ["nats://", "tls://"];
@@ -111,6 +119,7 @@ impl ListRule {
         match self {
             ListRule::Models => !items.is_empty() && items.iter().all(|item| is_name(item)),
             ListRule::NatsUrls => items.iter().all(|item| is_nats_url(item)),
+            ListRule::NodeIds => items.iter().all(|item| is_node_id(item)),
         }
     }
 
@@ -121,6 +130,9 @@ impl ListRule {
                 .to_string(),
             ListRule::NatsUrls => "a comma-separated list of URLs starting with nats:// \
                  or tls://, or empty for none"
+                .to_string(),
+            ListRule::NodeIds => "a comma-separated list of node ids (64 lowercase hex \
+                 characters each, as `keys show` prints them), or empty for none"
                 .to_string(),
         }
     }
@@ -139,6 +151,10 @@ fn is_env_var(text: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
         && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_node_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn is_nats_url(text: &str) -> bool {
@@ -216,5 +232,9 @@ mod tests {
         assert!(!ListRule::NatsUrls.accepts(&list(&["http://h"])));
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://"])));
         assert!(!ListRule::NatsUrls.accepts(&list(&["nats://a,nats://b"])));
+        assert!(ListRule::NodeIds.accepts(&list(&[])));
+        assert!(ListRule::NodeIds.accepts(&list(&[&"ab".repeat(32)])));
+        assert!(!ListRule::NodeIds.accepts(&list(&[&"AB".repeat(32)])));
+        assert!(!ListRule::NodeIds.accepts(&list(&["abc"])));
     }
 }

@@ -106,6 +106,26 @@ pub struct MarketSettings {
     pub base_price: u64,
     pub price_per_kilo_token: u64,
     pub max_bid_price: u64,
+    /// Empty means no user/password authentication.
+    pub user: String,
+    pub password_env: String,
+    pub token_env: String,
+    /// Empty means none.
+    pub nkey_seed_file: String,
+    /// Empty means none.
+    pub tls_ca_file: String,
+    /// Empty means none.
+    pub tls_cert_file: String,
+    /// Empty means none.
+    pub tls_key_file: String,
+    pub replicas: u32,
+    pub slots: u32,
+    pub offer_ttl_secs: u32,
+    pub claim_wait_secs: u32,
+    pub task_timeout_secs: u32,
+    pub replay_window_secs: u32,
+    pub issuer_keys: Vec<String>,
+    pub abort_on_stop: bool,
 }
 
 impl Default for MarketSettings {
@@ -115,6 +135,21 @@ impl Default for MarketSettings {
             base_price: 10,
             price_per_kilo_token: 2,
             max_bid_price: 100,
+            user: String::new(),
+            password_env: "CMM_NATS_PASSWORD".to_string(),
+            token_env: "CMM_NATS_TOKEN".to_string(),
+            nkey_seed_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            replicas: 1,
+            slots: 1,
+            offer_ttl_secs: 30,
+            claim_wait_secs: 30,
+            task_timeout_secs: 300,
+            replay_window_secs: 300,
+            issuer_keys: Vec::new(),
+            abort_on_stop: false,
         }
     }
 }

@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0003_policy_bundles",
         sql: include_str!("migrations/0003_policy_bundles.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_market",
+        sql: include_str!("migrations/0004_market.sql"),
+    },
 ];
 
 /// The newest schema version this build can read and write.

@@ -7,7 +7,7 @@
 //!
 //! Layout: `migrate` brings the schema up to date; `chain` is the pure hashing
 //! and verification of the audit log and `audit` its SQL; `consent`, `usage`,
-//! `jobs`, `admission`, `policies` and `bundles` each own their tables; `runs` moves an
+//! `jobs`, `admission`, `policies`, `bundles` and `market` each own their tables; `runs` moves an
 //! admitted job through its run.
 
 mod admission;
@@ -17,6 +17,7 @@ mod chain;
 mod consent;
 mod error;
 mod jobs;
+mod market;
 mod migrate;
 mod policies;
 mod runs;
@@ -40,6 +41,7 @@ pub use consent::{ConsentEvent, ConsentState};
 use error::During;
 pub use error::StoreError;
 pub use jobs::{HostProcess, JobRow};
+pub use market::{MarketTaskRow, Step as MarketStep};
 pub use policies::{ActivePolicy, POLICY_ROLES};
 pub use runs::{JobEnd, MeteredUsage};
 pub use usage::UsageSnapshot;
