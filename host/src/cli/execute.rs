@@ -1,5 +1,5 @@
 //! `execute (--prompt TEXT | --file PATH) [--model M] [--max-tokens N]
-//! [--approve-all] [--timeout SECS] [--dry-run]`
+//! [--approve-all] [--timeout SECS] [--dry-run | --market [--max-price N]]`
 //!
 //! The job's answer streams to stdout as it arrives (its stderr to stderr);
 //! a summary line follows on stderr. With --json nothing streams: one
@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::ops::execute::{AskDetails, DryRun, ExecuteOptions, PromptSource};
+use crate::ops::market::{MarketExecuteOptions, MarketProgress};
 use crate::ops::{self, Context, JobReport};
 use crate::policy::Outcome;
 use crate::runner::Stream;
@@ -38,8 +39,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
     timeout: Option<u32>,
     /// Run the policy pipeline and print each role's decision; run nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "market")]
     dry_run: bool,
+    /// Run the job on a peer through the market instead of here.
+    #[arg(long)]
+    market: bool,
+    /// With --market: the most to pay in RUV (never above market.maxBidPrice).
+    #[arg(long, value_name = "N", requires = "market")]
+    max_price: Option<u64>,
 }
 
 pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Finish> {
@@ -57,6 +64,16 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
         timeout_secs: args.timeout,
     };
     let mut ctx = Context::open(home)?;
+    if args.market {
+        let opts = MarketExecuteOptions {
+            prompt: opts.prompt,
+            model: opts.model,
+            max_tokens: opts.max_tokens,
+            max_price: args.max_price,
+            timeout_secs: opts.timeout_secs,
+        };
+        return run_on_market(&mut ctx, &opts, out);
+    }
     if !dry_run {
         return run_job(&mut ctx, &opts, out);
     }
@@ -66,6 +83,69 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
         Finish::Denied
     } else {
         Finish::Done
+    })
+}
+
+/// Progress on stderr as the task moves; the result on stdout when it
+/// comes (with --json, one document at the end).
+fn run_on_market(
+    ctx: &mut Context,
+    opts: &MarketExecuteOptions,
+    out: &Output,
+) -> anyhow::Result<Finish> {
+    let quiet = out.json();
+    let run = ops::market::execute(ctx, opts, &mut |p| {
+        if quiet {
+            return;
+        }
+        let line = match p {
+            MarketProgress::Posted {
+                task,
+                bid,
+                candidates,
+            } => format!(
+                "task {task} posted: bid up to {bid} RUV, {} candidate provider(s)",
+                candidates.len()
+            ),
+            MarketProgress::Claimed { provider, price } => {
+                format!("claimed by {} at {price} RUV", short(provider))
+            }
+            MarketProgress::Locked { amount } => format!("{amount} RUV locked in escrow"),
+            MarketProgress::Running => "running on the provider".to_owned(),
+        };
+        eprintln!("{line}");
+    })?;
+    out.emit(&run, |w| {
+        write!(w, "{}", run.output)?;
+        if !run.output.is_empty() && !run.output.ends_with('\n') {
+            writeln!(w)?;
+        }
+        Ok(())
+    })?;
+    if !quiet {
+        let price = run
+            .price
+            .map(|p| format!(" for {p} RUV"))
+            .unwrap_or_default();
+        let by = run
+            .provider
+            .as_deref()
+            .map(|p| format!(" by {}", short(p)))
+            .unwrap_or_default();
+        let detail = run
+            .detail
+            .as_deref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        eprintln!(
+            "task {} {}{by}{price} in {} ms ({} in / {} out tokens){detail}",
+            run.task, run.outcome, run.elapsed_ms, run.input_tokens, run.output_tokens
+        );
+    }
+    Ok(if run.completed() {
+        Finish::Done
+    } else {
+        Finish::Failed
     })
 }
 

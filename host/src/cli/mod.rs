@@ -14,6 +14,7 @@ mod health;
 mod keys;
 mod limits;
 mod logs;
+mod market;
 mod opt_in;
 mod opt_out;
 mod output;
@@ -99,6 +100,15 @@ pub enum Command {
     /// List, inspect or swap the policy plugins.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Publish this node's offer on the market once (`serve` keeps it alive).
+    Advertise(market::OfferArgs),
+    /// Run as a market provider: keep the offer alive, take tasks, return results.
+    Serve(market::ServeArgs),
+    /// Change the bid on a task this node posted that is still open.
+    Bid(market::BidArgs),
+    /// The market: offers, tasks, stats, balance, ledger, results, grants.
+    #[command(subcommand)]
+    Market(market::Command),
 }
 
 /// How a command that ran to completion ended.
@@ -136,5 +146,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Decrypt(args) => crypt::decrypt(home, args, &out),
         Command::Audit(args) => audit::run(home, args, &out),
         Command::Policy(cmd) => policy::run(home, cmd, &out),
+        Command::Advertise(args) => market::advertise(home, args, &out),
+        Command::Serve(args) => market::serve(home, args, &out),
+        Command::Bid(args) => market::bid(home, args, &out),
+        Command::Market(cmd) => market::run(home, cmd, &out),
     }
 }

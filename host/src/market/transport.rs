@@ -217,8 +217,8 @@ impl Transport {
             })
     }
 
-    /// Every live offer: (server time in Unix ms, bytes).
-    pub async fn offers(&self) -> Result<Vec<(i64, Bytes)>, MarketError> {
+    /// Every live offer: (key, server time in Unix ms, bytes).
+    pub async fn offers(&self) -> Result<Vec<(String, i64, Bytes)>, MarketError> {
         let read = |detail: String| MarketError::Read {
             what: format!("the offers in {OFFERS_BUCKET}"),
             detail,
@@ -232,11 +232,11 @@ impl Transport {
         for name in names {
             let entry = self
                 .offers
-                .entry(name)
+                .entry(name.clone())
                 .await
                 .map_err(|e| read(e.to_string()))?;
             if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                offers.push((unix_ms(entry.created), entry.value));
+                offers.push((name, unix_ms(entry.created), entry.value));
             }
         }
         Ok(offers)

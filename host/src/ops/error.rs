@@ -88,6 +88,16 @@ pub enum OpsError {
     LooseRefused { role: String },
     #[error("could not fetch {url}: {detail}")]
     Fetch { url: String, detail: String },
+    #[error(transparent)]
+    Market(#[from] crate::market::MarketError),
+    #[error("no offer on the market fits this task: {reasons}")]
+    NoOffer { reasons: String },
+    #[error(
+        "this node has {available} RUV available and the task needs up to {needed}; ask the market's issuer for a grant (`market grant`) or lower --max-price"
+    )]
+    InsufficientBalance { available: u64, needed: u64 },
+    #[error("no task {task} on the market{hint}")]
+    UnknownTask { task: String, hint: String },
 }
 
 impl OpsError {

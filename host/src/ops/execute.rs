@@ -238,7 +238,7 @@ async fn cancel_on_signals(cancel: CancellationToken) -> tokio::task::JoinHandle
     })
 }
 
-fn admitted(
+pub(super) fn admitted(
     job: &Job,
     snapshot: UsageSnapshot,
     roles: &[RoleDecision],
@@ -257,7 +257,7 @@ fn admitted(
 }
 
 /// The prompt as text: the Messages API takes UTF-8.
-fn prompt_text(source: &PromptSource) -> Result<String, OpsError> {
+pub(super) fn prompt_text(source: &PromptSource) -> Result<String, OpsError> {
     String::from_utf8(read_prompt(source)?).map_err(|_| OpsError::InvalidInput {
         what: "the prompt is not UTF-8 text; the Messages API takes text".into(),
     })
@@ -293,7 +293,7 @@ fn admit_with(
 
 /// The owner answered approval's ask with yes: approval's part becomes an
 /// allow that says so. Denials by any role stand.
-fn approve_at_prompt(decision: &mut PipelineDecision) {
+pub(super) fn approve_at_prompt(decision: &mut PipelineDecision) {
     for role in &mut decision.roles {
         if role.outcome == Outcome::Ask {
             role.outcome = Outcome::Allow;
@@ -308,7 +308,7 @@ fn approve_at_prompt(decision: &mut PipelineDecision) {
     }
 }
 
-fn require_consent(ctx: &Context) -> Result<(), OpsError> {
+pub(super) fn require_consent(ctx: &Context) -> Result<(), OpsError> {
     let consent = ctx.store.consent_state()?;
     super::terms::require_current(&consent)?;
     if !(consent.opted_in && consent.claude_jobs) {
@@ -350,7 +350,7 @@ fn describe(ctx: &Context, opts: &ExecuteOptions, prompt: &[u8]) -> (Job, NewJob
     (job, new_job)
 }
 
-fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
+pub(super) fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
     let prompt = match source {
         PromptSource::Text(text) => text.clone().into_bytes(),
         PromptSource::File(path) => std::fs::read(path).map_err(|source| OpsError::Read {
@@ -366,7 +366,7 @@ fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
     Ok(prompt)
 }
 
-fn new_job_id() -> String {
+pub(super) fn new_job_id() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
@@ -387,7 +387,7 @@ fn decision_input(
     }
 }
 
-fn limits_of(ctx: &Context) -> ConfiguredLimits {
+pub(super) fn limits_of(ctx: &Context) -> ConfiguredLimits {
     let l = &ctx.settings.limits;
     ConfiguredLimits {
         daily_tasks: l.daily_tasks,
@@ -398,7 +398,7 @@ fn limits_of(ctx: &Context) -> ConfiguredLimits {
     }
 }
 
-fn usage_of(snapshot: &UsageSnapshot, limits: ConfiguredLimits) -> Usage {
+pub(super) fn usage_of(snapshot: &UsageSnapshot, limits: ConfiguredLimits) -> Usage {
     Usage {
         tasks_today: snapshot.tasks_today,
         tokens_today: snapshot.tokens_today,
@@ -419,7 +419,7 @@ fn local_market() -> MarketContext {
     }
 }
 
-fn summary(job: &Job) -> JobSummary {
+pub(super) fn summary(job: &Job) -> JobSummary {
     JobSummary {
         id: job.id.clone(),
         model: job.model.clone(),
@@ -432,7 +432,7 @@ fn summary(job: &Job) -> JobSummary {
 
 /// The pipeline's decision in the store's terms. An `ask` is not an admission:
 /// only the CLI's interactive prompt can turn it into one.
-fn verdict(decision: &PipelineDecision) -> Verdict {
+pub(super) fn verdict(decision: &PipelineDecision) -> Verdict {
     let grant = decision.grant();
     Verdict {
         outcome: decision.decision,
@@ -457,7 +457,7 @@ fn verdict(decision: &PipelineDecision) -> Verdict {
 }
 
 /// The reasons of every role that did not allow, for the error message.
-fn reasons(decision: &PipelineDecision) -> String {
+pub(super) fn reasons(decision: &PipelineDecision) -> String {
     decision
         .roles
         .iter()

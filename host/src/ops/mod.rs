@@ -21,6 +21,7 @@ pub mod keys;
 mod labels;
 pub mod limits;
 pub mod logs;
+pub mod market;
 pub mod opt_in;
 pub mod opt_out;
 pub mod policy;

@@ -1,0 +1,254 @@
+//! Market operations: `advertise` and `serve` (the provider), `execute
+//! --market` and `bid` (the requester), the views (`market offers`,
+//! `tasks`, `stats`, `balance`, `ledger`, `result`) and `market grant` (an
+//! issuer's). This file holds what they share: connecting, signing and
+//! publishing, checking what comes in, and replaying the ledger.
+
+mod grant;
+mod provider;
+mod requester;
+mod views;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+
+use crate::config::MarketSettings;
+use crate::crypto::NodeKey;
+use crate::market::message::{self, DropReason, Signed};
+use crate::market::reputation::{self, Reputation};
+use crate::market::transport::{Auth, LEDGER_STREAM, Tls};
+use crate::market::types::{Body, Offer};
+use crate::market::{Connection, Ledger, MarketError, Transport};
+use crate::store::Store;
+
+use super::{Context, OpsError, keys};
+
+pub use grant::{Granted, grant};
+pub use provider::{
+    AdvertiseOptions, Advertised, ServeEvent, ServeOptions, ServeSummary, advertise, serve,
+};
+pub use requester::{BidPlaced, MarketExecuteOptions, MarketProgress, MarketRun, bid, execute};
+pub use views::{
+    Balance, LedgerView, MarketStats, OfferView, ResultView, TaskView, balance, ledger, offers,
+    result, stats, tasks,
+};
+
+/// The connection settings in `[market]`, with secrets read from where the
+/// settings say they are (never from the settings file itself).
+fn connection(settings: &MarketSettings) -> Result<Connection, OpsError> {
+    let env = |name: &str| {
+        (!name.is_empty())
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    };
+    let auth = if !settings.nkey_seed_file.is_empty() {
+        let path = PathBuf::from(&settings.nkey_seed_file);
+        let seed = std::fs::read_to_string(&path).map_err(|source| OpsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Auth::NkeySeed(seed.trim().to_owned())
+    } else if !settings.user.is_empty() {
+        let password = env(&settings.password_env).ok_or_else(|| OpsError::InvalidInput {
+            what: format!(
+                "market.user is set but the password variable {} is not; export it or set market.passwordEnv",
+                settings.password_env
+            ),
+        })?;
+        Auth::UserPassword {
+            user: settings.user.clone(),
+            password,
+        }
+    } else if let Some(token) = env(&settings.token_env) {
+        Auth::Token(token)
+    } else {
+        Auth::None
+    };
+    let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+    Ok(Connection {
+        urls: settings.url.clone(),
+        auth,
+        tls: Tls {
+            ca_file: path(&settings.tls_ca_file),
+            cert_file: path(&settings.tls_cert_file),
+            key_file: path(&settings.tls_key_file),
+        },
+        replicas: settings.replicas as usize,
+        offer_ttl: Duration::from_secs(u64::from(settings.offer_ttl_secs)),
+    })
+}
+
+/// This node on the market: its key and a connection.
+struct Peer {
+    key: NodeKey,
+    transport: Transport,
+    settings: MarketSettings,
+}
+
+impl Peer {
+    /// Connects (refusing at once when `market.url` is empty).
+    fn connect(ctx: &mut Context, runtime: &tokio::runtime::Runtime) -> Result<Peer, OpsError> {
+        let settings = ctx.settings.market.clone();
+        if settings.url.is_empty() {
+            return Err(MarketError::NotConfigured.into());
+        }
+        let conn = connection(&settings)?;
+        let (key, _, _) = keys::current(ctx)?;
+        let transport = runtime.block_on(Transport::connect(&conn))?;
+        Ok(Peer {
+            key,
+            transport,
+            settings,
+        })
+    }
+
+    fn node(&self) -> String {
+        self.key.node_id()
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::from(self.settings.replay_window_secs) * 1000
+    }
+
+    fn ledger(&self) -> Ledger {
+        Ledger::new(self.settings.issuer_keys.clone(), self.window_ms())
+    }
+
+    /// Signs `body` and publishes it where its kind belongs.
+    async fn publish(&self, body: Body) -> Result<String, OpsError> {
+        let subject = subject_of(&body);
+        let (bytes, id) = message::seal(&self.key, body)?;
+        self.transport.publish(&subject, &id, bytes).await?;
+        Ok(id)
+    }
+}
+
+/// Where each kind of message is published.
+fn subject_of(body: &Body) -> String {
+    match body {
+        Body::Task(t) => format!("cmm.task.{}", t.task),
+        Body::Bid(b) => format!("cmm.bid.{}", b.task),
+        Body::Status(s) => format!("cmm.status.{}", s.task),
+        Body::Result(r) => format!("cmm.result.{}", r.task),
+        Body::Grant(g) => format!("cmm.ledger.grant.{}", g.grant),
+        Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),
+        Body::Release(r) => format!("cmm.ledger.release.{}", r.task),
+        Body::Refund(r) => format!("cmm.ledger.refund.{}", r.task),
+        // Offers and claims live in buckets, not streams.
+        Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),
+    }
+}
+
+/// Reads the ledger entries stored after the last one `ledger` applied.
+async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
+    let from = ledger.last_seq() + 1;
+    for stored in transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await? {
+        let opened = message::open(&stored.bytes);
+        ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
+    }
+    Ok(())
+}
+
+/// Opens a message read from the market at server time `at`, refusing it
+/// (and counting why) unless it verifies, is fresh, and is signed by
+/// `expected` when given.
+fn accept(
+    store: &mut Store,
+    bytes: &[u8],
+    at: i64,
+    window_ms: i64,
+    expected: Option<&str>,
+) -> Option<Signed> {
+    let checked = message::open(bytes).and_then(|m| {
+        if (m.ts - at).abs() > window_ms {
+            Err(DropReason::Stale)
+        } else if expected.is_some_and(|who| who != m.from) {
+            Err(DropReason::NotAuthorised)
+        } else {
+            Ok(m)
+        }
+    });
+    checked
+        .inspect_err(|reason| count_drop(store, *reason))
+        .ok()
+}
+
+fn count_drop(store: &mut Store, reason: DropReason) {
+    tracing::warn!(%reason, "dropped a market message");
+    if let Err(e) = store.count_market_drop(reason.as_str()) {
+        tracing::warn!(error = %e, "could not count a dropped market message");
+    }
+}
+
+/// A verified live offer.
+#[derive(Debug, Clone)]
+struct LiveOffer {
+    node: String,
+    key: crate::crypto::PublicKey,
+    offer: Offer,
+    /// Server time of the offer's last refresh (Unix ms).
+    at: i64,
+}
+
+/// The offers on the market that verify: each signed by the node it is
+/// filed under, and fresh.
+async fn live_offers(peer: &Peer, store: &mut Store) -> Result<Vec<LiveOffer>, OpsError> {
+    let mut out = Vec::new();
+    for (node, at, bytes) in peer.transport.offers().await? {
+        let Some(msg) = accept(store, &bytes, at, peer.window_ms(), Some(&node)) else {
+            continue;
+        };
+        if let Body::Offer(offer) = msg.body {
+            out.push(LiveOffer {
+                node,
+                key: msg.key,
+                offer,
+                at,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(out)
+}
+
+fn reputations(ledger: &Ledger) -> BTreeMap<String, Reputation> {
+    reputation::all(ledger)
+}
+
+fn reputation_of(reps: &BTreeMap<String, Reputation>, node: &str) -> Reputation {
+    reps.get(node).cloned().unwrap_or_else(reputation::neutral)
+}
+
+/// The first 12 characters of a node id, for people.
+fn short(node: &str) -> String {
+    node.chars().take(12).collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+fn unb64(text: &str, what: &str) -> Result<Vec<u8>, OpsError> {
+    B64.decode(text).map_err(|_| OpsError::InvalidInput {
+        what: format!("{what} is not valid base64"),
+    })
+}
+
+/// A number of seconds as a `Duration` in milliseconds, for deadlines.
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+/// How long to wait between looks at the market while waiting.
+const POLL: Duration = Duration::from_millis(150);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub short: String,
+}

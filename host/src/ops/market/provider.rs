@@ -1,0 +1,742 @@
+//! The provider: `advertise` publishes an offer once; `serve` keeps it
+//! alive, watches for tasks addressed to this node, decides on each with
+//! the active policies (approval, limits, compliance, pricing), claims the
+//! ones it takes, waits for the requester's lock, runs the job through the
+//! same Docker + gateway path as a local `execute`, and returns the result
+//! encrypted to the requester.
+//!
+//! Each task is handled on its own thread with its own database connection
+//! and a pipeline built for it, so a policy changed while serving applies
+//! to the next task and never to one already running. A task id is the job
+//! id, and the store refuses to admit a job id twice: a redelivered task is
+//! never run twice.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::market::message::{self, now_ms};
+use crate::market::reputation;
+use crate::market::transport::{Start, TASKS_STREAM};
+use crate::market::types::{
+    Body, Claim, Offer, Refund, RefundReason, Status, Task, TaskResult, TaskState,
+};
+use crate::market::{ClaimOutcome, Ledger, Signed};
+use crate::policy::{
+    CredentialKind, DecisionInput, Job, JobSource, MarketContext, Outcome, PipelineDecision, Role,
+};
+use crate::runner::{Docker, RunnerError, Stream};
+use crate::store::{Admission, JobEnd, MarketStep, NewJob};
+
+use super::super::context::runtime;
+use super::super::execute::{
+    Admitted, admitted, limits_of, reasons, require_consent, usage_of, verdict,
+};
+use super::super::job_run::{self, RunPlan};
+use super::super::limits::today;
+use super::super::{Context, OpsError, facts, keys, policy, process};
+use super::{POLL, Peer, accept, b64, catch_up, secs, unb64};
+
+/// The most output a market job returns; the rest stays in the provider's log.
+const MAX_RESULT_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct AdvertiseOptions {
+    /// Defaults to `market.slots`.
+    pub slots: Option<u32>,
+    /// Defaults to what the pricing policy quotes for a job of
+    /// `limits.maxTokensPerTask`.
+    pub price: Option<u64>,
+    /// Defaults to `compliance.allowedModels`.
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Advertised {
+    pub node: String,
+    #[serde(flatten)]
+    pub offer: Offer,
+    /// Seconds the offer lives unless refreshed (`serve` refreshes it).
+    pub ttl_secs: u32,
+}
+
+/// Publishes this node's offer once.
+pub fn advertise(ctx: &mut Context, opts: &AdvertiseOptions) -> Result<Advertised, OpsError> {
+    let rt = runtime()?;
+    let peer = Peer::connect(ctx, &rt)?;
+    let offer = offer(ctx, opts, 0)?;
+    put_offer(ctx, &rt, &peer, &offer)?;
+    Ok(Advertised {
+        node: peer.node(),
+        offer,
+        ttl_secs: peer.settings.offer_ttl_secs,
+    })
+}
+
+fn put_offer(
+    ctx: &mut Context,
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    offer: &Offer,
+) -> Result<(), OpsError> {
+    ctx.store.append_audit(
+        "market.offer",
+        &peer.node(),
+        &serde_json::to_value(offer).unwrap_or_default(),
+    )?;
+    let (bytes, _) = message::seal(&peer.key, Body::Offer(offer.clone()))?;
+    rt.block_on(peer.transport.put_offer(&peer.node(), bytes))?;
+    Ok(())
+}
+
+/// The offer from the options and the node's settings; the price, unless
+/// given, is the pricing policy's quote for a job of the largest size this
+/// node grants, at the given load.
+fn offer(ctx: &Context, opts: &AdvertiseOptions, busy: u32) -> Result<Offer, OpsError> {
+    let slots = opts.slots.unwrap_or(ctx.settings.market.slots).max(1);
+    let max_tokens = ctx.settings.limits.max_tokens_per_task;
+    let models = opts
+        .models
+        .clone()
+        .unwrap_or_else(|| ctx.settings.compliance.allowed_models.clone());
+    let price = match opts.price {
+        Some(price) => price,
+        None => {
+            let engine = ctx.engine()?;
+            let mut pipeline = policy::pipeline(ctx, &engine)?;
+            let job = Job {
+                id: "offer".into(),
+                requester: "market".into(),
+                model: models.first().cloned().unwrap_or_default(),
+                max_tokens,
+                prompt_bytes: 0,
+                prompt_sha256: String::new(),
+                image: ctx.settings.docker.image.clone(),
+                source: JobSource::Market,
+                credential: CredentialKind::ApiKey,
+                pre_approved: false,
+                labels: Vec::new(),
+            };
+            let usage = ctx.store.usage_snapshot(today())?;
+            let input = DecisionInput {
+                job,
+                usage: usage_of(&usage, limits_of(ctx)),
+                market: MarketContext {
+                    slots,
+                    load: f64::from(busy) / f64::from(slots),
+                    reputation: 0.5,
+                    offered_price: None,
+                    asked_price: None,
+                },
+                facts: Vec::new(),
+            };
+            let decision = pipeline.decide_role(Role::Pricing, &input);
+            decision
+                .quote
+                .map(|q| q.price)
+                .ok_or_else(|| OpsError::Denied {
+                    reason: format!(
+                        "pricing gave no quote for the offer ({}); pass --price",
+                        decision.reason.as_deref().unwrap_or("no reason given")
+                    ),
+                })?
+        }
+    };
+    Ok(Offer {
+        slots,
+        busy,
+        price,
+        models,
+        max_tokens,
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub advertise: AdvertiseOptions,
+    /// Ask approval to let market jobs run without the owner at a prompt
+    /// (honoured only where `compliance.allowAutoApprove` lets it).
+    pub approve_all: bool,
+    /// Stop after this many tasks have been handled (for scripts and tests).
+    pub max_tasks: Option<u32>,
+}
+
+/// What `serve` reports as it goes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum ServeEvent {
+    Serving {
+        node: String,
+        #[serde(flatten)]
+        offer: Offer,
+    },
+    Skipped {
+        task: String,
+        reason: String,
+    },
+    Claimed {
+        task: String,
+        requester: String,
+        price: u64,
+    },
+    Lost {
+        task: String,
+        reason: String,
+    },
+    Finished {
+        task: String,
+        state: String,
+        output_tokens: u64,
+        elapsed_ms: u64,
+    },
+    Failed {
+        task: String,
+        reason: String,
+    },
+    Stopping {
+        running: u32,
+        abort: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServeSummary {
+    pub handled: u32,
+    pub completed: u32,
+}
+
+/// What every task handler shares.
+struct Shared {
+    home: PathBuf,
+    peer: Peer,
+    ledger: Mutex<Ledger>,
+    approve_all: bool,
+    offer: Offer,
+    busy: AtomicU32,
+    cancel: CancellationToken,
+    events: mpsc::Sender<ServeEvent>,
+}
+
+/// Runs the provider until SIGTERM or Ctrl-C (or `max_tasks`), reporting
+/// to `report` as it goes.
+pub fn serve(
+    ctx: &mut Context,
+    opts: &ServeOptions,
+    report: &mut dyn FnMut(&ServeEvent),
+) -> Result<ServeSummary, OpsError> {
+    require_consent(ctx)?;
+    ctx.api_key()?;
+    let rt = runtime()?;
+    let docker = rt.block_on(Docker::connect())?;
+    let image = ctx.settings.docker.image.clone();
+    if rt.block_on(docker.image(&image))?.is_none() {
+        return Err(RunnerError::ImageMissing { image }.into());
+    }
+    let peer = Peer::connect(ctx, &rt)?;
+    let offer = offer(ctx, &opts.advertise, 0)?;
+    put_offer(ctx, &rt, &peer, &offer)?;
+    let (events, received) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        home: ctx.home.root().to_path_buf(),
+        ledger: Mutex::new(peer.ledger()),
+        peer,
+        approve_all: opts.approve_all,
+        offer: offer.clone(),
+        busy: AtomicU32::new(0),
+        cancel: CancellationToken::new(),
+        events,
+    });
+    report(&ServeEvent::Serving {
+        node: shared.peer.node(),
+        offer,
+    });
+    let summary = rt.block_on(serve_loop(ctx, &shared, opts, &received, report));
+    // Withdraw first: no requester should pick a node that is leaving.
+    if let Err(e) = rt.block_on(shared.peer.transport.withdraw_offer(&shared.peer.node())) {
+        tracing::warn!(error = %e, "could not withdraw the offer");
+    }
+    let running = shared.busy.load(Ordering::SeqCst);
+    let abort = shared.peer.settings.abort_on_stop;
+    report(&ServeEvent::Stopping { running, abort });
+    if abort {
+        shared.cancel.cancel();
+    }
+    let mut summary = summary?;
+    while shared.busy.load(Ordering::SeqCst) > 0 {
+        if let Ok(event) = received.recv_timeout(Duration::from_millis(200)) {
+            tally(&mut summary, &event);
+            report(&event);
+        }
+    }
+    while let Ok(event) = received.try_recv() {
+        tally(&mut summary, &event);
+        report(&event);
+    }
+    ctx.store
+        .append_audit("market.serve-stopped", &shared.peer.node(), &json!(summary))?;
+    Ok(summary)
+}
+
+fn tally(summary: &mut ServeSummary, event: &ServeEvent) {
+    match event {
+        ServeEvent::Finished { state, .. } => {
+            summary.handled += 1;
+            if state == "finished" {
+                summary.completed += 1;
+            }
+        }
+        ServeEvent::Failed { .. } | ServeEvent::Lost { .. } => summary.handled += 1,
+        _ => {}
+    }
+}
+
+async fn serve_loop(
+    ctx: &mut Context,
+    shared: &Arc<Shared>,
+    opts: &ServeOptions,
+    received: &mpsc::Receiver<ServeEvent>,
+    report: &mut dyn FnMut(&ServeEvent),
+) -> Result<ServeSummary, OpsError> {
+    let peer = &shared.peer;
+    let since = now_ms() - i64::from(peer.settings.claim_wait_secs) * 1000;
+    let mut tasks = peer
+        .transport
+        .watch(TASKS_STREAM, "cmm.task.*", Start::Since(since))
+        .await?;
+    let mut refresh = tokio::time::interval(secs(peer.settings.offer_ttl_secs) / 3);
+    let mut drain = tokio::time::interval(Duration::from_millis(100));
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|source| OpsError::Runtime { source })?;
+    let mut summary = ServeSummary::default();
+    let mut last_busy = 0;
+    loop {
+        if opts.max_tasks.is_some_and(|max| summary.handled >= max) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = refresh.tick() => {
+                let busy = shared.busy.load(Ordering::SeqCst);
+                let offer = Offer { busy, ..shared.offer.clone() };
+                match message::seal(&peer.key, Body::Offer(offer)) {
+                    Ok((bytes, _)) => {
+                        if let Err(e) = peer.transport.put_offer(&peer.node(), bytes).await {
+                            tracing::warn!(error = %e, "could not refresh the offer");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not sign the offer"),
+                }
+                if busy != last_busy {
+                    last_busy = busy;
+                }
+            }
+            _ = drain.tick() => {
+                while let Ok(event) = received.try_recv() {
+                    tally(&mut summary, &event);
+                    report(&event);
+                }
+            }
+            next = tasks.next() => {
+                let Some(stored) = next else { break };
+                let stored = match stored {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading tasks failed");
+                        continue;
+                    }
+                };
+                let Some(msg) = accept(&mut ctx.store, &stored.bytes, stored.at, peer.window_ms(), None) else {
+                    continue;
+                };
+                let Body::Task(task) = msg.body.clone() else { continue };
+                if !task.candidates.contains(&peer.node()) || msg.from == peer.node() {
+                    continue;
+                }
+                if ctx.store.market_task(&task.task)?.is_some() {
+                    continue;
+                }
+                if shared.busy.load(Ordering::SeqCst) >= shared.offer.slots {
+                    report(&ServeEvent::Skipped { task: task.task.clone(), reason: "every slot is busy".into() });
+                    continue;
+                }
+                shared.busy.fetch_add(1, Ordering::SeqCst);
+                let handler = Arc::clone(shared);
+                std::thread::spawn(move || {
+                    let id = task.task.clone();
+                    let event = take(&handler, &msg, task).unwrap_or_else(|e| ServeEvent::Failed {
+                        task: id,
+                        reason: e.to_string(),
+                    });
+                    let _ = handler.events.send(event);
+                    handler.busy.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Handles one task from decision to delivered result.
+fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsError> {
+    let rt = runtime()?;
+    let mut ctx = Context::open(Some(shared.home.clone()))?;
+    let peer = &shared.peer;
+    let (api_key, _) = ctx.api_key()?;
+    let docker = rt.block_on(Docker::connect())?;
+
+    let requester_rep = {
+        let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+        reputation::of(&ledger, &msg.from).as_requester
+    };
+    let job = Job {
+        id: task.task.clone(),
+        requester: msg.from.clone(),
+        model: task.model.clone(),
+        max_tokens: task.max_tokens,
+        prompt_bytes: task.prompt_bytes,
+        prompt_sha256: task.prompt_sha256.clone(),
+        image: ctx.settings.docker.image.clone(),
+        source: JobSource::Market,
+        credential: CredentialKind::ApiKey,
+        pre_approved: shared.approve_all,
+        labels: Vec::new(),
+    };
+    let new_job = NewJob {
+        id: job.id.clone(),
+        model: job.model.clone(),
+        max_tokens: job.max_tokens,
+        prompt_bytes: job.prompt_bytes,
+        prompt_sha256: job.prompt_sha256.clone(),
+        source: "market".into(),
+        requester: job.requester.clone(),
+        host: Some(process::current()),
+    };
+    let market = MarketContext {
+        slots: shared.offer.slots,
+        load: f64::from(shared.busy.load(Ordering::SeqCst).saturating_sub(1))
+            / f64::from(shared.offer.slots),
+        reputation: requester_rep,
+        offered_price: Some(shared.offer.price),
+        asked_price: Some(task.bid),
+    };
+    let (decided, price) = match decide(&mut ctx, &job, &new_job, market, task.bid)? {
+        Ok(taken) => taken,
+        Err(reason) => {
+            return Ok(ServeEvent::Skipped {
+                task: task.task,
+                reason: format!("refused by policy: {reason}"),
+            });
+        }
+    };
+
+    // The claim: exactly one provider's create succeeds.
+    let claim = Claim {
+        task: task.task.clone(),
+        requester: msg.from.clone(),
+        price,
+    };
+    let step = MarketStep {
+        task: &task.task,
+        role: "provider",
+        counterpart: Some(&msg.from),
+        price: Some(price),
+        state: "claiming",
+        detail: None,
+    };
+    ctx.store
+        .market_step(step, "market.claim", &json!({ "claim": claim }))?;
+    let (bytes, _) = message::seal(&peer.key, Body::Claim(claim))?;
+    if let ClaimOutcome::Lost(_) = rt.block_on(peer.transport.claim(&task.task, bytes))? {
+        let reason = "another provider claimed it first";
+        ctx.store
+            .end_job(&job.id, JobEnd::Cancelled, None, Some(reason))?;
+        ctx.store.market_step(
+            MarketStep {
+                state: "lost",
+                ..step
+            },
+            "market.claim-lost",
+            &json!({}),
+        )?;
+        return Ok(ServeEvent::Lost {
+            task: task.task,
+            reason: reason.into(),
+        });
+    }
+    let _ = shared.events.send(ServeEvent::Claimed {
+        task: task.task.clone(),
+        requester: msg.from.clone(),
+        price,
+    });
+
+    // Run only once the requester's escrow is on the ledger.
+    let Some(timeout_secs) = await_lock(shared, &rt, &task.task, price)? else {
+        let reason = "the requester did not lock the price in time";
+        ctx.store
+            .end_job(&job.id, JobEnd::Cancelled, None, Some(reason))?;
+        ctx.store.market_step(
+            MarketStep {
+                state: "abandoned",
+                detail: Some(reason),
+                ..step
+            },
+            "market.abandoned",
+            &json!({ "reason": reason }),
+        )?;
+        return Ok(ServeEvent::Failed {
+            task: task.task,
+            reason: reason.into(),
+        });
+    };
+    ctx.store.market_step(
+        MarketStep {
+            state: "running",
+            ..step
+        },
+        "market.running",
+        &json!({ "timeout_secs": timeout_secs }),
+    )?;
+
+    let prompt = match open_payload(&mut ctx, &task) {
+        Ok(prompt) => prompt,
+        Err(reason) => {
+            ctx.store
+                .end_job(&job.id, JobEnd::Failed, None, Some(&reason))?;
+            give_up(&mut ctx, shared, &rt, step, &reason)?;
+            return Ok(ServeEvent::Failed {
+                task: task.task,
+                reason,
+            });
+        }
+    };
+    rt.block_on(peer.publish(Body::Status(Status {
+        task: task.task.clone(),
+        state: TaskState::Running,
+        detail: None,
+    })))?;
+
+    let mut output = Vec::new();
+    let plan = RunPlan {
+        job_id: &job.id,
+        model: &job.model,
+        max_tokens: job.max_tokens,
+        prompt: &prompt,
+        granted_tokens: decided.granted_tokens,
+        timeout: Duration::from_secs(u64::from(decided.timeout_secs.min(timeout_secs))),
+        policies: &decided.policies,
+    };
+    let report = job_run::run(
+        &mut ctx,
+        &rt,
+        &docker,
+        &plan,
+        api_key,
+        shared.cancel.child_token(),
+        &mut |stream, bytes| {
+            if matches!(stream, Stream::Stdout) && output.len() < MAX_RESULT_BYTES {
+                let room = MAX_RESULT_BYTES - output.len();
+                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        },
+    )?;
+
+    let requester_key = &msg.key;
+    let mut sealed = Vec::new();
+    crate::crypto::encrypt(
+        output.as_slice(),
+        &mut sealed,
+        std::slice::from_ref(requester_key),
+        crate::crypto::DEFAULT_SEGMENT_SIZE,
+    )?;
+    let result = TaskResult {
+        task: task.task.clone(),
+        state: report.state.clone(),
+        sha256: hex::encode(Sha256::digest(&output)),
+        payload: b64(&sealed),
+        input_tokens: report.input_tokens,
+        output_tokens: report.output_tokens,
+    };
+    ctx.store.market_step(
+        MarketStep {
+            state: if report.state == "finished" {
+                "delivered"
+            } else {
+                "failed"
+            },
+            detail: report.detail.as_deref(),
+            ..step
+        },
+        "market.result",
+        &json!({
+            "state": report.state,
+            "sha256": result.sha256,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+        }),
+    )?;
+    rt.block_on(peer.publish(Body::Result(result)))?;
+    Ok(ServeEvent::Finished {
+        task: task.task,
+        state: report.state,
+        output_tokens: report.output_tokens,
+        elapsed_ms: report.elapsed_ms,
+    })
+}
+
+/// Admission for a market job, with pricing's answer to the bid: the
+/// provider's quote when the bid covers it, else the bid if pricing accepts
+/// it. `Err` with the roles' reasons when any refuses (recorded as a
+/// refusal).
+fn decide(
+    ctx: &mut Context,
+    job: &Job,
+    new_job: &NewJob,
+    market: MarketContext,
+    bid: u64,
+) -> Result<Result<(Admitted, u64), String>, OpsError> {
+    let engine = ctx.engine()?;
+    let mut pipeline = policy::pipeline(ctx, &engine)?;
+    let facts = facts::gather(ctx)?;
+    let limits = limits_of(ctx);
+    let mut decision: Option<PipelineDecision> = None;
+    let mut price = None;
+    let (_, admission) = ctx.store.admit(new_job, today(), |snapshot| {
+        let input = DecisionInput {
+            job: job.clone(),
+            usage: usage_of(snapshot, limits),
+            market,
+            facts,
+        };
+        let mut d = pipeline.decide(&input);
+        if d.decision == Outcome::Allow {
+            price = accept_bid(&mut pipeline, &input, &d, bid);
+            if price.is_none() {
+                refuse_bid(&mut d, bid);
+            }
+        }
+        if d.decision == Outcome::Ask {
+            // Nobody is at a prompt while serving: an ask is a no.
+            d.decision = Outcome::Deny;
+        }
+        let v = verdict(&d);
+        decision = Some(d);
+        v
+    })?;
+    let decision = decision.expect("admission runs the pipeline unless it fails");
+    match (admission, price) {
+        (Admission::Admitted { snapshot, .. }, Some(price)) => Ok(Ok((
+            admitted(job, snapshot, &decision.roles, decision.grant()),
+            price,
+        ))),
+        _ => Ok(Err(reasons(&decision))),
+    }
+}
+
+fn accept_bid(
+    pipeline: &mut crate::policy::Pipeline,
+    input: &DecisionInput,
+    decision: &PipelineDecision,
+    bid: u64,
+) -> Option<u64> {
+    let quote = decision.quote()?.price;
+    if quote <= bid {
+        return Some(quote);
+    }
+    match pipeline.consider_bid(input, bid) {
+        Ok(None) => Some(bid),
+        _ => None,
+    }
+}
+
+/// Marks pricing's part of `decision` as a refusal of `bid`.
+fn refuse_bid(decision: &mut PipelineDecision, bid: u64) {
+    decision.decision = Outcome::Deny;
+    if let Some(role) = decision.roles.iter_mut().find(|r| r.role == Role::Pricing) {
+        let quote = role.quote.as_ref().map_or(0, |q| q.price);
+        role.outcome = Outcome::Deny;
+        role.reason = Some(format!(
+            "the bid of {bid} RUV is below the quote of {quote}"
+        ));
+    }
+}
+
+/// Waits for the requester's lock of this task at `price`, for
+/// `market.claimWaitSecs`. The lock's timeout when it comes.
+fn await_lock(
+    shared: &Shared,
+    rt: &tokio::runtime::Runtime,
+    task: &str,
+    price: u64,
+) -> Result<Option<u32>, OpsError> {
+    let deadline = Instant::now() + secs(shared.peer.settings.claim_wait_secs);
+    let me = shared.peer.node();
+    loop {
+        {
+            let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            rt.block_on(catch_up(&shared.peer.transport, &mut ledger))?;
+            if let Some(escrow) = ledger.escrow(task) {
+                let ours = escrow.provider == me && escrow.amount == price;
+                return Ok(ours.then_some(escrow.timeout_secs));
+            }
+        }
+        if Instant::now() >= deadline || shared.cancel.is_cancelled() {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Decrypts the prompt and checks it is the one the task described.
+fn open_payload(ctx: &mut Context, task: &Task) -> Result<String, String> {
+    let sealed = unb64(&task.payload, "the task's payload").map_err(|e| e.to_string())?;
+    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
+    let mut prompt = Vec::new();
+    crate::crypto::decrypt(sealed.as_slice(), &mut prompt, &keys)
+        .map_err(|e| format!("the payload did not decrypt: {e}"))?;
+    if hex::encode(Sha256::digest(&prompt)) != task.prompt_sha256
+        || prompt.len() as u64 != task.prompt_bytes
+    {
+        return Err("the payload is not the prompt the task describes".into());
+    }
+    String::from_utf8(prompt).map_err(|_| "the prompt is not UTF-8 text".into())
+}
+
+/// Tells the requester this provider cannot deliver: a failed status and a
+/// refund of the lock (a provider may refund, never release).
+fn give_up(
+    ctx: &mut Context,
+    shared: &Shared,
+    rt: &tokio::runtime::Runtime,
+    step: MarketStep<'_>,
+    reason: &str,
+) -> Result<(), OpsError> {
+    ctx.store.market_step(
+        MarketStep {
+            state: "failed",
+            detail: Some(reason),
+            ..step
+        },
+        "market.refund",
+        &json!({ "reason": "failed", "detail": reason }),
+    )?;
+    rt.block_on(shared.peer.publish(Body::Status(Status {
+        task: step.task.to_owned(),
+        state: TaskState::Failed,
+        detail: Some(reason.to_owned()),
+    })))?;
+    rt.block_on(shared.peer.publish(Body::Refund(Refund {
+        task: step.task.to_owned(),
+        reason: RefundReason::Failed,
+    })))?;
+    Ok(())
+}

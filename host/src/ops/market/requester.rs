@@ -1,0 +1,623 @@
+//! The requester: `execute --market` chooses among the live offers with
+//! the pricing policy (under `market.maxBidPrice`), posts the task with the
+//! prompt encrypted to every candidate, locks the claimed price in escrow,
+//! waits for the result, and pays on a result that decrypts and verifies,
+//! or refunds itself on failure or timeout. `bid` changes the bid on a task
+//! still open.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
+use crate::market::types::{
+    Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
+};
+use crate::market::{Ledger, Settlement};
+use crate::policy::{CredentialKind, DecisionInput, Job, JobSource, MarketContext};
+use crate::store::MarketStep;
+
+use super::super::context::runtime;
+use super::super::execute::{
+    PromptSource, limits_of, new_job_id, prompt_text, require_consent, summary, usage_of,
+};
+use super::super::limits::today;
+use super::super::{Context, OpsError, keys, policy};
+use super::{
+    LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, reputation_of, reputations, secs,
+    short, unb64,
+};
+
+#[derive(Debug, Clone)]
+pub struct MarketExecuteOptions {
+    pub prompt: PromptSource,
+    /// Defaults to `api.defaultModel`.
+    pub model: Option<String>,
+    /// Defaults to `limits.maxTokensPerTask`.
+    pub max_tokens: Option<u32>,
+    /// The most to pay; never above `market.maxBidPrice`.
+    pub max_price: Option<u64>,
+    /// Seconds the provider has once the task is locked; defaults to
+    /// `market.taskTimeoutSecs`.
+    pub timeout_secs: Option<u32>,
+}
+
+/// Progress while a market task is under way.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum MarketProgress {
+    Posted {
+        task: String,
+        bid: u64,
+        candidates: Vec<String>,
+    },
+    Claimed {
+        provider: String,
+        price: u64,
+    },
+    Locked {
+        amount: u64,
+    },
+    Running,
+}
+
+/// How a market task ended for its requester.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketRun {
+    pub task: String,
+    pub provider: Option<String>,
+    pub price: Option<u64>,
+    /// completed, failed, timed-out, disputed or unclaimed.
+    pub outcome: String,
+    /// The provider's job state (finished, failed, timed_out, ...).
+    pub job_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The result text (empty unless the task completed).
+    pub output: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub elapsed_ms: u64,
+}
+
+impl MarketRun {
+    pub fn completed(&self) -> bool {
+        self.outcome == "completed"
+    }
+}
+
+/// Runs a job on a peer: the whole of `execute --market`.
+pub fn execute(
+    ctx: &mut Context,
+    opts: &MarketExecuteOptions,
+    progress: &mut dyn FnMut(&MarketProgress),
+) -> Result<MarketRun, OpsError> {
+    require_consent(ctx)?;
+    let prompt = prompt_text(&opts.prompt)?;
+    let cap = opts
+        .max_price
+        .unwrap_or(ctx.settings.market.max_bid_price)
+        .min(ctx.settings.market.max_bid_price);
+    let rt = runtime()?;
+    let peer = Peer::connect(ctx, &rt)?;
+    let me = peer.node();
+    let job = Job {
+        id: new_job_id(),
+        requester: me.clone(),
+        model: opts
+            .model
+            .clone()
+            .unwrap_or_else(|| ctx.settings.api.default_model.clone()),
+        max_tokens: opts
+            .max_tokens
+            .unwrap_or(ctx.settings.limits.max_tokens_per_task),
+        prompt_bytes: prompt.len() as u64,
+        prompt_sha256: hex::encode(Sha256::digest(prompt.as_bytes())),
+        image: ctx.settings.docker.image.clone(),
+        source: JobSource::Local,
+        credential: CredentialKind::ApiKey,
+        pre_approved: false,
+        labels: Vec::new(),
+    };
+    let mut ledger = peer.ledger();
+    rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+    let available = ledger.account(&me).available;
+    let offers = rt.block_on(live_offers(&peer, &mut ctx.store))?;
+    let candidates = choose(ctx, &job, &offers, &ledger, cap.min(available))?;
+    let bid = cap.min(available);
+    let cheapest = candidates.first().map_or(0, |o| o.offer.price);
+    if available < cheapest {
+        return Err(OpsError::InsufficientBalance {
+            available,
+            needed: cheapest,
+        });
+    }
+    let keys: Vec<_> = candidates.iter().map(|o| o.key.clone()).collect();
+    let mut sealed = Vec::new();
+    crate::crypto::encrypt(
+        prompt.as_bytes(),
+        &mut sealed,
+        &keys,
+        crate::crypto::DEFAULT_SEGMENT_SIZE,
+    )?;
+    let timeout_secs = opts.timeout_secs.unwrap_or(peer.settings.task_timeout_secs);
+    let task = Task {
+        task: job.id.clone(),
+        model: job.model.clone(),
+        max_tokens: job.max_tokens,
+        prompt_bytes: job.prompt_bytes,
+        prompt_sha256: job.prompt_sha256.clone(),
+        bid,
+        candidates: candidates.iter().map(|o| o.node.clone()).collect(),
+        timeout_secs,
+        payload: b64(&sealed),
+    };
+    let step = MarketStep {
+        task: &task.task,
+        role: "requester",
+        counterpart: None,
+        price: None,
+        state: "posted",
+        detail: None,
+    };
+    ctx.store.market_step(
+        step,
+        "market.task-posted",
+        &json!({
+            "job": summary(&job),
+            "bid": bid,
+            "candidates": task.candidates,
+        }),
+    )?;
+    progress(&MarketProgress::Posted {
+        task: task.task.clone(),
+        bid,
+        candidates: task.candidates.clone(),
+    });
+    let started = Instant::now();
+    rt.block_on(peer.publish(Body::Task(task.clone())))?;
+
+    let unfinished = |outcome: &str, provider: Option<String>, price, detail: String| MarketRun {
+        task: task.task.clone(),
+        provider,
+        price,
+        outcome: outcome.into(),
+        job_state: None,
+        detail: Some(detail),
+        output: String::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        elapsed_ms: elapsed_ms(started),
+    };
+
+    // The claim.
+    let Some((provider, price)) = await_claim(ctx, &rt, &peer, &task)? else {
+        let detail = format!(
+            "no provider claimed the task within {} s (market.claimWaitSecs)",
+            peer.settings.claim_wait_secs
+        );
+        ctx.store.market_step(
+            MarketStep {
+                state: "unclaimed",
+                detail: Some(&detail),
+                ..step
+            },
+            "market.unclaimed",
+            &json!({}),
+        )?;
+        return Ok(unfinished("unclaimed", None, None, detail));
+    };
+    progress(&MarketProgress::Claimed {
+        provider: provider.clone(),
+        price,
+    });
+
+    // The escrow, before the provider runs anything.
+    let step = MarketStep {
+        counterpart: Some(&provider),
+        price: Some(price),
+        state: "locked",
+        ..step
+    };
+    let lock = Lock {
+        task: task.task.clone(),
+        provider: provider.clone(),
+        amount: price,
+        timeout_secs,
+    };
+    ctx.store
+        .market_step(step, "market.lock", &json!({ "lock": lock }))?;
+    rt.block_on(peer.publish(Body::Lock(lock)))?;
+    rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+    match ledger.escrow(&task.task) {
+        Some(e) if e.provider == provider && e.amount == price => {}
+        _ => {
+            let detail = "the lock was not applied (the balance no longer covers it)".to_owned();
+            ctx.store.market_step(
+                MarketStep {
+                    state: "unfunded",
+                    detail: Some(&detail),
+                    ..step
+                },
+                "market.unfunded",
+                &json!({}),
+            )?;
+            return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
+        }
+    }
+    progress(&MarketProgress::Locked { amount: price });
+    let locked = Instant::now();
+
+    // The result, or the provider giving up, or the timeout.
+    let deadline = locked + secs(timeout_secs);
+    let mut running = false;
+    let delivered = loop {
+        if let Some(stored) = rt.block_on(
+            peer.transport
+                .last(RESULTS_STREAM, &format!("cmm.result.{}", task.task)),
+        )? && let Some(msg) = accept(
+            &mut ctx.store,
+            &stored.bytes,
+            stored.at,
+            peer.window_ms(),
+            Some(&provider),
+        ) && let Body::Result(result) = msg.body
+            && result.task == task.task
+        {
+            break Some(result);
+        }
+        if let Some(stored) = rt.block_on(
+            peer.transport
+                .last(TASKS_STREAM, &format!("cmm.status.{}", task.task)),
+        )? && let Some(msg) = accept(
+            &mut ctx.store,
+            &stored.bytes,
+            stored.at,
+            peer.window_ms(),
+            Some(&provider),
+        ) && let Body::Status(status) = msg.body
+        {
+            match status.state {
+                TaskState::Failed => break None,
+                TaskState::Running if !running => {
+                    running = true;
+                    progress(&MarketProgress::Running);
+                }
+                TaskState::Running => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(POLL);
+    };
+
+    let elapsed = elapsed_ms(locked);
+    let (outcome, body, output, detail, result) = match delivered {
+        None => {
+            rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+            let gave_up = matches!(
+                ledger.escrow(&task.task).map(|e| e.settlement),
+                Some(Settlement::Refunded { .. })
+            );
+            let (reason, detail) = if Instant::now() >= deadline {
+                (
+                    RefundReason::TimedOut,
+                    format!("no result within {timeout_secs} s"),
+                )
+            } else {
+                (
+                    RefundReason::Failed,
+                    "the provider reported that it could not run the task".to_owned(),
+                )
+            };
+            let body = (!gave_up).then(|| {
+                Body::Refund(Refund {
+                    task: task.task.clone(),
+                    reason,
+                })
+            });
+            (reason.as_str(), body, String::new(), Some(detail), None)
+        }
+        Some(result) => match open_result(ctx, &result) {
+            Err(detail) => (
+                RefundReason::Disputed.as_str(),
+                Some(Body::Refund(Refund {
+                    task: task.task.clone(),
+                    reason: RefundReason::Disputed,
+                })),
+                String::new(),
+                Some(detail),
+                Some(result),
+            ),
+            Ok(text) if result.state != "finished" => (
+                RefundReason::Failed.as_str(),
+                Some(Body::Refund(Refund {
+                    task: task.task.clone(),
+                    reason: RefundReason::Failed,
+                })),
+                text,
+                Some(format!("the job ended {} on the provider", result.state)),
+                Some(result),
+            ),
+            Ok(text) => (
+                "completed",
+                Some(Body::Release(Release {
+                    task: task.task.clone(),
+                    elapsed_ms: elapsed,
+                })),
+                text,
+                None,
+                Some(result),
+            ),
+        },
+    };
+    let kind = if outcome == "completed" {
+        "market.release"
+    } else {
+        "market.refund"
+    };
+    ctx.store.market_step(
+        MarketStep {
+            state: outcome,
+            detail: detail.as_deref(),
+            ..step
+        },
+        kind,
+        &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
+    )?;
+    if let Some(body) = body {
+        rt.block_on(peer.publish(body))?;
+    }
+    Ok(MarketRun {
+        task: task.task.clone(),
+        provider: Some(provider),
+        price: Some(price),
+        outcome: outcome.into(),
+        job_state: result.as_ref().map(|r| r.state.clone()),
+        detail,
+        output,
+        input_tokens: result.as_ref().map_or(0, |r| r.input_tokens),
+        output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
+        elapsed_ms: elapsed_ms(started),
+    })
+}
+
+/// The offers this task may go to, best first: serving its model and size,
+/// with a free slot, priced within `cap`, and accepted by this node's
+/// pricing policy given the provider's reputation. Cheapest first, then
+/// the better reputation.
+fn choose(
+    ctx: &Context,
+    job: &Job,
+    offers: &[LiveOffer],
+    ledger: &Ledger,
+    cap: u64,
+) -> Result<Vec<LiveOffer>, OpsError> {
+    let reps = reputations(ledger);
+    let engine = ctx.engine()?;
+    let mut pipeline = policy::pipeline(ctx, &engine)?;
+    let usage = ctx.store.usage_snapshot(today())?;
+    let mut fits = Vec::new();
+    let mut reasons = Vec::new();
+    for o in offers {
+        let who = short(&o.node);
+        let rep = reputation_of(&reps, &o.node).as_provider;
+        let refusal = if o.node == job.requester {
+            continue;
+        } else if !o.offer.models.contains(&job.model) {
+            Some(format!("{who} does not serve {}", job.model))
+        } else if o.offer.max_tokens < job.max_tokens {
+            Some(format!(
+                "{who} grants at most {} tokens",
+                o.offer.max_tokens
+            ))
+        } else if o.offer.busy >= o.offer.slots {
+            Some(format!("{who} has no free slot"))
+        } else if o.offer.price > cap {
+            Some(format!(
+                "{who} asks {} RUV, over the {cap} this node will pay",
+                o.offer.price
+            ))
+        } else {
+            let input = DecisionInput {
+                job: job.clone(),
+                usage: usage_of(&usage, limits_of(ctx)),
+                market: MarketContext {
+                    slots: o.offer.slots,
+                    load: f64::from(o.offer.busy) / f64::from(o.offer.slots.max(1)),
+                    reputation: rep,
+                    offered_price: Some(cap),
+                    asked_price: Some(o.offer.price),
+                },
+                facts: Vec::new(),
+            };
+            match pipeline.consider_bid(&input, o.offer.price) {
+                Ok(None) => None,
+                Ok(Some(reason)) => Some(format!("{who}: pricing refused: {reason}")),
+                Err(failure) => Some(format!("{who}: pricing failed: {failure}")),
+            }
+        };
+        match refusal {
+            Some(reason) => reasons.push(reason),
+            None => fits.push((o.clone(), rep)),
+        }
+    }
+    if fits.is_empty() {
+        return Err(OpsError::NoOffer {
+            reasons: if reasons.is_empty() {
+                "there are no offers; is a provider running `claude-max-market serve`?".into()
+            } else {
+                reasons.join("; ")
+            },
+        });
+    }
+    fits.sort_by(|(a, ra), (b, rb)| {
+        a.offer
+            .price
+            .cmp(&b.offer.price)
+            .then(rb.total_cmp(ra))
+            .then(a.node.cmp(&b.node))
+    });
+    Ok(fits.into_iter().map(|(o, _)| o).collect())
+}
+
+/// Waits for a valid claim: by a candidate, for this task and requester,
+/// at no more than the current bid.
+fn await_claim(
+    ctx: &mut Context,
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    task: &Task,
+) -> Result<Option<(String, u64)>, OpsError> {
+    let deadline = Instant::now() + secs(peer.settings.claim_wait_secs);
+    loop {
+        if let Some((at, bytes)) = rt.block_on(peer.transport.claim_of(&task.task))? {
+            let Some(msg) = accept(&mut ctx.store, &bytes, at, peer.window_ms(), None) else {
+                return Ok(None);
+            };
+            return Ok(match msg.body {
+                Body::Claim(c)
+                    if task.candidates.contains(&msg.from)
+                        && c.task == task.task
+                        && c.requester == peer.node()
+                        && c.price <= current_bid(ctx, rt, peer, task)? =>
+                {
+                    Some((msg.from, c.price))
+                }
+                _ => {
+                    super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
+                    None
+                }
+            });
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The task's bid as last changed by its requester.
+fn current_bid(
+    ctx: &mut Context,
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    task: &Task,
+) -> Result<u64, OpsError> {
+    let subject = format!("cmm.bid.{}", task.task);
+    let last = rt.block_on(peer.transport.last(TASKS_STREAM, &subject))?;
+    Ok(last
+        .and_then(|m| {
+            accept(
+                &mut ctx.store,
+                &m.bytes,
+                m.at,
+                peer.window_ms(),
+                Some(&peer.node()),
+            )
+        })
+        .and_then(|m| match m.body {
+            Body::Bid(b) if b.task == task.task => Some(b.bid),
+            _ => None,
+        })
+        .unwrap_or(task.bid))
+}
+
+/// Decrypts a result and checks it against its digest.
+fn open_result(ctx: &mut Context, result: &TaskResult) -> Result<String, String> {
+    let sealed = unb64(&result.payload, "the result's payload").map_err(|e| e.to_string())?;
+    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
+    let mut plain = Vec::new();
+    crate::crypto::decrypt(sealed.as_slice(), &mut plain, &keys)
+        .map_err(|e| format!("the result did not decrypt: {e}"))?;
+    if hex::encode(Sha256::digest(&plain)) != result.sha256 {
+        return Err("the result does not match its digest".into());
+    }
+    String::from_utf8(plain).map_err(|_| "the result is not UTF-8 text".into())
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BidPlaced {
+    pub task: String,
+    pub bid: u64,
+    pub previous: u64,
+}
+
+/// Changes the bid on a task this node posted that nobody has claimed yet.
+pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced, OpsError> {
+    let cap = ctx.settings.market.max_bid_price;
+    if max_price > cap {
+        return Err(OpsError::InvalidInput {
+            what: format!(
+                "--max-price {max_price} is over market.maxBidPrice ({cap}); raise that first"
+            ),
+        });
+    }
+    let rt = runtime()?;
+    let peer = Peer::connect(ctx, &rt)?;
+    let stored = rt
+        .block_on(
+            peer.transport
+                .last(TASKS_STREAM, &format!("cmm.task.{task_id}")),
+        )?
+        .ok_or_else(|| OpsError::UnknownTask {
+            task: task_id.to_owned(),
+            hint: "; `market tasks` lists the open ones".into(),
+        })?;
+    let msg =
+        accept(&mut ctx.store, &stored.bytes, stored.at, i64::MAX, None).ok_or_else(|| {
+            OpsError::UnknownTask {
+                task: task_id.to_owned(),
+                hint: " (its message does not verify)".into(),
+            }
+        })?;
+    let Body::Task(task) = msg.body else {
+        return Err(OpsError::UnknownTask {
+            task: task_id.to_owned(),
+            hint: String::new(),
+        });
+    };
+    if msg.from != peer.node() {
+        return Err(OpsError::InvalidInput {
+            what: format!(
+                "task {task_id} was posted by {}, not by this node; only its requester may bid on it",
+                short(&msg.from)
+            ),
+        });
+    }
+    if rt.block_on(peer.transport.claim_of(task_id))?.is_some() {
+        return Err(OpsError::InvalidInput {
+            what: format!("task {task_id} is already claimed; its price is settled"),
+        });
+    }
+    let previous = current_bid(ctx, &rt, &peer, &task)?;
+    let step = MarketStep {
+        task: task_id,
+        role: "requester",
+        counterpart: None,
+        price: None,
+        state: "posted",
+        detail: None,
+    };
+    ctx.store.market_step(
+        step,
+        "market.bid",
+        &json!({ "bid": max_price, "previous": previous }),
+    )?;
+    rt.block_on(peer.publish(Body::Bid(Bid {
+        task: task_id.to_owned(),
+        bid: max_price,
+    })))?;
+    Ok(BidPlaced {
+        task: task_id.to_owned(),
+        bid: max_price,
+        previous,
+    })
+}
