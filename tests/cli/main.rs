@@ -11,6 +11,7 @@ mod crypt;
 mod docker_support;
 mod execute;
 mod jobs;
+mod market;
 mod nats;
 mod reports;
 mod sandbox;

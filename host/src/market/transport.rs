@@ -443,23 +443,28 @@ async fn bucket(
         what: format!("bucket {name}"),
         detail,
     };
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    let config = kv::Config {
-        bucket: name.to_owned(),
-        history: 1,
+    // The bucket's stream is made by hand, to the key-value conventions
+    // (ADR-8), because the client's own `create_key_value` first asks for
+    // account details in a form the 2.9 servers Debian ships do not send.
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age,
-        max_value_size: MAX_MESSAGE_BYTES,
+        max_message_size: MAX_MESSAGE_BYTES,
         storage: stream::StorageType::File,
         num_replicas: replicas,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        duplicate_window: DUPLICATE_WINDOW.min(max_age),
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another node created it between our look and our create.
-        Err(_) => retry(|| js.get_key_value(name)).await.map_err(setup),
-    }
+    retry(|| js.get_or_create_stream(config.clone()))
+        .await
+        .map_err(setup)?;
+    retry(|| js.get_key_value(name)).await.map_err(setup)
 }
 
 /// Runs `op` until it succeeds, for a bounded number of attempts: a

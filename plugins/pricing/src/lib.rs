@@ -4,8 +4,10 @@
 //! The list price is `market.basePrice` plus `market.pricePerKiloToken` for
 //! every started thousand of the job's `max_tokens`. It is then raised with
 //! this node's load (up to double when every slot is busy) and with the
-//! counterpart's bad reputation (up to half again for the worst). A bid is
-//! accepted when it reaches the quote. The arithmetic is in plain functions
+//! counterpart's bad reputation (up to half again for the worst). As the
+//! seller, a bid is accepted when it reaches the quote; as the buyer (this
+//! node's own job on the market), a seller's price is accepted up to list
+//! price × (1 + its load) × (1 + its reputation). The arithmetic is in plain functions
 //! and uses whole numbers, so a quote is exact and the same on every machine.
 
 use std::sync::OnceLock;
@@ -13,7 +15,7 @@ use std::sync::OnceLock;
 wit_bindgen::generate!({ world: "pricing-policy", path: "../../wit" });
 
 use claude_max_market::policy::settings;
-use claude_max_market::policy::types::{Job, MarketContext};
+use claude_max_market::policy::types::{Job, JobSource, MarketContext};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
 use exports::claude_max_market::policy::pricing::{BidVerdict, Guest as Pricing, Quote};
 
@@ -132,6 +134,31 @@ fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
     }
 }
 
+/// The most this node pays, as the buyer, to a seller at `load` with
+/// `reputation`: list price × (1 + load) × (1 + reputation), rounded down.
+/// A neutral seller at no load may ask one and a half times the list price;
+/// a seller with the worst reputation, no more than the list price.
+fn ceiling(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> u64 {
+    let list = price(rates, max_tokens, 0.0, 1.0).list_price;
+    let scaled = u128::from(list)
+        * u128::from(1000 + thousandths(load, 0))
+        * u128::from(1000 + thousandths(reputation, 0));
+    u64::try_from(scaled / 1_000_000).unwrap_or(u64::MAX)
+}
+
+fn judge_offer(rates: Rates, job: &Job, market: &MarketContext, asked: u64) -> BidVerdict {
+    let most = ceiling(rates, job.max_tokens, market.load, market.reputation);
+    if asked <= most {
+        BidVerdict::Accept
+    } else {
+        BidVerdict::Reject(format!(
+            "{asked} RUV is over the {most} RUV this node pays for the job \
+             (list price × (1 + load {:.3}) × (1 + seller reputation {:.3}))",
+            market.load, market.reputation
+        ))
+    }
+}
+
 fn judge_bid(quote: &Quote, bid: u64) -> BidVerdict {
     if bid >= quote.price {
         BidVerdict::Accept
@@ -186,10 +213,14 @@ impl Pricing for PricingPolicy {
         }
     }
 
+    /// As the seller (a market job), a bid must reach the quote. As the
+    /// buyer (this node's own job, sent to the market), the seller's price
+    /// must be within the buyer's ceiling.
     fn consider_bid(job: Job, market: MarketContext, bid: u64) -> BidVerdict {
-        match current_rates() {
-            Ok(rates) => judge_bid(&quote_for(rates, &job, &market), bid),
-            Err(reason) => BidVerdict::Reject(reason),
+        match (current_rates(), job.source) {
+            (Ok(rates), JobSource::Market) => judge_bid(&quote_for(rates, &job, &market), bid),
+            (Ok(rates), JobSource::Local) => judge_offer(rates, &job, &market, bid),
+            (Err(reason), _) => BidVerdict::Reject(reason),
         }
     }
 }
@@ -259,5 +290,14 @@ mod tests {
         };
         assert!(matches!(judge_bid(&quote, 469), BidVerdict::Accept));
         assert!(matches!(judge_bid(&quote, 468), BidVerdict::Reject(r) if r.contains("469 RUV")));
+    }
+
+    #[test]
+    fn a_buyer_pays_more_to_busier_and_better_sellers() {
+        // List price 300 (4000 max tokens).
+        assert_eq!(ceiling(RATES, 4000, 0.0, 0.5), 450);
+        assert_eq!(ceiling(RATES, 4000, 0.0, 0.0), 300);
+        assert_eq!(ceiling(RATES, 4000, 1.0, 1.0), 1200);
+        assert_eq!(ceiling(RATES, 4000, f64::NAN, f64::NAN), 300);
     }
 }

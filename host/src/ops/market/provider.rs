@@ -220,6 +220,9 @@ struct Shared {
     ledger: Mutex<Ledger>,
     approve_all: bool,
     offer: Offer,
+    /// The price the owner set (`--price`): what this node asks instead of
+    /// pricing's quote.
+    fixed_price: Option<u64>,
     busy: AtomicU32,
     cancel: CancellationToken,
     events: mpsc::Sender<ServeEvent>,
@@ -250,6 +253,7 @@ pub fn serve(
         peer,
         approve_all: opts.approve_all,
         offer: offer.clone(),
+        fixed_price: opts.advertise.price,
         busy: AtomicU32::new(0),
         cancel: CancellationToken::new(),
         events,
@@ -429,7 +433,11 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         offered_price: Some(shared.offer.price),
         asked_price: Some(task.bid),
     };
-    let (decided, price) = match decide(&mut ctx, &job, &new_job, market, task.bid)? {
+    let asked = Asked {
+        fixed: shared.fixed_price,
+        bid: task.bid,
+    };
+    let (decided, price) = match decide(&mut ctx, &job, &new_job, market, asked)? {
         Ok(taken) => taken,
         Err(reason) => {
             return Ok(ServeEvent::Skipped {
@@ -593,16 +601,24 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     })
 }
 
+/// The price this node asks for a task, and the requester's bid.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// The owner's fixed price, if set; pricing's quote otherwise.
+    fixed: Option<u64>,
+    bid: u64,
+}
+
 /// Admission for a market job, with pricing's answer to the bid: the
-/// provider's quote when the bid covers it, else the bid if pricing accepts
-/// it. `Err` with the roles' reasons when any refuses (recorded as a
+/// asking price (the owner's fixed price, else pricing's quote) when the
+/// bid covers it, else the bid if pricing accepts it. `Err` with the roles' reasons when any refuses (recorded as a
 /// refusal).
 fn decide(
     ctx: &mut Context,
     job: &Job,
     new_job: &NewJob,
     market: MarketContext,
-    bid: u64,
+    asked: Asked,
 ) -> Result<Result<(Admitted, u64), String>, OpsError> {
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
@@ -619,9 +635,9 @@ fn decide(
         };
         let mut d = pipeline.decide(&input);
         if d.decision == Outcome::Allow {
-            price = accept_bid(&mut pipeline, &input, &d, bid);
+            price = accept_bid(&mut pipeline, &input, &d, asked);
             if price.is_none() {
-                refuse_bid(&mut d, bid);
+                refuse_bid(&mut d, asked.bid);
             }
         }
         if d.decision == Outcome::Ask {
@@ -646,14 +662,17 @@ fn accept_bid(
     pipeline: &mut crate::policy::Pipeline,
     input: &DecisionInput,
     decision: &PipelineDecision,
-    bid: u64,
+    asked: Asked,
 ) -> Option<u64> {
-    let quote = decision.quote()?.price;
-    if quote <= bid {
-        return Some(quote);
+    let ask = match asked.fixed {
+        Some(price) => price,
+        None => decision.quote()?.price,
+    };
+    if ask <= asked.bid {
+        return Some(ask);
     }
-    match pipeline.consider_bid(input, bid) {
-        Ok(None) => Some(bid),
+    match pipeline.consider_bid(input, asked.bid) {
+        Ok(None) => Some(asked.bid),
         _ => None,
     }
 }

@@ -1,0 +1,227 @@
+//! The market end to end: real peers (separate homes, each with its own
+//! Docker jobs, mock upstream and policies) on a real NATS server with
+//! JetStream, started by the test on a loopback port.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::docker_support::{JobHome, KEY};
+use crate::nats::{NatsServer, files_containing};
+use crate::support::{Home, Run};
+
+const PROMPT: &str = "Market prompt: name three prime numbers, 7919 among them";
+
+/// A node of the test market: its home and its node id.
+struct Peer {
+    home: Home,
+    id: String,
+}
+
+impl Peer {
+    fn join(home: Home, url: &str, issuer: &str) -> Peer {
+        home.set(&[
+            &format!("market.url={url}"),
+            &format!("market.issuerKeys={issuer}"),
+            "market.claimWaitSecs=20",
+            "market.offerTtlSecs=6",
+        ]);
+        let id = node_id(&home);
+        Peer { home, id }
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let (code, doc) = self.home.json(args);
+        assert_eq!(code, 0, "{args:?}: {doc:#}");
+        doc
+    }
+}
+
+fn node_id(home: &Home) -> String {
+    let (code, doc) = home.json(&["keys", "show"]);
+    assert_eq!(code, 0, "{doc:#}");
+    doc["current"]["node_id"].as_str().unwrap().to_owned()
+}
+
+/// `serve` in the background with the owner's key, as a provider runs it.
+fn serve(env: &JobHome, args: &[&str]) -> Child {
+    let mut cmd = env.home.command();
+    cmd.env("ANTHROPIC_API_KEY", KEY)
+        .args(["--json", "serve", "--approve-all"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("starting serve")
+}
+
+/// Stops `serve` as an init system would, and returns what it printed.
+fn stop(mut child: Child) -> Run {
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    let sent = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("polling serve").is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("serve's output").into()
+}
+
+fn wait_for_offers(peer: &Peer, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let offers = peer.json(&["market", "offers"]);
+        if offers.as_array().map_or(0, Vec::len) >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} offers did not appear: {offers:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
+    let mut all = vec![
+        "execute",
+        "--market",
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "1000",
+    ];
+    all.extend_from_slice(args);
+    peer.home.json(&all)
+}
+
+#[test]
+fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+
+    let issuer_home = Home::new();
+    let issuer = node_id(&issuer_home);
+    let issuer = Peer::join(issuer_home, &url, &issuer);
+
+    // A serves both models at the higher price; B is cheaper but its own policy
+    // refuses sonnet, whatever its offer says.
+    let a_env = JobHome::new();
+    let b_env = JobHome::new();
+    b_env
+        .home
+        .set(&["compliance.allowedModels=claude-haiku-4-5"]);
+    let requester = Peer::join(Home::opted_in(), &url, &issuer.id);
+    let a_id = node_id(&a_env.home);
+    let b_id = node_id(&b_env.home);
+    for env in [&a_env, &b_env] {
+        env.home.set(&[
+            &format!("market.url={url}"),
+            &format!("market.issuerKeys={}", issuer.id),
+            "market.offerTtlSecs=6",
+        ]);
+    }
+    let models = "--models=claude-sonnet-4-5,claude-haiku-4-5";
+    let a = serve(&a_env, &["--price", "14", models]);
+    let b = serve(&b_env, &["--price", "10", models]);
+
+    let granted = issuer.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
+    assert_eq!(granted["issuer_trusted_here"], true);
+    wait_for_offers(&requester, 2);
+
+    // Sonnet: both are candidates, B's approval refuses, A claims.
+    let (code, sonnet) = market_execute(&requester, &["--model", "claude-sonnet-4-5"]);
+    assert_eq!(code, 0, "{sonnet:#}");
+    assert_eq!(sonnet["outcome"], "completed");
+    assert_eq!(sonnet["provider"], a_id.as_str());
+    assert!(
+        !sonnet["output"].as_str().unwrap().is_empty(),
+        "the result came back: {sonnet:#}"
+    );
+    let sonnet_price = sonnet["price"].as_u64().unwrap();
+
+    // Haiku under a cap of 12: only B's offer fits.
+    let (code, haiku) = market_execute(
+        &requester,
+        &["--model", "claude-haiku-4-5", "--max-price", "12"],
+    );
+    assert_eq!(code, 0, "{haiku:#}");
+    assert_eq!(haiku["provider"], b_id.as_str());
+    let haiku_price = haiku["price"].as_u64().unwrap();
+
+    // Every node replays the same ledger to the same balances.
+    let peers = [
+        &requester,
+        &issuer,
+        &Peer {
+            home: a_env.home,
+            id: a_id.clone(),
+        },
+        &Peer {
+            home: b_env.home,
+            id: b_id.clone(),
+        },
+    ];
+    let ledgers: Vec<Value> = peers
+        .iter()
+        .map(|p| p.json(&["market", "ledger"])["accounts"].clone())
+        .collect();
+    for other in &ledgers[1..] {
+        assert_eq!(other, &ledgers[0]);
+    }
+    let accounts = &ledgers[0];
+    assert_eq!(
+        accounts[&requester.id]["available"],
+        100 - sonnet_price - haiku_price
+    );
+    assert_eq!(accounts[&a_id]["earned"], sonnet_price);
+    assert_eq!(accounts[&b_id]["earned"], haiku_price);
+    let stats: Vec<Value> = peers
+        .iter()
+        .map(|p| p.json(&["market", "stats"])["reputations"].clone())
+        .collect();
+    for other in &stats[1..] {
+        assert_eq!(other, &stats[0]);
+    }
+    assert_eq!(stats[0][&a_id]["completed"], 1);
+    assert!(stats[0][&a_id]["as_provider"].as_f64().unwrap() > 0.5);
+
+    // Only ciphertext reached the server's store.
+    let store = server.store_dir();
+    let task = sonnet["task"].as_str().unwrap();
+    assert!(
+        !files_containing(&store, format!("cmm.task.{task}").as_bytes()).is_empty(),
+        "the task's subject is in the store, so the search would find text"
+    );
+    assert_eq!(
+        files_containing(&store, PROMPT.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let output = sonnet["output"].as_str().unwrap().trim();
+    assert_eq!(
+        files_containing(&store, output.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    // The requester can read its result again; the result belongs to it.
+    let result = requester.json(&["market", "result", task]);
+    assert_eq!(result["output"].as_str().unwrap().trim(), output);
+
+    for child in [a, b] {
+        let run = stop(child);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("\"event\":\"stopping\""),
+            "{}",
+            run.stdout
+        );
+    }
+    let offers = requester.json(&["market", "offers"]);
+    assert_eq!(
+        offers,
+        serde_json::json!([]),
+        "stopping withdraws the offers"
+    );
+}
