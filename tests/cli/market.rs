@@ -225,3 +225,125 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
         "stopping withdraws the offers"
     );
 }
+
+/// Publishes raw bytes on the market, as a peer that does not follow the
+/// protocol would.
+fn publish_raw(url: &str, subject: &str, bytes: Vec<u8>) {
+    use claude_max_market::market::{Connection, Transport};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conn = Connection {
+            urls: vec![url.to_owned()],
+            replicas: 1,
+            offer_ttl: Duration::from_secs(6),
+            ..Connection::default()
+        };
+        let transport = Transport::connect(&conn).await.unwrap();
+        transport.publish(subject, subject, bytes).await.unwrap();
+    });
+}
+
+#[test]
+fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use claude_max_market::crypto::NodeKey;
+    use claude_max_market::market::message::seal;
+    use claude_max_market::market::types::{Body, Grant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let issuer_home = Home::new();
+    let issuer = node_id(&issuer_home);
+    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let receiver = Peer::join(Home::new(), &url, &issuer.id);
+
+    let granted = issuer.json(&["market", "grant", "--to", &receiver.id, "--amount", "50"]);
+    let grant_id = granted["grant"].as_str().unwrap().to_owned();
+    let genuine = issuer.json(&["market", "ledger"])["lines"][0].clone();
+    assert_eq!(genuine["effect"], "applied", "{genuine:#}");
+
+    let mallory = NodeKey::generate(2048).unwrap();
+    let grant = |id: &str, amount| {
+        Body::Grant(Grant {
+            grant: id.into(),
+            to: receiver.id.clone(),
+            amount,
+            memo: String::new(),
+        })
+    };
+    // Signed by a key nobody trusts as an issuer.
+    let (forged, _) = seal(&mallory, grant("forged", 1000)).unwrap();
+    publish_raw(&url, "cmm.ledger.grant.forged", forged.clone());
+    // A trusted-looking grant with its signature stripped.
+    let mut unsigned: Value = serde_json::from_slice(&forged).unwrap();
+    unsigned.as_object_mut().unwrap().remove("sig");
+    publish_raw(
+        &url,
+        "cmm.ledger.grant.unsigned",
+        serde_json::to_vec(&unsigned).unwrap(),
+    );
+    // A signed body edited after signing.
+    let mut edited: Value = serde_json::from_slice(&forged).unwrap();
+    let payload = B64.decode(edited["signed"].as_str().unwrap()).unwrap();
+    let payload = String::from_utf8(payload).unwrap().replace("1000", "9999");
+    edited["signed"] = Value::from(B64.encode(payload));
+    publish_raw(
+        &url,
+        "cmm.ledger.grant.edited",
+        serde_json::to_vec(&edited).unwrap(),
+    );
+    // The issuer's genuine grant, byte for byte, a second time.
+    let raw = {
+        use claude_max_market::market::transport::LEDGER_STREAM;
+        use claude_max_market::market::{Connection, Transport};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let conn = Connection {
+                urls: vec![url.clone()],
+                replicas: 1,
+                offer_ttl: Duration::from_secs(6),
+                ..Connection::default()
+            };
+            let t = Transport::connect(&conn).await.unwrap();
+            t.last(LEDGER_STREAM, &format!("cmm.ledger.grant.{grant_id}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes
+                .to_vec()
+        })
+    };
+    publish_raw(&url, "cmm.ledger.grant.again", raw);
+
+    for peer in [&issuer, &receiver] {
+        let ledger = peer.json(&["market", "ledger"]);
+        let effects: Vec<String> = ledger["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| match l["detail"].as_str() {
+                Some(detail) => format!("{}:{detail}", l["effect"].as_str().unwrap()),
+                None => l["effect"].as_str().unwrap().to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            effects,
+            [
+                "applied",
+                "dropped:not-authorised",
+                "dropped:unsigned",
+                "dropped:bad-signature",
+                "dropped:replayed",
+            ],
+            "{ledger:#}"
+        );
+        assert_eq!(ledger["accounts"][&receiver.id]["available"], 50);
+        let stats = peer.json(&["market", "stats"]);
+        assert_eq!(
+            stats["ledger_dropped"],
+            serde_json::json!({"bad-signature": 1, "not-authorised": 1, "replayed": 1, "unsigned": 1})
+        );
+    }
+}

@@ -80,6 +80,7 @@ pub struct Line {
     pub from: String,
     pub task: Option<String>,
     pub amount: Option<u64>,
+    #[serde(flatten)]
     pub effect: Effect,
 }
 

@@ -29,7 +29,7 @@ use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{
     Body, Claim, Offer, Refund, RefundReason, Status, Task, TaskResult, TaskState,
 };
-use crate::market::{ClaimOutcome, Ledger, Signed};
+use crate::market::{ClaimOutcome, Ledger, ReplayGuard, Signed};
 use crate::policy::{
     CredentialKind, DecisionInput, Job, JobSource, MarketContext, Outcome, PipelineDecision, Role,
 };
@@ -43,7 +43,7 @@ use super::super::execute::{
 use super::super::job_run::{self, RunPlan};
 use super::super::limits::today;
 use super::super::{Context, OpsError, facts, keys, policy, process};
-use super::{POLL, Peer, accept, b64, catch_up, secs, unb64};
+use super::{POLL, Peer, accept, b64, catch_up, count_drop, secs, unb64};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -320,7 +320,9 @@ async fn serve_loop(
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| OpsError::Runtime { source })?;
     let mut summary = ServeSummary::default();
-    let mut last_busy = 0;
+    // A task message republished within the window is the same message
+    // again: the id gives it away.
+    let mut replays = ReplayGuard::new(peer.window_ms());
     loop {
         if opts.max_tasks.is_some_and(|max| summary.handled >= max) {
             break;
@@ -338,9 +340,6 @@ async fn serve_loop(
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "could not sign the offer"),
-                }
-                if busy != last_busy {
-                    last_busy = busy;
                 }
             }
             _ = drain.tick() => {
@@ -361,6 +360,10 @@ async fn serve_loop(
                 let Some(msg) = accept(&mut ctx.store, &stored.bytes, stored.at, peer.window_ms(), None) else {
                     continue;
                 };
+                if let Err(reason) = replays.admit(&msg, stored.at) {
+                    count_drop(&mut ctx.store, reason);
+                    continue;
+                }
                 let Body::Task(task) = msg.body.clone() else { continue };
                 if !task.candidates.contains(&peer.node()) || msg.from == peer.node() {
                     continue;
