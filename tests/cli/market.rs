@@ -347,3 +347,69 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
         );
     }
 }
+
+#[test]
+fn a_provider_killed_mid_task_is_refunded_after_the_timeout_and_never_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &url, &issuer);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "40"]);
+
+    let provider = JobHome::new();
+    // Slow enough that the job is still streaming when the provider dies.
+    provider.mock.set_delta_delay(Duration::from_millis(400));
+    provider.home.set(&[
+        &format!("market.url={url}"),
+        &format!("market.issuerKeys={issuer}"),
+        "market.offerTtlSecs=6",
+    ]);
+    let provider_id = node_id(&provider.home);
+    let serving = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 1);
+
+    let mut cmd = requester.home.command();
+    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
+        .args(["--max-tokens", "1000", "--timeout", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let asking = cmd.spawn().expect("starting execute --market");
+    let (container, _) = provider.wait_for_container();
+
+    let mut serving = serving;
+    serving.kill().expect("killing serve");
+    serving.wait().expect("reaping serve");
+
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "timed-out", "{doc:#}");
+    assert_eq!(doc["provider"], provider_id.as_str());
+
+    let ledger = requester.json(&["market", "ledger"]);
+    let accounts = &ledger["accounts"];
+    assert_eq!(accounts[&requester.id]["available"], 40, "{ledger:#}");
+    assert_eq!(accounts[&requester.id]["locked"], 0);
+    assert!(accounts[&provider_id]["earned"].as_u64().unwrap_or(0) == 0);
+    let kinds: Vec<&str> = ledger["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["grant", "lock", "refund"]);
+    let stats = requester.json(&["market", "stats"]);
+    assert_eq!(stats["reputations"][&provider_id]["timed_out"], 1);
+    assert!(
+        stats["reputations"][&provider_id]["as_provider"]
+            .as_f64()
+            .unwrap()
+            < 0.5
+    );
+
+    // The dead provider's container is its owner's to clean up.
+    provider.home.ok(&["clean", "--force"]);
+    assert!(!crate::docker_support::exists(&container));
+}
