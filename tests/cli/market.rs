@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::docker_support::{JobHome, KEY};
-use crate::nats::{NatsServer, files_containing};
+use crate::nats::{NatsCluster, NatsServer, files_containing};
 use crate::support::{Home, Run};
 
 const PROMPT: &str = "Market prompt: name three prime numbers, 7919 among them";
@@ -412,4 +412,96 @@ fn a_provider_killed_mid_task_is_refunded_after_the_timeout_and_never_paid() {
     // The dead provider's container is its owner's to clean up.
     provider.home.ok(&["clean", "--force"]);
     assert!(!crate::docker_support::exists(&container));
+}
+
+/// The `kind` of every audit row of a home.
+fn audit_kinds(home: &Home) -> Vec<String> {
+    let (code, doc) = home.json(&["audit", "--format", "json"]);
+    assert_eq!(code, 0, "{doc:#}");
+    doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
+    const TASKS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(dir.path(), 3);
+    let urls = cluster.url_list();
+
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &urls, &issuer);
+    requester.home.set(&["market.replicas=3"]);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "500"]);
+
+    let providers: Vec<JobHome> = (0..2).map(|_| JobHome::new()).collect();
+    for p in &providers {
+        p.home.set(&[
+            &format!("market.url={urls}"),
+            &format!("market.issuerKeys={issuer}"),
+            "market.replicas=3",
+            "market.offerTtlSecs=6",
+        ]);
+    }
+    let serving: Vec<Child> = providers
+        .iter()
+        .map(|p| serve(p, &["--price", "10"]))
+        .collect();
+    wait_for_offers(&requester, 2);
+
+    let mut spent = 0;
+    for i in 0..TASKS {
+        if i == 2 {
+            // The first server in everyone's list: most clients are on it.
+            cluster.kill(0);
+        }
+        let (code, doc) = market_execute(&requester, &["--model", "claude-haiku-4-5"]);
+        assert_eq!(code, 0, "task {i}: {doc:#}");
+        assert_eq!(doc["outcome"], "completed", "task {i}: {doc:#}");
+        spent += doc["price"].as_u64().unwrap();
+    }
+
+    let mut peers = vec![Peer {
+        home: requester.home,
+        id: requester.id.clone(),
+    }];
+    for child in serving {
+        let run = stop(child);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    }
+    let mut results = 0;
+    for p in providers {
+        let kinds = audit_kinds(&p.home);
+        results += kinds.iter().filter(|k| *k == "market.result").count();
+        let id = node_id(&p.home);
+        peers.push(Peer { home: p.home, id });
+    }
+    assert_eq!(results, TASKS, "each task ran exactly once");
+
+    let ledgers: Vec<Value> = peers
+        .iter()
+        .map(|p| p.json(&["market", "ledger"]))
+        .collect();
+    for other in &ledgers[1..] {
+        assert_eq!(other["accounts"], ledgers[0]["accounts"]);
+    }
+    let accounts = &ledgers[0]["accounts"];
+    assert_eq!(accounts[&requester.id]["available"], 500 - spent);
+    let earned: u64 = peers[1..]
+        .iter()
+        .map(|p| accounts[&p.id]["earned"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(earned, spent);
+    let locks = ledgers[0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "lock" && l["effect"] == "applied")
+        .count();
+    assert_eq!(locks, TASKS);
 }

@@ -37,9 +37,9 @@ pub const MAX_MESSAGE_BYTES: i32 = 1 << 20;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Attempts for a publish or a claim while the servers fail over, and the
-/// pause between them.
-const ATTEMPTS: u32 = 20;
+/// Attempts for a request while the servers fail over (a new stream leader
+/// can take several seconds to elect), and the pause between them.
+const ATTEMPTS: u32 = 60;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// How to reach the servers.
@@ -219,27 +219,30 @@ impl Transport {
 
     /// Every live offer: (key, server time in Unix ms, bytes).
     pub async fn offers(&self) -> Result<Vec<(String, i64, Bytes)>, MarketError> {
-        let read = |detail: String| MarketError::Read {
+        retry(|| async {
+            let mut keys = self.offers.keys().await.map_err(|e| e.to_string())?;
+            let mut names = Vec::new();
+            while let Some(key) = keys.next().await {
+                names.push(key.map_err(|e| e.to_string())?);
+            }
+            let mut offers = Vec::new();
+            for name in names {
+                let entry = self
+                    .offers
+                    .entry(name.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    offers.push((name, unix_ms(entry.created), entry.value));
+                }
+            }
+            Ok::<_, String>(offers)
+        })
+        .await
+        .map_err(|detail| MarketError::Read {
             what: format!("the offers in {OFFERS_BUCKET}"),
             detail,
-        };
-        let mut keys = self.offers.keys().await.map_err(|e| read(e.to_string()))?;
-        let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            names.push(key.map_err(|e| read(e.to_string()))?);
-        }
-        let mut offers = Vec::new();
-        for name in names {
-            let entry = self
-                .offers
-                .entry(name.clone())
-                .await
-                .map_err(|e| read(e.to_string()))?;
-            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                offers.push((name, unix_ms(entry.created), entry.value));
-            }
-        }
-        Ok(offers)
+        })
     }
 
     /// Claims `task`: the first create wins. A create whose acknowledgement
@@ -287,23 +290,28 @@ impl Transport {
 
     /// The last message stored on `subject` in `stream`, if any.
     pub async fn last(&self, stream: &str, subject: &str) -> Result<Option<Stored>, MarketError> {
-        let read = |detail: String| MarketError::Read {
+        retry(|| async {
+            let handle = self
+                .js
+                .get_stream_no_info(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            match handle.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => Ok(Some(Stored {
+                    seq: m.sequence,
+                    at: unix_ms(m.time),
+                    subject: m.subject.to_string(),
+                    bytes: m.payload,
+                })),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+        .map_err(|detail| MarketError::Read {
             what: format!("{subject} in {stream}"),
             detail,
-        };
-        let handle = retry(|| self.js.get_stream_no_info(stream))
-            .await
-            .map_err(read)?;
-        match handle.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => Ok(Some(Stored {
-                seq: m.sequence,
-                at: unix_ms(m.time),
-                subject: m.subject.to_string(),
-                bytes: m.payload,
-            })),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(read(e.to_string())),
-        }
+        })
     }
 
     /// Everything stored on `filter` in `stream` from `from_seq` on, up to

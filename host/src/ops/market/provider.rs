@@ -323,6 +323,7 @@ async fn serve_loop(
     // A task message republished within the window is the same message
     // again: the id gives it away.
     let mut replays = ReplayGuard::new(peer.window_ms());
+    let mut advertised_busy = 0;
     loop {
         if opts.max_tasks.is_some_and(|max| summary.handled >= max) {
             break;
@@ -331,21 +332,16 @@ async fn serve_loop(
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = refresh.tick() => {
-                let busy = shared.busy.load(Ordering::SeqCst);
-                let offer = Offer { busy, ..shared.offer.clone() };
-                match message::seal(&peer.key, Body::Offer(offer)) {
-                    Ok((bytes, _)) => {
-                        if let Err(e) = peer.transport.put_offer(&peer.node(), bytes).await {
-                            tracing::warn!(error = %e, "could not refresh the offer");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not sign the offer"),
-                }
+                advertised_busy = refresh_offer(shared).await;
             }
             _ = drain.tick() => {
                 while let Ok(event) = received.try_recv() {
                     tally(&mut summary, &event);
                     report(&event);
+                }
+                // Requesters skip busy offers: say at once when a slot frees.
+                if shared.busy.load(Ordering::SeqCst) != advertised_busy {
+                    advertised_busy = refresh_offer(shared).await;
                 }
             }
             next = tasks.next() => {
@@ -390,6 +386,25 @@ async fn serve_loop(
         }
     }
     Ok(summary)
+}
+
+/// Puts the offer again with the current load; returns the load put.
+async fn refresh_offer(shared: &Shared) -> u32 {
+    let peer = &shared.peer;
+    let busy = shared.busy.load(Ordering::SeqCst);
+    let offer = Offer {
+        busy,
+        ..shared.offer.clone()
+    };
+    match message::seal(&peer.key, Body::Offer(offer)) {
+        Ok((bytes, _)) => {
+            if let Err(e) = peer.transport.put_offer(&peer.node(), bytes).await {
+                tracing::warn!(error = %e, "could not refresh the offer");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not sign the offer"),
+    }
+    busy
 }
 
 /// Handles one task from decision to delivered result.
