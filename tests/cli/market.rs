@@ -226,21 +226,24 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
     );
 }
 
-/// Publishes raw bytes on the market, as a peer that does not follow the
-/// protocol would.
-fn publish_raw(url: &str, subject: &str, bytes: Vec<u8>) {
+/// A direct connection to the market, as a peer that does not follow the
+/// protocol would have, and a runtime to drive it.
+fn raw_market(
+    url: &str,
+) -> (
+    tokio::runtime::Runtime,
+    claude_max_market::market::Transport,
+) {
     use claude_max_market::market::{Connection, Transport};
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let conn = Connection {
-            urls: vec![url.to_owned()],
-            replicas: 1,
-            offer_ttl: Duration::from_secs(6),
-            ..Connection::default()
-        };
-        let transport = Transport::connect(&conn).await.unwrap();
-        transport.publish(subject, subject, bytes).await.unwrap();
-    });
+    let conn = Connection {
+        urls: vec![url.to_owned()],
+        replicas: 1,
+        offer_ttl: Duration::from_secs(6),
+        ..Connection::default()
+    };
+    let transport = rt.block_on(Transport::connect(&conn)).unwrap();
+    (rt, transport)
 }
 
 #[test]
@@ -249,6 +252,7 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
     use base64::engine::general_purpose::STANDARD as B64;
     use claude_max_market::crypto::NodeKey;
     use claude_max_market::market::message::seal;
+    use claude_max_market::market::transport::LEDGER_STREAM;
     use claude_max_market::market::types::{Body, Grant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -275,12 +279,15 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
     };
     // Signed by a key nobody trusts as an issuer.
     let (forged, _) = seal(&mallory, grant("forged", 1000)).unwrap();
-    publish_raw(&url, "cmm.ledger.grant.forged", forged.clone());
+    let (rt, raw) = raw_market(&url);
+    let publish = |subject: &str, bytes: Vec<u8>| {
+        rt.block_on(raw.publish(subject, subject, bytes)).unwrap();
+    };
+    publish("cmm.ledger.grant.forged", forged.clone());
     // A trusted-looking grant with its signature stripped.
     let mut unsigned: Value = serde_json::from_slice(&forged).unwrap();
     unsigned.as_object_mut().unwrap().remove("sig");
-    publish_raw(
-        &url,
+    publish(
         "cmm.ledger.grant.unsigned",
         serde_json::to_vec(&unsigned).unwrap(),
     );
@@ -289,33 +296,18 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
     let payload = B64.decode(edited["signed"].as_str().unwrap()).unwrap();
     let payload = String::from_utf8(payload).unwrap().replace("1000", "9999");
     edited["signed"] = Value::from(B64.encode(payload));
-    publish_raw(
-        &url,
+    publish(
         "cmm.ledger.grant.edited",
         serde_json::to_vec(&edited).unwrap(),
     );
     // The issuer's genuine grant, byte for byte, a second time.
-    let raw = {
-        use claude_max_market::market::transport::LEDGER_STREAM;
-        use claude_max_market::market::{Connection, Transport};
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let conn = Connection {
-                urls: vec![url.clone()],
-                replicas: 1,
-                offer_ttl: Duration::from_secs(6),
-                ..Connection::default()
-            };
-            let t = Transport::connect(&conn).await.unwrap();
-            t.last(LEDGER_STREAM, &format!("cmm.ledger.grant.{grant_id}"))
-                .await
-                .unwrap()
-                .unwrap()
-                .bytes
-                .to_vec()
-        })
-    };
-    publish_raw(&url, "cmm.ledger.grant.again", raw);
+    let genuine_bytes = rt
+        .block_on(raw.read(LEDGER_STREAM, &format!("cmm.ledger.grant.{grant_id}"), 1))
+        .unwrap()
+        .remove(0)
+        .bytes
+        .to_vec();
+    publish("cmm.ledger.grant.again", genuine_bytes);
 
     for peer in [&issuer, &receiver] {
         let ledger = peer.json(&["market", "ledger"]);

@@ -293,16 +293,7 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
                         short(&l.from),
                         l.task.as_deref().unwrap_or("-"),
                         l.amount.map(|a| a.to_string()).unwrap_or_default(),
-                        serde_json::to_value(&l.effect)
-                            .map(|v| match v.get("detail") {
-                                Some(d) => format!(
-                                    "{} ({})",
-                                    v["effect"].as_str().unwrap_or(""),
-                                    d.as_str().unwrap_or("")
-                                ),
-                                None => v["effect"].as_str().unwrap_or("").to_owned(),
-                            })
-                            .unwrap_or_default()
+                        l.effect
                     )?;
                 }
                 Ok(())

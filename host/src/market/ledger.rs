@@ -70,6 +70,16 @@ pub enum Effect {
     Dropped(DropReason),
 }
 
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Effect::Applied => f.write_str("applied"),
+            Effect::Ignored(why) => write!(f, "ignored ({why})"),
+            Effect::Dropped(reason) => write!(f, "dropped ({reason})"),
+        }
+    }
+}
+
 /// One ledger entry as replayed, for `market ledger`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
@@ -146,7 +156,7 @@ impl Ledger {
     }
 
     fn effect(&mut self, msg: &Signed, at: i64) -> Effect {
-        if (msg.ts - at).abs() > self.window_ms {
+        if !msg.fresh_at(at, self.window_ms) {
             return Effect::Dropped(DropReason::Stale);
         }
         if !self.seen.insert(msg.id.clone()) {

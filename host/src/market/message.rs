@@ -62,6 +62,14 @@ pub struct Signed {
     pub body: Body,
 }
 
+impl Signed {
+    /// Whether the sender's stamp is within `window_ms` of `at`, the time
+    /// the message was read against (the server's, for stored messages).
+    pub fn fresh_at(&self, at: i64, window_ms: i64) -> bool {
+        self.ts.abs_diff(at) <= window_ms.unsigned_abs()
+    }
+}
+
 /// Why a message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -200,7 +208,7 @@ impl ReplayGuard {
     /// Admits `message` as read at `reference` (Unix ms): the server's
     /// timestamp for stored messages, the local clock for live ones.
     pub fn admit(&mut self, message: &Signed, reference: i64) -> Result<(), DropReason> {
-        if (message.ts - reference).abs() > self.window_ms {
+        if !message.fresh_at(reference, self.window_ms) {
             return Err(DropReason::Stale);
         }
         if self.seen.contains_key(&message.id) {

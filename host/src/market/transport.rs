@@ -94,7 +94,6 @@ pub enum ClaimOutcome {
 /// A connected market.
 #[derive(Clone)]
 pub struct Transport {
-    client: async_nats::Client,
     js: jetstream::Context,
     offers: kv::Store,
     claims: kv::Store,
@@ -162,12 +161,7 @@ impl Transport {
         }
         let offers = bucket(&js, OFFERS_BUCKET, conn.offer_ttl, replicas).await?;
         let claims = bucket(&js, CLAIMS_BUCKET, DAY, replicas).await?;
-        Ok(Transport {
-            client,
-            js,
-            offers,
-            claims,
-        })
+        Ok(Transport { js, offers, claims })
     }
 
     /// Publishes `bytes` on `subject`, stored once however often a lost
@@ -288,69 +282,36 @@ impl Transport {
             .map(|e| (unix_ms(e.created), e.value)))
     }
 
-    /// The last message stored on `subject` in `stream`, if any.
-    pub async fn last(&self, stream: &str, subject: &str) -> Result<Option<Stored>, MarketError> {
-        retry(|| async {
-            let handle = self
-                .js
-                .get_stream_no_info(stream)
-                .await
-                .map_err(|e| e.to_string())?;
-            match handle.get_last_raw_message_by_subject(subject).await {
-                Ok(m) => Ok(Some(Stored {
-                    seq: m.sequence,
-                    at: unix_ms(m.time),
-                    subject: m.subject.to_string(),
-                    bytes: m.payload,
-                })),
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await
-        .map_err(|detail| MarketError::Read {
-            what: format!("{subject} in {stream}"),
-            detail,
-        })
-    }
-
     /// Everything stored on `filter` in `stream` from `from_seq` on, up to
-    /// what the stream held when the read began.
+    /// what the stream held when the read began. A read cut off by a server
+    /// failing over starts again.
     pub async fn read(
         &self,
         stream: &str,
         filter: &str,
         from_seq: u64,
     ) -> Result<Vec<Stored>, MarketError> {
-        let read = |detail: String| MarketError::Read {
+        retry(|| async {
+            let consumer = self.ordered(stream, filter, Start::Seq(from_seq)).await?;
+            let mut out = Vec::new();
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(out);
+            }
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next().await {
+                let (stored, remaining) = stored(message.map_err(|e| e.to_string())?)?;
+                out.push(stored);
+                if remaining == 0 {
+                    break;
+                }
+            }
+            Ok::<_, String>(out)
+        })
+        .await
+        .map_err(|detail| MarketError::Read {
             what: format!("{filter} in {stream}"),
             detail,
-        };
-        let consumer = self
-            .ordered(stream, filter, Start::Seq(from_seq))
-            .await
-            .map_err(read)?;
-        let pending = consumer.cached_info().num_pending;
-        let mut out = Vec::new();
-        if pending == 0 {
-            return Ok(out);
-        }
-        let mut messages = consumer.messages().await.map_err(|e| read(e.to_string()))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| read(e.to_string()))?;
-            let info = message.info().map_err(|e| read(e.to_string()))?;
-            let remaining = info.pending;
-            out.push(Stored {
-                seq: info.stream_sequence,
-                at: unix_ms(info.published),
-                subject: message.subject.to_string(),
-                bytes: message.payload.clone(),
-            });
-            if remaining == 0 {
-                break;
-            }
-        }
-        Ok(out)
+        })
     }
 
     /// A live feed of what is stored on `filter` in `stream`, starting at
@@ -364,33 +325,24 @@ impl Transport {
     ) -> Result<impl futures_util::Stream<Item = Result<Stored, MarketError>> + use<>, MarketError>
     {
         let what = format!("{filter} in {stream}");
-        let consumer = self
-            .ordered(stream, filter, start)
-            .await
-            .map_err(|detail| MarketError::Read {
-                what: what.clone(),
-                detail,
-            })?;
-        let messages = consumer.messages().await.map_err(|e| MarketError::Read {
+        let read = move |detail: String| MarketError::Read {
             what: what.clone(),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        let consumer = retry(|| self.ordered(stream, filter, start))
+            .await
+            .map_err(&read)?;
+        let messages = consumer.messages().await.map_err(|e| read(e.to_string()))?;
         Ok(messages.map(move |m| {
-            let read = |detail: String| MarketError::Read {
-                what: what.clone(),
-                detail,
-            };
-            let message = m.map_err(|e| read(e.to_string()))?;
-            let info = message.info().map_err(|e| read(e.to_string()))?;
-            Ok(Stored {
-                seq: info.stream_sequence,
-                at: unix_ms(info.published),
-                subject: message.subject.to_string(),
-                bytes: message.payload.clone(),
-            })
+            m.map_err(|e| e.to_string())
+                .and_then(stored)
+                .map(|(stored, _)| stored)
+                .map_err(&read)
         }))
     }
 
+    /// An ordered consumer of `filter` in `stream` from `start` (one
+    /// attempt: callers retry).
     async fn ordered(
         &self,
         stream: &str,
@@ -402,7 +354,6 @@ impl Transport {
                 start_sequence: seq,
             },
             Start::Seq(_) => consumer::DeliverPolicy::All,
-            Start::New => consumer::DeliverPolicy::New,
             Start::Since(ms) => consumer::DeliverPolicy::ByStartTime {
                 start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
                     i128::from(ms) * 1_000_000,
@@ -410,24 +361,34 @@ impl Transport {
                 .map_err(|e| e.to_string())?,
             },
         };
-        let handle = retry(|| self.js.get_stream_no_info(stream)).await?;
-        retry(|| {
-            handle.create_consumer(consumer::pull::OrderedConfig {
+        let handle = self
+            .js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        handle
+            .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter.to_owned(),
                 deliver_policy,
                 ..Default::default()
             })
-        })
-        .await
+            .await
+            .map_err(|e| e.to_string())
     }
+}
 
-    /// Waits until everything published so far has reached the server.
-    pub async fn flush(&self) -> Result<(), MarketError> {
-        self.client.flush().await.map_err(|e| MarketError::Publish {
-            subject: "(flush)".into(),
-            detail: e.to_string(),
-        })
-    }
+/// A delivered message as stored, with how many more the consumer has
+/// pending.
+fn stored(message: jetstream::Message) -> Result<(Stored, u64), String> {
+    let info = message.info().map_err(|e| e.to_string())?;
+    let pending = info.pending;
+    let stored = Stored {
+        seq: info.stream_sequence,
+        at: unix_ms(info.published),
+        subject: message.subject.to_string(),
+        bytes: message.payload.clone(),
+    };
+    Ok((stored, pending))
 }
 
 /// Where a feed starts.
@@ -435,8 +396,6 @@ impl Transport {
 pub enum Start {
     /// At this stream sequence (1: the beginning).
     Seq(u64),
-    /// With the next message stored.
-    New,
     /// With messages stored since this time (Unix ms).
     Since(i64),
 }

@@ -293,7 +293,7 @@ fn admit_with(
 
 /// The owner answered approval's ask with yes: approval's part becomes an
 /// allow that says so. Denials by any role stand.
-pub(super) fn approve_at_prompt(decision: &mut PipelineDecision) {
+fn approve_at_prompt(decision: &mut PipelineDecision) {
     for role in &mut decision.roles {
         if role.outcome == Outcome::Ask {
             role.outcome = Outcome::Allow;
@@ -350,7 +350,7 @@ fn describe(ctx: &Context, opts: &ExecuteOptions, prompt: &[u8]) -> (Job, NewJob
     (job, new_job)
 }
 
-pub(super) fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
+fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {
     let prompt = match source {
         PromptSource::Text(text) => text.clone().into_bytes(),
         PromptSource::File(path) => std::fs::read(path).map_err(|source| OpsError::Read {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Serialize;
 
 use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
@@ -165,7 +164,7 @@ fn accept(
     expected: Option<&str>,
 ) -> Option<Signed> {
     let checked = message::open(bytes).and_then(|m| {
-        if (m.ts - at).abs() > window_ms {
+        if !m.fresh_at(at, window_ms) {
             Err(DropReason::Stale)
         } else if expected.is_some_and(|who| who != m.from) {
             Err(DropReason::NotAuthorised)
@@ -216,10 +215,6 @@ async fn live_offers(peer: &Peer, store: &mut Store) -> Result<Vec<LiveOffer>, O
     Ok(out)
 }
 
-fn reputations(ledger: &Ledger) -> BTreeMap<String, Reputation> {
-    reputation::all(ledger)
-}
-
 fn reputation_of(reps: &BTreeMap<String, Reputation>, node: &str) -> Reputation {
     reps.get(node).cloned().unwrap_or_else(reputation::neutral)
 }
@@ -239,7 +234,7 @@ fn unb64(text: &str, what: &str) -> Result<Vec<u8>, OpsError> {
     })
 }
 
-/// A number of seconds as a `Duration` in milliseconds, for deadlines.
+/// Whole seconds, from a setting.
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
@@ -247,8 +242,48 @@ fn secs(s: u32) -> Duration {
 /// How long to wait between looks at the market while waiting.
 const POLL: Duration = Duration::from_millis(150);
 
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub node: String,
-    pub short: String,
+/// The messages on one subject, each read once: every poll returns those
+/// stored since the last that verify (signed by `from`, when given), and
+/// counts each one that does not exactly once. Reading them all, not only
+/// the last, keeps a later forgery from hiding a genuine message.
+struct Feed {
+    stream: &'static str,
+    subject: String,
+    from: Option<String>,
+    next_seq: u64,
+}
+
+impl Feed {
+    fn new(stream: &'static str, subject: String, from: Option<&str>) -> Feed {
+        Feed {
+            stream,
+            subject,
+            from: from.map(str::to_owned),
+            next_seq: 1,
+        }
+    }
+
+    fn poll(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        peer: &Peer,
+        store: &mut Store,
+    ) -> Result<Vec<Signed>, OpsError> {
+        let stored = rt.block_on(
+            peer.transport
+                .read(self.stream, &self.subject, self.next_seq),
+        )?;
+        let mut out = Vec::new();
+        for m in stored {
+            self.next_seq = m.seq + 1;
+            out.extend(accept(
+                store,
+                &m.bytes,
+                m.at,
+                peer.window_ms(),
+                self.from.as_deref(),
+            ));
+        }
+        Ok(out)
+    }
 }

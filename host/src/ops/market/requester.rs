@@ -15,7 +15,7 @@ use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
 use crate::market::types::{
     Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
 };
-use crate::market::{Ledger, Settlement};
+use crate::market::{Ledger, Settlement, reputation};
 use crate::policy::{CredentialKind, DecisionInput, Job, JobSource, MarketContext};
 use crate::store::MarketStep;
 
@@ -26,8 +26,8 @@ use super::super::execute::{
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
-    LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, reputation_of, reputations, secs,
-    short, unb64,
+    Feed, LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, reputation_of, secs, short,
+    unb64,
 };
 
 #[derive(Debug, Clone)]
@@ -253,40 +253,40 @@ pub fn execute(
     // The result, or the provider giving up, or the timeout.
     let deadline = locked + secs(timeout_secs);
     let mut running = false;
+    let mut results = Feed::new(
+        RESULTS_STREAM,
+        format!("cmm.result.{}", task.task),
+        Some(&provider),
+    );
+    let mut statuses = Feed::new(
+        TASKS_STREAM,
+        format!("cmm.status.{}", task.task),
+        Some(&provider),
+    );
     let delivered = loop {
-        if let Some(stored) = rt.block_on(
-            peer.transport
-                .last(RESULTS_STREAM, &format!("cmm.result.{}", task.task)),
-        )? && let Some(msg) = accept(
-            &mut ctx.store,
-            &stored.bytes,
-            stored.at,
-            peer.window_ms(),
-            Some(&provider),
-        ) && let Body::Result(result) = msg.body
-            && result.task == task.task
-        {
-            break Some(result);
+        let delivered = results
+            .poll(&rt, &peer, &mut ctx.store)?
+            .into_iter()
+            .find_map(|msg| match msg.body {
+                Body::Result(result) if result.task == task.task => Some(result),
+                _ => None,
+            });
+        if delivered.is_some() {
+            break delivered;
         }
-        if let Some(stored) = rt.block_on(
-            peer.transport
-                .last(TASKS_STREAM, &format!("cmm.status.{}", task.task)),
-        )? && let Some(msg) = accept(
-            &mut ctx.store,
-            &stored.bytes,
-            stored.at,
-            peer.window_ms(),
-            Some(&provider),
-        ) && let Body::Status(status) = msg.body
-        {
-            match status.state {
-                TaskState::Failed => break None,
-                TaskState::Running if !running => {
+        let mut failed = false;
+        for msg in statuses.poll(&rt, &peer, &mut ctx.store)? {
+            match msg.body {
+                Body::Status(s) if s.state == TaskState::Failed => failed = true,
+                Body::Status(_) if !running => {
                     running = true;
                     progress(&MarketProgress::Running);
                 }
-                TaskState::Running => {}
+                _ => {}
             }
+        }
+        if failed {
+            break None;
         }
         if Instant::now() >= deadline {
             break None;
@@ -396,7 +396,7 @@ fn choose(
     ledger: &Ledger,
     cap: u64,
 ) -> Result<Vec<LiveOffer>, OpsError> {
-    let reps = reputations(ledger);
+    let reps = reputation::all(ledger);
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let usage = ctx.store.usage_snapshot(today())?;
@@ -507,19 +507,16 @@ fn current_bid(
     peer: &Peer,
     task: &Task,
 ) -> Result<u64, OpsError> {
-    let subject = format!("cmm.bid.{}", task.task);
-    let last = rt.block_on(peer.transport.last(TASKS_STREAM, &subject))?;
-    Ok(last
-        .and_then(|m| {
-            accept(
-                &mut ctx.store,
-                &m.bytes,
-                m.at,
-                peer.window_ms(),
-                Some(&peer.node()),
-            )
-        })
-        .and_then(|m| match m.body {
+    let mut bids = Feed::new(
+        TASKS_STREAM,
+        format!("cmm.bid.{}", task.task),
+        Some(&peer.node()),
+    );
+    Ok(bids
+        .poll(rt, peer, &mut ctx.store)?
+        .into_iter()
+        .rev()
+        .find_map(|m| match m.body {
             Body::Bid(b) if b.task == task.task => Some(b.bid),
             _ => None,
         })
@@ -562,33 +559,23 @@ pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced
     }
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
-    let stored = rt
-        .block_on(
-            peer.transport
-                .last(TASKS_STREAM, &format!("cmm.task.{task_id}")),
-        )?
+    let mut posts = Feed::new(TASKS_STREAM, format!("cmm.task.{task_id}"), None);
+    let (from, task) = posts
+        .poll(&rt, &peer, &mut ctx.store)?
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::Task(task) if task.task == task_id => Some((m.from, task)),
+            _ => None,
+        })
         .ok_or_else(|| OpsError::UnknownTask {
             task: task_id.to_owned(),
             hint: "; `market tasks` lists the open ones".into(),
         })?;
-    let msg =
-        accept(&mut ctx.store, &stored.bytes, stored.at, i64::MAX, None).ok_or_else(|| {
-            OpsError::UnknownTask {
-                task: task_id.to_owned(),
-                hint: " (its message does not verify)".into(),
-            }
-        })?;
-    let Body::Task(task) = msg.body else {
-        return Err(OpsError::UnknownTask {
-            task: task_id.to_owned(),
-            hint: String::new(),
-        });
-    };
-    if msg.from != peer.node() {
+    if from != peer.node() {
         return Err(OpsError::InvalidInput {
             what: format!(
                 "task {task_id} was posted by {}, not by this node; only its requester may bid on it",
-                short(&msg.from)
+                short(&from)
             ),
         });
     }

@@ -10,14 +10,14 @@ use sha2::{Digest, Sha256};
 
 use crate::market::ledger::{Account, Line};
 use crate::market::message::now_ms;
-use crate::market::reputation::Reputation;
+use crate::market::reputation::{self, Reputation};
 use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
 use crate::market::types::Body;
 use crate::market::{DropReason, Settlement};
 
 use super::super::context::runtime;
 use super::super::{Context, OpsError, keys};
-use super::{Peer, accept, catch_up, live_offers, reputation_of, reputations, unb64};
+use super::{Feed, Peer, accept, catch_up, live_offers, reputation_of, unb64};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OfferView {
@@ -37,7 +37,7 @@ pub fn offers(ctx: &mut Context) -> Result<Vec<OfferView>, OpsError> {
     let peer = Peer::connect(ctx, &rt)?;
     let mut ledger = peer.ledger();
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
-    let reps = reputations(&ledger);
+    let reps = reputation::all(&ledger);
     let now = now_ms();
     Ok(rt
         .block_on(live_offers(&peer, &mut ctx.store))?
@@ -181,7 +181,7 @@ pub fn stats(ctx: &mut Context) -> Result<MarketStats, OpsError> {
     let mut ledger = peer.ledger();
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
     let offers = rt.block_on(live_offers(&peer, &mut ctx.store))?;
-    let reps = reputations(&ledger);
+    let reps = reputation::all(&ledger);
     let (settled, open): (Vec<_>, Vec<_>) = ledger
         .escrows()
         .partition(|e| e.settlement != Settlement::Open);
@@ -228,32 +228,20 @@ pub struct ResultView {
 pub fn result(ctx: &mut Context, task: &str) -> Result<ResultView, OpsError> {
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
-    let stored = rt
-        .block_on(
-            peer.transport
-                .last(RESULTS_STREAM, &format!("cmm.result.{task}")),
-        )?
+    let mut results = Feed::new(RESULTS_STREAM, format!("cmm.result.{task}"), None);
+    let (from, r) = results
+        .poll(&rt, &peer, &mut ctx.store)?
+        .into_iter()
+        .find_map(|m| match m.body {
+            Body::Result(r) if r.task == task => Some((m.from, r)),
+            _ => None,
+        })
         .ok_or_else(|| OpsError::UnknownTask {
             task: task.to_owned(),
-            hint: " result (none delivered yet, or older than the results stream keeps)".into(),
+            hint:
+                " result that verifies (none delivered yet, or older than the results stream keeps)"
+                    .into(),
         })?;
-    let msg = accept(
-        &mut ctx.store,
-        &stored.bytes,
-        stored.at,
-        peer.window_ms(),
-        None,
-    )
-    .ok_or_else(|| OpsError::UnknownTask {
-        task: task.to_owned(),
-        hint: " result that verifies".into(),
-    })?;
-    let Body::Result(r) = msg.body else {
-        return Err(OpsError::UnknownTask {
-            task: task.to_owned(),
-            hint: " result".into(),
-        });
-    };
     let keys = keys::decryption_keys(ctx)?;
     let sealed = unb64(&r.payload, "the result's payload")?;
     let mut plain = Vec::new();
@@ -269,7 +257,7 @@ pub fn result(ctx: &mut Context, task: &str) -> Result<ResultView, OpsError> {
     };
     Ok(ResultView {
         task: r.task,
-        provider: msg.from,
+        provider: from,
         state: r.state,
         input_tokens: r.input_tokens,
         output_tokens: r.output_tokens,
