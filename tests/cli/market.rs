@@ -497,3 +497,283 @@ fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
         .count();
     assert_eq!(locks, TASKS);
 }
+
+/// `serve`'s JSON events as they come, read on a thread of their own.
+struct Events {
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Events {
+    fn of(child: &mut Child) -> Events {
+        use std::io::BufRead as _;
+        let stdout = child.stdout.take().expect("serve's stdout is piped");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let event = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if send.send(event).is_err() {
+                    return;
+                }
+            }
+        });
+        Events { lines }
+    }
+
+    /// The next event named `name`, failing after 60 s or on one named in
+    /// `unexpected`.
+    fn next(&self, name: &str, unexpected: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {name} event within 60 s"));
+            let got = event["event"].as_str().unwrap_or_default();
+            assert!(!unexpected.contains(&got), "{event:#}");
+            if got == name {
+                return event;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
+    use claude_max_market::crypto::NodeKey;
+    use claude_max_market::market::message::seal;
+    use claude_max_market::market::types::{Bid, Body};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &url, &issuer);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
+
+    let provider = JobHome::new();
+    provider.home.set(&[
+        &format!("market.url={url}"),
+        &format!("market.issuerKeys={issuer}"),
+        "market.offerTtlSecs=6",
+        "limits.maxTokensPerTask=1000",
+    ]);
+    let provider_id = node_id(&provider.home);
+    // No --price: the offer is pricing's quote, (10 + 1 × 2) × 1.25.
+    let mut serving = serve(&provider, &[]);
+    let events = Events::of(&mut serving);
+    assert_eq!(events.next("serving", &[])["price"], 15);
+    wait_for_offers(&requester, 1);
+
+    // The owner raises the rates while serving: the next task is judged
+    // under the new ones, (40 + 2) × 1.25 rounded up, above the bid.
+    provider.home.set(&["market.basePrice=40"]);
+    let mut cmd = requester.home.command();
+    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
+        .args(["--max-tokens", "1000", "--max-price", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let asking = cmd.spawn().expect("starting execute --market");
+
+    let skipped = events.next("skipped", &["claimed"]);
+    let task = skipped["task"].as_str().unwrap().to_owned();
+    assert!(
+        skipped["reason"].as_str().unwrap().contains("quote of 53"),
+        "{skipped:#}"
+    );
+    // A raise signed by anyone but the requester is refused and counted.
+    let (rt, raw) = raw_market(&url);
+    let mallory = NodeKey::generate(2048).unwrap();
+    let (forged, _) = seal(
+        &mallory,
+        Body::Bid(Bid {
+            task: task.clone(),
+            bid: 99,
+        }),
+    )
+    .unwrap();
+    let subject = format!("cmm.bid.{task}");
+    rt.block_on(raw.publish(&subject, &subject, forged))
+        .unwrap();
+    let placed = requester.json(&["bid", "--task-id", &task, "--max-price", "60"]);
+    assert_eq!(placed["previous"], 15);
+    assert_eq!(events.next("bid-raised", &["claimed"])["bid"], 60);
+    let claimed = events.next("claimed", &[]);
+    assert_eq!(claimed["task"], task.as_str());
+    assert_eq!(claimed["price"], 53);
+
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "completed", "{doc:#}");
+    assert_eq!(doc["provider"], provider_id.as_str());
+    assert_eq!(doc["price"], 53);
+    let accounts = &requester.json(&["market", "ledger"])["accounts"];
+    assert_eq!(accounts[&requester.id]["available"], 100 - 53);
+    assert_eq!(accounts[&provider_id]["earned"], 53);
+
+    assert_eq!(stop(serving).code, 0);
+    let stats = provider.home.json(&["market", "stats"]).1;
+    assert_eq!(
+        stats["dropped_here"],
+        serde_json::json!({"not-authorised": 1}),
+        "{stats:#}"
+    );
+}
+
+#[test]
+fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use claude_max_market::crypto::NodeKey;
+    use claude_max_market::market::message::seal;
+    use claude_max_market::market::transport::{Start, TASKS_STREAM};
+    use claude_max_market::market::types::{Body, Claim, Offer, Task};
+    use futures_util::StreamExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &url, &issuer);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
+    let provider = JobHome::new();
+    provider.home.set(&[
+        &format!("market.url={url}"),
+        &format!("market.issuerKeys={issuer}"),
+        "market.offerTtlSecs=6",
+    ]);
+    let provider_id = node_id(&provider.home);
+    let mut serving = serve(&provider, &["--price", "10"]);
+    let events = Events::of(&mut serving);
+    wait_for_offers(&requester, 1);
+
+    // One genuine task, run to the end.
+    let (code, genuine) = market_execute(&requester, &[]);
+    assert_eq!(code, 0, "{genuine:#}");
+    let genuine_task = genuine["task"].as_str().unwrap().to_owned();
+    events.next("finished", &[]);
+
+    let (rt, raw) = raw_market(&url);
+    let mallory = NodeKey::generate(2048).unwrap();
+    let task = |id: &str| Task {
+        task: id.into(),
+        model: "claude-haiku-4-5".into(),
+        max_tokens: 1000,
+        prompt_bytes: 4,
+        prompt_sha256: String::new(),
+        bid: 50,
+        candidates: vec![provider_id.clone()],
+        timeout_secs: 30,
+        payload: String::new(),
+    };
+    let publish = |subject: String, bytes: Vec<u8>| {
+        rt.block_on(raw.publish(&subject, &subject, bytes)).unwrap();
+    };
+    // A task with its signature stripped.
+    let (signed, _) = seal(&mallory, Body::Task(task("unsigned"))).unwrap();
+    let mut unsigned: Value = serde_json::from_slice(&signed).unwrap();
+    unsigned.as_object_mut().unwrap().remove("sig");
+    publish(
+        "cmm.task.unsigned".into(),
+        serde_json::to_vec(&unsigned).unwrap(),
+    );
+    // A task edited after signing: a bigger bid.
+    let (signed, _) = seal(&mallory, Body::Task(task("edited"))).unwrap();
+    let mut edited: Value = serde_json::from_slice(&signed).unwrap();
+    let payload = B64.decode(edited["signed"].as_str().unwrap()).unwrap();
+    let payload = String::from_utf8(payload).unwrap().replace("50", "99");
+    edited["signed"] = Value::from(B64.encode(payload));
+    publish(
+        "cmm.task.edited".into(),
+        serde_json::to_vec(&edited).unwrap(),
+    );
+    // The requester's genuine task, byte for byte, a second time.
+    let subject = format!("cmm.task.{genuine_task}");
+    let again = rt
+        .block_on(raw.read(TASKS_STREAM, &subject, 1))
+        .unwrap()
+        .remove(0)
+        .bytes
+        .to_vec();
+    publish(subject, again);
+
+    // The provider counts each and runs none of them.
+    let expected = serde_json::json!({"bad-signature": 1, "replayed": 1, "unsigned": 1});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = provider.home.json(&["market", "stats"]).1;
+        if stats["dropped_here"] == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = stop(serving);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let admitted = audit_kinds(&provider.home)
+        .iter()
+        .filter(|k| *k == "job.admitted")
+        .count();
+    assert_eq!(admitted, 1);
+
+    // A claim squatted by a node that is not a candidate: the requester
+    // refuses it, counts it, and locks nothing.
+    let (offer, _) = seal(
+        &mallory,
+        Body::Offer(Offer {
+            slots: 1,
+            busy: 0,
+            price: 5,
+            models: vec!["claude-haiku-4-5".into()],
+            max_tokens: 100_000,
+        }),
+    )
+    .unwrap();
+    rt.block_on(raw.put_offer(&mallory.node_id(), offer))
+        .unwrap();
+    let mut cmd = requester.home.command();
+    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
+        .args(["--max-tokens", "1000", "--model", "claude-haiku-4-5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let asking = cmd.spawn().expect("starting execute --market");
+    let posted = rt.block_on(async {
+        let mut tasks = raw
+            .watch(TASKS_STREAM, "cmm.task.*", Start::Since(0))
+            .await
+            .unwrap();
+        loop {
+            let stored = tasks.next().await.unwrap().unwrap();
+            let id = stored.subject.trim_start_matches("cmm.task.").to_owned();
+            if ![genuine_task.as_str(), "unsigned", "edited"].contains(&id.as_str()) {
+                return id;
+            }
+        }
+    });
+    let squatter = NodeKey::generate(2048).unwrap();
+    let (claim, _) = seal(
+        &squatter,
+        Body::Claim(Claim {
+            task: posted.clone(),
+            requester: requester.id.clone(),
+            price: 1,
+        }),
+    )
+    .unwrap();
+    rt.block_on(raw.claim(&posted, claim)).unwrap();
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "unclaimed", "{doc:#}");
+    let stats = requester.json(&["market", "stats"]);
+    assert_eq!(
+        stats["dropped_here"],
+        serde_json::json!({"not-authorised": 1}),
+        "{stats:#}"
+    );
+    let ledger = requester.json(&["market", "ledger", "--task", &posted]);
+    assert_eq!(ledger["lines"], serde_json::json!([]), "{ledger:#}");
+}

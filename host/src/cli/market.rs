@@ -102,6 +102,12 @@ fn describe(event: &ServeEvent) -> String {
             offer.models.join(",")
         ),
         ServeEvent::Skipped { task, reason } => format!("task {task}: skipped: {reason}"),
+        ServeEvent::Waiting { task, reason } => {
+            format!("task {task}: waiting: {reason}; taken up when a slot frees")
+        }
+        ServeEvent::BidRaised { task, bid } => {
+            format!("task {task}: bid raised to {bid} RUV; asking the policies again")
+        }
         ServeEvent::Claimed {
             task,
             requester,

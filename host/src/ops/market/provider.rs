@@ -11,6 +11,7 @@
 //! id, and the store refuses to admit a job id twice: a redelivered task is
 //! never run twice.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -27,9 +28,9 @@ use crate::market::message::{self, now_ms};
 use crate::market::reputation;
 use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{
-    Body, Claim, Offer, Refund, RefundReason, Status, Task, TaskResult, TaskState,
+    Bid, Body, Claim, Offer, Refund, RefundReason, Status, Task, TaskResult, TaskState,
 };
-use crate::market::{ClaimOutcome, Ledger, ReplayGuard, Signed};
+use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
 use crate::policy::{
     CredentialKind, DecisionInput, Job, JobSource, MarketContext, Outcome, PipelineDecision, Role,
 };
@@ -178,9 +179,20 @@ pub enum ServeEvent {
         #[serde(flatten)]
         offer: Offer,
     },
+    /// Passed over by the policies; a raised bid brings it back.
     Skipped {
         task: String,
         reason: String,
+    },
+    /// Every slot is busy; considered when one frees, while its requester
+    /// still waits.
+    Waiting {
+        task: String,
+        reason: String,
+    },
+    BidRaised {
+        task: String,
+        bid: u64,
     },
     Claimed {
         task: String,
@@ -311,18 +323,20 @@ async fn serve_loop(
 ) -> Result<ServeSummary, OpsError> {
     let peer = &shared.peer;
     let since = now_ms() - i64::from(peer.settings.claim_wait_secs) * 1000;
-    let mut tasks = peer
+    // Tasks and bids in one ordered feed: a bid never overtakes its task.
+    let mut feed = peer
         .transport
-        .watch(TASKS_STREAM, "cmm.task.*", Start::Since(since))
+        .watch(TASKS_STREAM, "", Start::Since(since))
         .await?;
     let mut refresh = tokio::time::interval(secs(peer.settings.offer_ttl_secs) / 3);
     let mut drain = tokio::time::interval(Duration::from_millis(100));
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| OpsError::Runtime { source })?;
     let mut summary = ServeSummary::default();
-    // A task message republished within the window is the same message
-    // again: the id gives it away.
+    // A message republished within the window is the same message again:
+    // the id gives it away.
     let mut replays = ReplayGuard::new(peer.window_ms());
+    let mut desk = Desk::default();
     let mut advertised_busy = 0;
     loop {
         if opts.max_tasks.is_some_and(|max| summary.handled >= max) {
@@ -332,19 +346,27 @@ async fn serve_loop(
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = refresh.tick() => {
+                desk.expire(now_ms() - i64::from(peer.settings.claim_wait_secs) * 1000);
                 advertised_busy = refresh_offer(shared).await;
             }
             _ = drain.tick() => {
                 while let Ok(event) = received.try_recv() {
+                    desk.settle(&event);
                     tally(&mut summary, &event);
                     report(&event);
+                }
+                let busy = shared.busy.load(Ordering::SeqCst);
+                if busy < advertised_busy {
+                    for id in desk.waiting() {
+                        desk.consider(ctx, shared, &id)?;
+                    }
                 }
                 // Requesters skip busy offers: say at once when a slot frees.
                 if shared.busy.load(Ordering::SeqCst) != advertised_busy {
                     advertised_busy = refresh_offer(shared).await;
                 }
             }
-            next = tasks.next() => {
+            next = feed.next() => {
                 let Some(stored) = next else { break };
                 let stored = match stored {
                     Ok(stored) => stored,
@@ -360,32 +382,171 @@ async fn serve_loop(
                     count_drop(&mut ctx.store, reason);
                     continue;
                 }
-                let Body::Task(task) = msg.body.clone() else { continue };
-                if !task.candidates.contains(&peer.node()) || msg.from == peer.node() {
-                    continue;
+                match msg.body.clone() {
+                    Body::Task(task) => {
+                        let id = task.task.clone();
+                        if !task.candidates.contains(&peer.node())
+                            || msg.from == peer.node()
+                            || desk.knows(&id)
+                            || ctx.store.market_task(&id)?.is_some()
+                        {
+                            continue;
+                        }
+                        desk.post(msg, task, stored.at);
+                        if shared.busy.load(Ordering::SeqCst) >= shared.offer.slots {
+                            report(&ServeEvent::Waiting { task: id, reason: "every slot is busy".into() });
+                            continue;
+                        }
+                        desk.consider(ctx, shared, &id)?;
+                    }
+                    Body::Bid(bid) => {
+                        if let Some(raised) = desk.raise(&mut ctx.store, &msg, &bid) {
+                            report(&raised);
+                            desk.consider(ctx, shared, &bid.task)?;
+                        }
+                    }
+                    _ => {}
                 }
-                if ctx.store.market_task(&task.task)?.is_some() {
-                    continue;
-                }
-                if shared.busy.load(Ordering::SeqCst) >= shared.offer.slots {
-                    report(&ServeEvent::Skipped { task: task.task.clone(), reason: "every slot is busy".into() });
-                    continue;
-                }
-                shared.busy.fetch_add(1, Ordering::SeqCst);
-                let handler = Arc::clone(shared);
-                std::thread::spawn(move || {
-                    let id = task.task.clone();
-                    let event = take(&handler, &msg, task).unwrap_or_else(|e| ServeEvent::Failed {
-                        task: id,
-                        reason: e.to_string(),
-                    });
-                    let _ = handler.events.send(event);
-                    handler.busy.fetch_sub(1, Ordering::SeqCst);
-                });
             }
         }
     }
     Ok(summary)
+}
+
+/// The tasks addressed to this node that it has not taken, kept while
+/// their requesters wait for a claim: a slot freeing up or a raised bid
+/// brings one back to the policies.
+#[derive(Default)]
+struct Desk {
+    pending: HashMap<String, Pending>,
+}
+
+struct Pending {
+    msg: Signed,
+    task: Task,
+    /// Server time of the post (Unix ms).
+    posted: i64,
+    /// The bid the policies last judged, once they have.
+    judged: Option<u64>,
+    /// A handler has it now.
+    handling: bool,
+}
+
+impl Desk {
+    fn knows(&self, task: &str) -> bool {
+        self.pending.contains_key(task)
+    }
+
+    fn post(&mut self, msg: Signed, task: Task, posted: i64) {
+        self.pending.insert(
+            task.task.clone(),
+            Pending {
+                msg,
+                task,
+                posted,
+                judged: None,
+                handling: false,
+            },
+        );
+    }
+
+    /// Applies a bid: only the task's requester may change it, and only a
+    /// raise is news to a provider that passed at the lower one.
+    fn raise(
+        &mut self,
+        store: &mut crate::store::Store,
+        msg: &Signed,
+        bid: &Bid,
+    ) -> Option<ServeEvent> {
+        let p = self.pending.get_mut(&bid.task)?;
+        if msg.from != p.msg.from {
+            count_drop(store, DropReason::NotAuthorised);
+            return None;
+        }
+        if bid.bid <= p.task.bid {
+            return None;
+        }
+        p.task.bid = bid.bid;
+        Some(ServeEvent::BidRaised {
+            task: bid.task.clone(),
+            bid: bid.bid,
+        })
+    }
+
+    /// Hands the task to a handler thread when a slot is free and the
+    /// policies have not already judged it at its current bid.
+    fn consider(
+        &mut self,
+        ctx: &mut Context,
+        shared: &Arc<Shared>,
+        id: &str,
+    ) -> Result<(), OpsError> {
+        let Some(p) = self.pending.get_mut(id) else {
+            return Ok(());
+        };
+        if p.handling
+            || p.judged == Some(p.task.bid)
+            || shared.busy.load(Ordering::SeqCst) >= shared.offer.slots
+        {
+            return Ok(());
+        }
+        if ctx.store.market_task(id)?.is_some() {
+            self.pending.remove(id);
+            return Ok(());
+        }
+        p.handling = true;
+        p.judged = Some(p.task.bid);
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        let handler = Arc::clone(shared);
+        let (msg, task) = (p.msg.clone(), p.task.clone());
+        std::thread::spawn(move || {
+            let id = task.task.clone();
+            let event = take(&handler, &msg, task).unwrap_or_else(|e| ServeEvent::Failed {
+                task: id,
+                reason: e.to_string(),
+            });
+            let _ = handler.events.send(event);
+            handler.busy.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(())
+    }
+
+    /// Tasks the policies have yet to judge at their current bid, oldest
+    /// first.
+    fn waiting(&self) -> Vec<String> {
+        let mut waiting: Vec<&Pending> = self
+            .pending
+            .values()
+            .filter(|p| !p.handling && p.judged != Some(p.task.bid))
+            .collect();
+        waiting.sort_by_key(|p| p.posted);
+        waiting.into_iter().map(|p| p.task.task.clone()).collect()
+    }
+
+    /// Follows a handler's outcome: a task the policies refused stays (a
+    /// higher bid may change their answer); one that was taken, lost or
+    /// failed is done.
+    fn settle(&mut self, event: &ServeEvent) {
+        match event {
+            ServeEvent::Skipped { task, .. } => {
+                if let Some(p) = self.pending.get_mut(task) {
+                    p.handling = false;
+                }
+            }
+            ServeEvent::Lost { task, .. }
+            | ServeEvent::Finished { task, .. }
+            | ServeEvent::Failed { task, .. } => {
+                self.pending.remove(task);
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets tasks posted before `before` that no handler has: their
+    /// requesters have stopped waiting.
+    fn expire(&mut self, before: i64) {
+        self.pending.retain(|_, p| p.handling || p.posted >= before);
+    }
 }
 
 /// Puts the offer again with the current load; returns the load put.
