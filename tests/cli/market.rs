@@ -777,3 +777,65 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
     let ledger = requester.json(&["market", "ledger", "--task", &posted]);
     assert_eq!(ledger["lines"], serde_json::json!([]), "{ledger:#}");
 }
+
+#[test]
+fn the_output_streams_to_the_requester_while_the_job_runs() {
+    use std::io::Read as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &url, &issuer);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "40"]);
+    let provider = JobHome::new();
+    // About ten words at 300 ms each: seconds of output to stream.
+    provider.mock.set_delta_delay(Duration::from_millis(300));
+    provider.home.set(&[
+        &format!("market.url={url}"),
+        &format!("market.issuerKeys={issuer}"),
+        "market.offerTtlSecs=6",
+    ]);
+    let serving = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 1);
+
+    // Without --json: the output goes to the terminal as it comes.
+    let mut cmd = requester.home.command();
+    cmd.args(["execute", "--market", "--prompt", PROMPT])
+        .args(["--max-tokens", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut asking = cmd.spawn().expect("starting execute --market");
+    let mut stdout = asking.stdout.take().unwrap();
+    let mut first = [0; 1];
+    assert_eq!(stdout.read(&mut first).unwrap(), 1, "no output at all");
+    assert!(
+        !audit_kinds(&provider.home).contains(&"market.result".to_owned()),
+        "nothing streamed: the first output came after the provider's result"
+    );
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("not the provider's checked result"),
+        "{}",
+        run.stderr
+    );
+
+    let mut shown = first.to_vec();
+    shown.extend_from_slice(&rest);
+    let shown = String::from_utf8(shown).unwrap();
+    let task = run
+        .stderr
+        .split_whitespace()
+        .nth(1)
+        .expect("the first progress line names the task")
+        .to_owned();
+    let result = requester.json(&["market", "result", &task]);
+    let output = result["output"].as_str().unwrap();
+    assert!(output.split_whitespace().count() >= 8, "{output}");
+    assert_eq!(shown.trim_end(), output.trim_end(), "each byte shown once");
+    assert_eq!(stop(serving).code, 0);
+}

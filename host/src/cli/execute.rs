@@ -86,19 +86,28 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
     })
 }
 
-/// Progress on stderr as the task moves; the result on stdout when it
-/// comes (with --json, one document at the end).
+/// Progress on stderr as the task moves; the output on stdout as the
+/// provider streams it, then whatever of the checked result the stream did
+/// not show (with --json, one document at the end).
 fn run_on_market(
     ctx: &mut Context,
     opts: &MarketExecuteOptions,
     out: &Output,
 ) -> anyhow::Result<Finish> {
     let quiet = out.json();
+    let mut streamed = Vec::new();
     let run = ops::market::execute(ctx, opts, &mut |p| {
         if quiet {
             return;
         }
         let line = match p {
+            MarketProgress::Output(piece) => {
+                streamed.extend_from_slice(piece);
+                // Best effort on a closed terminal: `market result` has it all.
+                let mut w = io::stdout().lock();
+                let _ = w.write_all(piece).and_then(|()| w.flush());
+                return;
+            }
             MarketProgress::Posted {
                 task,
                 bid,
@@ -115,14 +124,25 @@ fn run_on_market(
         };
         eprintln!("{line}");
     })?;
+    let shown = run.output.as_bytes().starts_with(&streamed);
     out.emit(&run, |w| {
-        write!(w, "{}", run.output)?;
+        let rest = if shown {
+            &run.output.as_bytes()[streamed.len()..]
+        } else {
+            run.output.as_bytes()
+        };
+        w.write_all(rest)?;
         if !run.output.is_empty() && !run.output.ends_with('\n') {
             writeln!(w)?;
         }
         Ok(())
     })?;
     if !quiet {
+        if !shown {
+            eprintln!(
+                "the streamed output above is not the provider's checked result; do not rely on it"
+            );
+        }
         let price = run
             .price
             .map(|p| format!(" for {p} RUV"))

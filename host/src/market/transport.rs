@@ -6,7 +6,7 @@
 //! | name          | kind   | subjects / keys                              | kept            |
 //! |---------------|--------|----------------------------------------------|-----------------|
 //! | `CMM_TASKS`   | stream | `cmm.task.<id>`, `cmm.bid.<id>`, `cmm.status.<id>` | 24 h      |
-//! | `CMM_RESULTS` | stream | `cmm.result.<id>`                             | 7 days          |
+//! | `CMM_RESULTS` | stream | `cmm.result.<id>` (parts, then the result)    | 7 days          |
 //! | `CMM_LEDGER`  | stream | `cmm.ledger.<kind>.<id>`                      | forever         |
 //! | `cmm-offers`  | KV     | provider node id → signed offer               | `market.offerTtlSecs` |
 //! | `cmm-claims`  | KV     | task id → signed claim (create-only)          | 24 h            |

@@ -14,6 +14,7 @@ pub enum Body {
     Bid(Bid),
     Claim(Claim),
     Status(Status),
+    Part(Part),
     Result(TaskResult),
     Grant(Grant),
     Lock(Lock),
@@ -29,6 +30,7 @@ impl Body {
             Body::Bid(_) => "bid",
             Body::Claim(_) => "claim",
             Body::Status(_) => "status",
+            Body::Part(_) => "part",
             Body::Result(_) => "result",
             Body::Grant(_) => "grant",
             Body::Lock(_) => "lock",
@@ -105,6 +107,18 @@ pub struct Status {
 pub enum TaskState {
     Running,
     Failed,
+}
+
+/// A piece of a running task's output, encrypted to the requester, so it
+/// can watch the job as it runs. Parts are numbered from 0 and published
+/// before the result on the same subject; only the result is checked and
+/// paid for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    pub task: String,
+    pub seq: u32,
+    /// The piece, as a base64 CMMENC envelope to the requester.
+    pub payload: String,
 }
 
 /// A finished task's result, encrypted to the requester.

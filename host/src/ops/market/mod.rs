@@ -133,6 +133,8 @@ fn subject_of(body: &Body) -> String {
         Body::Task(t) => format!("cmm.task.{}", t.task),
         Body::Bid(b) => format!("cmm.bid.{}", b.task),
         Body::Status(s) => format!("cmm.status.{}", s.task),
+        // Parts share the result's subject: one ordered read gets them all.
+        Body::Part(p) => format!("cmm.result.{}", p.task),
         Body::Result(r) => format!("cmm.result.{}", r.task),
         Body::Grant(g) => format!("cmm.ledger.grant.{}", g.grant),
         Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),

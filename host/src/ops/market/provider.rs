@@ -28,7 +28,7 @@ use crate::market::message::{self, now_ms};
 use crate::market::reputation;
 use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{
-    Bid, Body, Claim, Offer, Refund, RefundReason, Status, Task, TaskResult, TaskState,
+    Bid, Body, Claim, Offer, Part, Refund, RefundReason, Status, Task, TaskResult, TaskState,
 };
 use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
 use crate::policy::{
@@ -712,6 +712,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         detail: None,
     })))?;
 
+    let requester_key = &msg.key;
     let mut output = Vec::new();
     let plan = RunPlan {
         job_id: &job.id,
@@ -722,22 +723,33 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         timeout: Duration::from_secs(u64::from(decided.timeout_secs.min(timeout_secs))),
         policies: &decided.policies,
     };
-    let report = job_run::run(
-        &mut ctx,
-        &rt,
-        &docker,
-        &plan,
-        api_key,
-        shared.cancel.child_token(),
-        &mut |stream, bytes| {
-            if matches!(stream, Stream::Stdout) && output.len() < MAX_RESULT_BYTES {
-                let room = MAX_RESULT_BYTES - output.len();
-                output.extend_from_slice(&bytes[..bytes.len().min(room)]);
-            }
-        },
-    )?;
+    let (pieces, received) = mpsc::channel::<Vec<u8>>();
+    let report = std::thread::scope(|scope| {
+        let (handle, id) = (rt.handle(), task.task.as_str());
+        scope.spawn(move || stream_parts(peer, handle, id, requester_key, received));
+        let pieces = pieces;
+        let report = job_run::run(
+            &mut ctx,
+            &rt,
+            &docker,
+            &plan,
+            api_key,
+            shared.cancel.child_token(),
+            &mut |stream, bytes| {
+                if matches!(stream, Stream::Stdout) && output.len() < MAX_RESULT_BYTES {
+                    let room = MAX_RESULT_BYTES - output.len();
+                    let piece = &bytes[..bytes.len().min(room)];
+                    output.extend_from_slice(piece);
+                    let _ = pieces.send(piece.to_vec());
+                }
+            },
+        );
+        // The stream ends with the job: its last part goes out before the
+        // result.
+        drop(pieces);
+        report
+    })?;
 
-    let requester_key = &msg.key;
     let mut sealed = Vec::new();
     crate::crypto::encrypt(
         output.as_slice(),
@@ -778,6 +790,63 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         output_tokens: report.output_tokens,
         elapsed_ms: report.elapsed_ms,
     })
+}
+
+/// How often a running task's new output goes out as a part, and the most
+/// held back meanwhile.
+const PART_INTERVAL: Duration = Duration::from_millis(200);
+const PART_BYTES: usize = 16 * 1024;
+
+/// Publishes a running task's output as it comes, as parts encrypted to
+/// the requester, until `pieces` closes. Best effort: a part that cannot be
+/// sent is logged and skipped, since the result carries all of it.
+fn stream_parts(
+    peer: &Peer,
+    rt: &tokio::runtime::Handle,
+    task: &str,
+    to: &crate::crypto::PublicKey,
+    pieces: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut held = Vec::new();
+    let mut seq = 0;
+    let mut last = Instant::now();
+    loop {
+        let open = match pieces.recv_timeout(PART_INTERVAL) {
+            Ok(piece) => {
+                held.extend_from_slice(&piece);
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        };
+        let due = held.len() >= PART_BYTES || last.elapsed() >= PART_INTERVAL || !open;
+        if due && !held.is_empty() {
+            let mut sealed = Vec::new();
+            let sent = crate::crypto::encrypt(
+                held.as_slice(),
+                &mut sealed,
+                std::slice::from_ref(to),
+                crate::crypto::DEFAULT_SEGMENT_SIZE,
+            )
+            .map_err(OpsError::from)
+            .and_then(|_| {
+                rt.block_on(peer.publish(Body::Part(Part {
+                    task: task.to_owned(),
+                    seq,
+                    payload: b64(&sealed),
+                })))
+            });
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, seq, "could not send a part of the output");
+            }
+            seq += 1;
+            held.clear();
+            last = Instant::now();
+        }
+        if !open {
+            return;
+        }
+    }
 }
 
 /// The price this node asks for a task, and the requester's bid.

@@ -45,8 +45,7 @@ pub struct MarketExecuteOptions {
 }
 
 /// Progress while a market task is under way.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub enum MarketProgress {
     Posted {
         task: String,
@@ -61,6 +60,9 @@ pub enum MarketProgress {
         amount: u64,
     },
     Running,
+    /// More of the output, as the provider streams it: not yet checked
+    /// against the result's digest.
+    Output(Vec<u8>),
 }
 
 /// How a market task ended for its requester.
@@ -263,17 +265,8 @@ pub fn execute(
         format!("cmm.status.{}", task.task),
         Some(&provider),
     );
+    let mut next_part = 0;
     let delivered = loop {
-        let delivered = results
-            .poll(&rt, &peer, &mut ctx.store)?
-            .into_iter()
-            .find_map(|msg| match msg.body {
-                Body::Result(result) if result.task == task.task => Some(result),
-                _ => None,
-            });
-        if delivered.is_some() {
-            break delivered;
-        }
         let mut failed = false;
         for msg in statuses.poll(&rt, &peer, &mut ctx.store)? {
             match msg.body {
@@ -285,8 +278,25 @@ pub fn execute(
                 _ => {}
             }
         }
-        if failed {
-            break None;
+        let mut delivered = None;
+        for msg in results.poll(&rt, &peer, &mut ctx.store)? {
+            match msg.body {
+                Body::Part(part) if part.task == task.task && part.seq == next_part => {
+                    next_part += 1;
+                    match open_sealed(ctx, &part.payload, "a part of the output") {
+                        Ok(piece) => progress(&MarketProgress::Output(piece)),
+                        Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
+                    }
+                }
+                Body::Result(result) if result.task == task.task => {
+                    delivered = Some(result);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if delivered.is_some() || failed {
+            break delivered;
         }
         if Instant::now() >= deadline {
             break None;
@@ -525,15 +535,21 @@ fn current_bid(
 
 /// Decrypts a result and checks it against its digest.
 fn open_result(ctx: &mut Context, result: &TaskResult) -> Result<String, String> {
-    let sealed = unb64(&result.payload, "the result's payload").map_err(|e| e.to_string())?;
-    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
-    let mut plain = Vec::new();
-    crate::crypto::decrypt(sealed.as_slice(), &mut plain, &keys)
-        .map_err(|e| format!("the result did not decrypt: {e}"))?;
+    let plain = open_sealed(ctx, &result.payload, "the result")?;
     if hex::encode(Sha256::digest(&plain)) != result.sha256 {
         return Err("the result does not match its digest".into());
     }
     String::from_utf8(plain).map_err(|_| "the result is not UTF-8 text".into())
+}
+
+/// Decrypts `what`, a base64 CMMENC envelope to this node.
+fn open_sealed(ctx: &mut Context, payload: &str, what: &str) -> Result<Vec<u8>, String> {
+    let sealed = unb64(payload, what).map_err(|e| e.to_string())?;
+    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
+    let mut plain = Vec::new();
+    crate::crypto::decrypt(sealed.as_slice(), &mut plain, &keys)
+        .map_err(|e| format!("{what} did not decrypt: {e}"))?;
+    Ok(plain)
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
