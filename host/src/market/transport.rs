@@ -42,6 +42,14 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const ATTEMPTS: u32 = 60;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
+/// How long to wait for a JetStream API answer before asking again. While
+/// a cluster member is down, nats-server 2.9 and 2.10 still route some API
+/// requests to it, and those go unanswered (nats-io/nats-server#5498):
+/// a short wait turns each lost request into a quick retry. Every request
+/// here is safe to repeat: publishes carry their id, a claim recognises
+/// its own bytes, and a duplicate ordered consumer lapses on its own.
+const API_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How to reach the servers.
 #[derive(Debug, Clone, Default)]
 pub struct Connection {
@@ -131,7 +139,8 @@ impl Transport {
                     urls: conn.urls.join(","),
                     detail: e.to_string(),
                 })?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(API_TIMEOUT);
         let replicas = conn.replicas.max(1);
         for (name, subjects, max_age) in [
             (
