@@ -839,3 +839,48 @@ fn the_output_streams_to_the_requester_while_the_job_runs() {
     assert_eq!(shown.trim_end(), output.trim_end(), "each byte shown once");
     assert_eq!(stop(serving).code, 0);
 }
+
+#[test]
+fn a_task_for_a_busy_provider_waits_for_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester_home = Home::opted_in();
+    let issuer = node_id(&requester_home);
+    let requester = Peer::join(requester_home, &url, &issuer);
+    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
+    let provider = JobHome::new();
+    // Each job streams for a second or more: the second task arrives while
+    // the only slot is busy.
+    provider.mock.set_delta_delay(Duration::from_millis(150));
+    provider.home.set(&[
+        &format!("market.url={url}"),
+        &format!("market.issuerKeys={issuer}"),
+        "market.offerTtlSecs=6",
+        "market.slots=1",
+    ]);
+    let mut serving = serve(&provider, &["--price", "10"]);
+    let events = Events::of(&mut serving);
+    wait_for_offers(&requester, 1);
+
+    let start = || {
+        let mut cmd = requester.home.command();
+        cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
+            .args(["--max-tokens", "1000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("starting execute --market")
+    };
+    let first = start();
+    events.next("claimed", &[]);
+    let second = start();
+    let waiting = events.next("waiting", &["claimed"]);
+    for asking in [first, second] {
+        let run: Run = asking.wait_with_output().expect("execute's output").into();
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.json()["outcome"], "completed");
+    }
+    let claimed = events.next("claimed", &[]);
+    assert_eq!(claimed["task"], waiting["task"]);
+    assert_eq!(stop(serving).code, 0);
+}

@@ -396,9 +396,10 @@ pub fn execute(
 }
 
 /// The offers this task may go to, best first: serving its model and size,
-/// with a free slot, priced within `cap`, and accepted by this node's
-/// pricing policy given the provider's reputation. Cheapest first, then
-/// the better reputation.
+/// priced within `cap`, and accepted by this node's pricing policy given
+/// the provider's reputation. Those with a free slot come first (a busy
+/// provider keeps the task until a slot frees or the claim wait ends),
+/// then the cheapest, then the better reputation.
 fn choose(
     ctx: &Context,
     job: &Job,
@@ -424,8 +425,6 @@ fn choose(
                 "{who} grants at most {} tokens",
                 o.offer.max_tokens
             ))
-        } else if o.offer.busy >= o.offer.slots {
-            Some(format!("{who} has no free slot"))
         } else if o.offer.price > cap {
             Some(format!(
                 "{who} asks {} RUV, over the {cap} this node will pay",
@@ -464,10 +463,11 @@ fn choose(
             },
         });
     }
+    let full = |o: &LiveOffer| o.offer.busy >= o.offer.slots;
     fits.sort_by(|(a, ra), (b, rb)| {
-        a.offer
-            .price
-            .cmp(&b.offer.price)
+        full(a)
+            .cmp(&full(b))
+            .then(a.offer.price.cmp(&b.offer.price))
             .then(rb.total_cmp(ra))
             .then(a.node.cmp(&b.node))
     });
