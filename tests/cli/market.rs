@@ -83,7 +83,8 @@ fn wait_for_offers(peer: &Peer, count: usize) {
     }
 }
 
-fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
+/// `execute --market` of [`PROMPT`] at 1000 tokens, then `args`.
+fn market_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec![
         "execute",
         "--market",
@@ -93,7 +94,56 @@ fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
         "1000",
     ];
     all.extend_from_slice(args);
-    peer.home.json(&all)
+    all
+}
+
+fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
+    peer.home.json(&market_args(args))
+}
+
+/// [`market_execute`] left running, its output piped (`--json` among
+/// `args` for one document at the end).
+fn market_execute_in_background(peer: &Peer, args: &[&str]) -> Child {
+    let mut cmd = peer.home.command();
+    cmd.args(market_args(args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("starting execute --market")
+}
+
+/// A requester that is its own issuer, with `amount` RUV granted, and
+/// `settings` applied before the grant.
+fn funded_requester(url: &str, amount: u64, settings: &[&str]) -> Peer {
+    let home = Home::opted_in();
+    let issuer = node_id(&home);
+    let requester = Peer::join(home, url, &issuer);
+    if !settings.is_empty() {
+        requester.home.set(settings);
+    }
+    let amount = amount.to_string();
+    requester.json(&[
+        "market",
+        "grant",
+        "--to",
+        &requester.id,
+        "--amount",
+        &amount,
+    ]);
+    requester
+}
+
+/// A provider's home on the market at `url`, trusting `issuer`'s grants,
+/// with `settings` on top.
+fn provider_home(url: &str, issuer: &str, settings: &[&str]) -> JobHome {
+    let env = JobHome::new();
+    let (url, issuer) = (
+        format!("market.url={url}"),
+        format!("market.issuerKeys={issuer}"),
+    );
+    let mut all = vec![url.as_str(), issuer.as_str(), "market.offerTtlSecs=6"];
+    all.extend_from_slice(settings);
+    env.home.set(&all);
+    env
 }
 
 #[test]
@@ -108,21 +158,15 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
 
     // A serves both models at the higher price; B is cheaper but its own policy
     // refuses sonnet, whatever its offer says.
-    let a_env = JobHome::new();
-    let b_env = JobHome::new();
-    b_env
-        .home
-        .set(&["compliance.allowedModels=claude-haiku-4-5"]);
+    let a_env = provider_home(&url, &issuer.id, &[]);
+    let b_env = provider_home(
+        &url,
+        &issuer.id,
+        &["compliance.allowedModels=claude-haiku-4-5"],
+    );
     let requester = Peer::join(Home::opted_in(), &url, &issuer.id);
     let a_id = node_id(&a_env.home);
     let b_id = node_id(&b_env.home);
-    for env in [&a_env, &b_env] {
-        env.home.set(&[
-            &format!("market.url={url}"),
-            &format!("market.issuerKeys={}", issuer.id),
-            "market.offerTtlSecs=6",
-        ]);
-    }
     let models = "--models=claude-sonnet-4-5,claude-haiku-4-5";
     let a = serve(&a_env, &["--price", "14", models]);
     let b = serve(&b_env, &["--price", "10", models]);
@@ -345,29 +389,17 @@ fn a_provider_killed_mid_task_is_refunded_after_the_timeout_and_never_paid() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &url, &issuer);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "40"]);
+    let requester = funded_requester(&url, 40, &[]);
+    let issuer = requester.id.clone();
 
-    let provider = JobHome::new();
+    let provider = provider_home(&url, &issuer, &[]);
     // Slow enough that the job is still streaming when the provider dies.
     provider.mock.set_delta_delay(Duration::from_millis(400));
-    provider.home.set(&[
-        &format!("market.url={url}"),
-        &format!("market.issuerKeys={issuer}"),
-        "market.offerTtlSecs=6",
-    ]);
     let provider_id = node_id(&provider.home);
     let serving = serve(&provider, &["--price", "12"]);
     wait_for_offers(&requester, 1);
 
-    let mut cmd = requester.home.command();
-    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
-        .args(["--max-tokens", "1000", "--timeout", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let asking = cmd.spawn().expect("starting execute --market");
+    let asking = market_execute_in_background(&requester, &["--json", "--timeout", "8"]);
     let (container, _) = provider.wait_for_container();
 
     let mut serving = serving;
@@ -425,21 +457,12 @@ fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
     let mut cluster = NatsCluster::start(dir.path(), 3);
     let urls = cluster.url_list();
 
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &urls, &issuer);
-    requester.home.set(&["market.replicas=3"]);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "500"]);
+    let requester = funded_requester(&urls, 500, &["market.replicas=3"]);
+    let issuer = requester.id.clone();
 
-    let providers: Vec<JobHome> = (0..2).map(|_| JobHome::new()).collect();
-    for p in &providers {
-        p.home.set(&[
-            &format!("market.url={urls}"),
-            &format!("market.issuerKeys={issuer}"),
-            "market.replicas=3",
-            "market.offerTtlSecs=6",
-        ]);
-    }
+    let providers: Vec<JobHome> = (0..2)
+        .map(|_| provider_home(&urls, &issuer, &["market.replicas=3"]))
+        .collect();
     let serving: Vec<Child> = providers
         .iter()
         .map(|p| serve(p, &["--price", "10"]))
@@ -548,18 +571,10 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &url, &issuer);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
+    let requester = funded_requester(&url, 100, &[]);
+    let issuer = requester.id.clone();
 
-    let provider = JobHome::new();
-    provider.home.set(&[
-        &format!("market.url={url}"),
-        &format!("market.issuerKeys={issuer}"),
-        "market.offerTtlSecs=6",
-        "limits.maxTokensPerTask=1000",
-    ]);
+    let provider = provider_home(&url, &issuer, &["limits.maxTokensPerTask=1000"]);
     let provider_id = node_id(&provider.home);
     // No --price: the offer is pricing's quote, (10 + 1 × 2) × 1.25.
     let mut serving = serve(&provider, &[]);
@@ -570,12 +585,7 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     // The owner raises the rates while serving: the next task is judged
     // under the new ones, (40 + 2) × 1.25 rounded up, above the bid.
     provider.home.set(&["market.basePrice=40"]);
-    let mut cmd = requester.home.command();
-    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
-        .args(["--max-tokens", "1000", "--max-price", "15"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let asking = cmd.spawn().expect("starting execute --market");
+    let asking = market_execute_in_background(&requester, &["--json", "--max-price", "15"]);
 
     let skipped = events.next("skipped", &["claimed"]);
     let task = skipped["task"].as_str().unwrap().to_owned();
@@ -636,16 +646,9 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &url, &issuer);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
-    let provider = JobHome::new();
-    provider.home.set(&[
-        &format!("market.url={url}"),
-        &format!("market.issuerKeys={issuer}"),
-        "market.offerTtlSecs=6",
-    ]);
+    let requester = funded_requester(&url, 100, &[]);
+    let issuer = requester.id.clone();
+    let provider = provider_home(&url, &issuer, &[]);
     let provider_id = node_id(&provider.home);
     let mut serving = serve(&provider, &["--price", "10"]);
     let events = Events::of(&mut serving);
@@ -735,12 +738,8 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
     .unwrap();
     rt.block_on(raw.put_offer(&mallory.node_id(), offer))
         .unwrap();
-    let mut cmd = requester.home.command();
-    cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
-        .args(["--max-tokens", "1000", "--model", "claude-haiku-4-5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let asking = cmd.spawn().expect("starting execute --market");
+    let asking =
+        market_execute_in_background(&requester, &["--json", "--model", "claude-haiku-4-5"]);
     let posted = rt.block_on(async {
         let mut tasks = raw
             .watch(TASKS_STREAM, "cmm.task.*", Start::Since(0))
@@ -785,28 +784,16 @@ fn the_output_streams_to_the_requester_while_the_job_runs() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &url, &issuer);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "40"]);
-    let provider = JobHome::new();
+    let requester = funded_requester(&url, 40, &[]);
+    let issuer = requester.id.clone();
+    let provider = provider_home(&url, &issuer, &[]);
     // About ten words at 300 ms each: seconds of output to stream.
     provider.mock.set_delta_delay(Duration::from_millis(300));
-    provider.home.set(&[
-        &format!("market.url={url}"),
-        &format!("market.issuerKeys={issuer}"),
-        "market.offerTtlSecs=6",
-    ]);
     let serving = serve(&provider, &["--price", "12"]);
     wait_for_offers(&requester, 1);
 
     // Without --json: the output goes to the terminal as it comes.
-    let mut cmd = requester.home.command();
-    cmd.args(["execute", "--market", "--prompt", PROMPT])
-        .args(["--max-tokens", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut asking = cmd.spawn().expect("starting execute --market");
+    let mut asking = market_execute_in_background(&requester, &[]);
     let mut stdout = asking.stdout.take().unwrap();
     let mut first = [0; 1];
     assert_eq!(stdout.read(&mut first).unwrap(), 1, "no output at all");
@@ -845,32 +832,17 @@ fn a_task_for_a_busy_provider_waits_for_its_slot() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester_home = Home::opted_in();
-    let issuer = node_id(&requester_home);
-    let requester = Peer::join(requester_home, &url, &issuer);
-    requester.json(&["market", "grant", "--to", &requester.id, "--amount", "100"]);
-    let provider = JobHome::new();
+    let requester = funded_requester(&url, 100, &[]);
+    let issuer = requester.id.clone();
+    let provider = provider_home(&url, &issuer, &["market.slots=1"]);
     // Each job streams for a second or more: the second task arrives while
     // the only slot is busy.
     provider.mock.set_delta_delay(Duration::from_millis(150));
-    provider.home.set(&[
-        &format!("market.url={url}"),
-        &format!("market.issuerKeys={issuer}"),
-        "market.offerTtlSecs=6",
-        "market.slots=1",
-    ]);
     let mut serving = serve(&provider, &["--price", "10"]);
     let events = Events::of(&mut serving);
     wait_for_offers(&requester, 1);
 
-    let start = || {
-        let mut cmd = requester.home.command();
-        cmd.args(["--json", "execute", "--market", "--prompt", PROMPT])
-            .args(["--max-tokens", "1000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.spawn().expect("starting execute --market")
-    };
+    let start = || market_execute_in_background(&requester, &["--json"]);
     let first = start();
     events.next("claimed", &[]);
     let second = start();
