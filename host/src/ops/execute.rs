@@ -337,17 +337,26 @@ fn describe(ctx: &Context, opts: &ExecuteOptions, prompt: &[u8]) -> (Job, NewJob
         pre_approved: opts.approve_all,
         labels: Vec::new(),
     };
-    let new_job = NewJob {
+    let new_job = record_of(&job);
+    (job, new_job)
+}
+
+/// The store's record of `job`, run by this process.
+pub(super) fn record_of(job: &Job) -> NewJob {
+    NewJob {
         id: job.id.clone(),
         model: job.model.clone(),
         max_tokens: job.max_tokens,
         prompt_bytes: job.prompt_bytes,
         prompt_sha256: job.prompt_sha256.clone(),
-        source: "local".into(),
+        source: match job.source {
+            JobSource::Local => "local",
+            JobSource::Market => "market",
+        }
+        .into(),
         requester: job.requester.clone(),
         host: Some(process::current()),
-    };
-    (job, new_job)
+    }
 }
 
 fn read_prompt(source: &PromptSource) -> Result<Vec<u8>, OpsError> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use sha2::{Digest, Sha256};
 
 use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
@@ -234,6 +235,20 @@ fn unb64(text: &str, what: &str) -> Result<Vec<u8>, OpsError> {
     B64.decode(text).map_err(|_| OpsError::InvalidInput {
         what: format!("{what} is not valid base64"),
     })
+}
+
+/// Decrypts `what`, a base64 CMMENC envelope, with this node's `keys`.
+fn open_sealed(keys: &[NodeKey], payload: &str, what: &str) -> Result<Vec<u8>, String> {
+    let sealed = unb64(payload, what).map_err(|e| e.to_string())?;
+    let mut plain = Vec::new();
+    crate::crypto::decrypt(sealed.as_slice(), &mut plain, keys)
+        .map_err(|e| format!("{what} did not decrypt: {e}"))?;
+    Ok(plain)
+}
+
+/// Whether `plain` is what the hex SHA-256 `sha256` describes.
+fn matches_digest(plain: &[u8], sha256: &str) -> bool {
+    hex::encode(Sha256::digest(plain)) == sha256
 }
 
 /// Whole seconds, from a setting.

@@ -39,12 +39,12 @@ use crate::store::{Admission, JobEnd, MarketStep, NewJob};
 
 use super::super::context::runtime;
 use super::super::execute::{
-    Admitted, admitted, limits_of, reasons, require_consent, usage_of, verdict,
+    Admitted, admitted, limits_of, reasons, record_of, require_consent, usage_of, verdict,
 };
 use super::super::job_run::{self, RunPlan};
 use super::super::limits::today;
-use super::super::{Context, OpsError, facts, keys, policy, process};
-use super::{POLL, Peer, accept, b64, catch_up, count_drop, secs, unb64};
+use super::super::{Context, OpsError, facts, keys, policy};
+use super::{POLL, Peer, accept, b64, catch_up, count_drop, matches_digest, open_sealed, secs};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -358,7 +358,7 @@ async fn serve_loop(
                 let busy = shared.busy.load(Ordering::SeqCst);
                 if busy < advertised_busy {
                     for id in desk.waiting() {
-                        desk.consider(ctx, shared, &id)?;
+                        desk.consider(shared, &id);
                     }
                 }
                 // Requesters skip busy offers: say at once when a slot frees.
@@ -397,12 +397,12 @@ async fn serve_loop(
                             report(&ServeEvent::Waiting { task: id, reason: "every slot is busy".into() });
                             continue;
                         }
-                        desk.consider(ctx, shared, &id)?;
+                        desk.consider(shared, &id);
                     }
                     Body::Bid(bid) => {
                         if let Some(raised) = desk.raise(&mut ctx.store, &msg, &bid) {
                             report(&raised);
-                            desk.consider(ctx, shared, &bid.task)?;
+                            desk.consider(shared, &bid.task);
                         }
                     }
                     _ => {}
@@ -475,24 +475,15 @@ impl Desk {
 
     /// Hands the task to a handler thread when a slot is free and the
     /// policies have not already judged it at its current bid.
-    fn consider(
-        &mut self,
-        ctx: &mut Context,
-        shared: &Arc<Shared>,
-        id: &str,
-    ) -> Result<(), OpsError> {
+    fn consider(&mut self, shared: &Arc<Shared>, id: &str) {
         let Some(p) = self.pending.get_mut(id) else {
-            return Ok(());
+            return;
         };
         if p.handling
             || p.judged == Some(p.task.bid)
             || shared.busy.load(Ordering::SeqCst) >= shared.offer.slots
         {
-            return Ok(());
-        }
-        if ctx.store.market_task(id)?.is_some() {
-            self.pending.remove(id);
-            return Ok(());
+            return;
         }
         p.handling = true;
         p.judged = Some(p.task.bid);
@@ -508,7 +499,6 @@ impl Desk {
             let _ = handler.events.send(event);
             handler.busy.fetch_sub(1, Ordering::SeqCst);
         });
-        Ok(())
     }
 
     /// Tasks the policies have yet to judge at their current bid, oldest
@@ -594,16 +584,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         pre_approved: shared.approve_all,
         labels: Vec::new(),
     };
-    let new_job = NewJob {
-        id: job.id.clone(),
-        model: job.model.clone(),
-        max_tokens: job.max_tokens,
-        prompt_bytes: job.prompt_bytes,
-        prompt_sha256: job.prompt_sha256.clone(),
-        source: "market".into(),
-        requester: job.requester.clone(),
-        host: Some(process::current()),
-    };
+    let new_job = record_of(&job);
     let market = MarketContext {
         slots: shared.offer.slots,
         load: f64::from(shared.busy.load(Ordering::SeqCst).saturating_sub(1))
@@ -965,14 +946,9 @@ fn await_lock(
 
 /// Decrypts the prompt and checks it is the one the task described.
 fn open_payload(ctx: &mut Context, task: &Task) -> Result<String, String> {
-    let sealed = unb64(&task.payload, "the task's payload").map_err(|e| e.to_string())?;
     let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
-    let mut prompt = Vec::new();
-    crate::crypto::decrypt(sealed.as_slice(), &mut prompt, &keys)
-        .map_err(|e| format!("the payload did not decrypt: {e}"))?;
-    if hex::encode(Sha256::digest(&prompt)) != task.prompt_sha256
-        || prompt.len() as u64 != task.prompt_bytes
-    {
+    let prompt = open_sealed(&keys, &task.payload, "the task's payload")?;
+    if !matches_digest(&prompt, &task.prompt_sha256) || prompt.len() as u64 != task.prompt_bytes {
         return Err("the payload is not the prompt the task describes".into());
     }
     String::from_utf8(prompt).map_err(|_| "the prompt is not UTF-8 text".into())

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::crypto::NodeKey;
 use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
 use crate::market::types::{
     Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
@@ -26,8 +27,8 @@ use super::super::execute::{
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
-    Feed, LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, reputation_of, secs, short,
-    unb64,
+    Feed, LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed,
+    reputation_of, secs, short,
 };
 
 #[derive(Debug, Clone)]
@@ -104,6 +105,9 @@ pub fn execute(
         .min(ctx.settings.market.max_bid_price);
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
+    // Loaded before anything is posted: a local key problem must stop the
+    // task here, not turn into a dispute of a provider's good result.
+    let own_keys = keys::decryption_keys(ctx)?;
     let me = peer.node();
     let job = Job {
         id: new_job_id(),
@@ -283,7 +287,7 @@ pub fn execute(
             match msg.body {
                 Body::Part(part) if part.task == task.task && part.seq == next_part => {
                     next_part += 1;
-                    match open_sealed(ctx, &part.payload, "a part of the output") {
+                    match open_sealed(&own_keys, &part.payload, "a part of the output") {
                         Ok(piece) => progress(&MarketProgress::Output(piece)),
                         Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
                     }
@@ -331,7 +335,7 @@ pub fn execute(
             });
             (reason.as_str(), body, String::new(), Some(detail), None)
         }
-        Some(result) => match open_result(ctx, &result) {
+        Some(result) => match open_result(&own_keys, &result) {
             Err(detail) => (
                 RefundReason::Disputed.as_str(),
                 Some(Body::Refund(Refund {
@@ -534,22 +538,12 @@ fn current_bid(
 }
 
 /// Decrypts a result and checks it against its digest.
-fn open_result(ctx: &mut Context, result: &TaskResult) -> Result<String, String> {
-    let plain = open_sealed(ctx, &result.payload, "the result")?;
-    if hex::encode(Sha256::digest(&plain)) != result.sha256 {
+fn open_result(keys: &[NodeKey], result: &TaskResult) -> Result<String, String> {
+    let plain = open_sealed(keys, &result.payload, "the result")?;
+    if !matches_digest(&plain, &result.sha256) {
         return Err("the result does not match its digest".into());
     }
     String::from_utf8(plain).map_err(|_| "the result is not UTF-8 text".into())
-}
-
-/// Decrypts `what`, a base64 CMMENC envelope to this node.
-fn open_sealed(ctx: &mut Context, payload: &str, what: &str) -> Result<Vec<u8>, String> {
-    let sealed = unb64(payload, what).map_err(|e| e.to_string())?;
-    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
-    let mut plain = Vec::new();
-    crate::crypto::decrypt(sealed.as_slice(), &mut plain, &keys)
-        .map_err(|e| format!("{what} did not decrypt: {e}"))?;
-    Ok(plain)
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

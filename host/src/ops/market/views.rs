@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::market::ledger::{Account, Line};
 use crate::market::message::now_ms;
@@ -17,7 +16,9 @@ use crate::market::{DropReason, Settlement};
 
 use super::super::context::runtime;
 use super::super::{Context, OpsError, keys};
-use super::{Feed, Peer, accept, catch_up, live_offers, reputation_of, unb64};
+use super::{
+    Feed, Peer, accept, catch_up, live_offers, matches_digest, open_sealed, reputation_of,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OfferView {
@@ -243,10 +244,8 @@ pub fn result(ctx: &mut Context, task: &str) -> Result<ResultView, OpsError> {
                     .into(),
         })?;
     let keys = keys::decryption_keys(ctx)?;
-    let sealed = unb64(&r.payload, "the result's payload")?;
-    let mut plain = Vec::new();
-    let (output, note) = match crate::crypto::decrypt(sealed.as_slice(), &mut plain, &keys) {
-        Ok(_) if hex::encode(Sha256::digest(&plain)) == r.sha256 => {
+    let (output, note) = match open_sealed(&keys, &r.payload, "the result") {
+        Ok(plain) if matches_digest(&plain, &r.sha256) => {
             (Some(String::from_utf8_lossy(&plain).into_owned()), None)
         }
         Ok(_) => (
