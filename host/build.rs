@@ -1,4 +1,4 @@
-//! Builds the two things the host carries inside itself, each from its own
+//! Builds the three things the host carries inside itself, each from its own
 //! workspace and in its own target directory (so the nested cargo never waits
 //! on the outer one's lock), and puts them in OUT_DIR:
 //!
@@ -6,7 +6,9 @@
 //!   `policy::defaults` embeds;
 //! - the in-container job worker in `docker/worker/`, a static binary for
 //!   `x86_64-unknown-linux-musl`, which `runner::job_image` embeds with the
-//!   Dockerfile so `docker:build` needs nothing from the network.
+//!   Dockerfile so `docker:build` needs nothing from the network;
+//! - the in-container relay in `docker/relay/`, another static musl binary,
+//!   which `runner::relay` embeds and each command job gets a copy of.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,13 +30,16 @@ fn main() {
     ];
     watched.extend(PLUGINS.map(|name| plugins.join(name)));
     let worker = manifest_dir.join("../docker/worker");
-    watched.extend(["Cargo.toml", "Cargo.lock", "src"].map(|part| worker.join(part)));
+    let relay = manifest_dir.join("../docker/relay");
+    for crate_dir in [&worker, &relay] {
+        watched.extend(["Cargo.toml", "Cargo.lock", "src"].map(|part| crate_dir.join(part)));
+    }
     for path in watched {
         println!("cargo::rerun-if-changed={}", path.display());
     }
 
     require_target(PLUGIN_TARGET, "the default policy plugins");
-    require_target(WORKER_TARGET, "the in-container job worker");
+    require_target(WORKER_TARGET, "the in-container job worker and relay");
 
     let plugin_target_dir = out_dir.join("plugins-target");
     cargo_build(
@@ -50,12 +55,17 @@ fn main() {
         copy(&built, &embedded.join(format!("{name}.wasm")));
     }
 
-    let worker_target_dir = out_dir.join("worker-target");
-    cargo_build(&worker, WORKER_TARGET, &worker_target_dir, "the job worker");
-    copy(
-        &release_dir(&worker_target_dir, WORKER_TARGET).join("cmm-worker"),
-        &out_dir.join("cmm-worker"),
-    );
+    for (crate_dir, binary, what) in [
+        (&worker, "cmm-worker", "the job worker"),
+        (&relay, "cmm-relay", "the job relay"),
+    ] {
+        let target_dir = out_dir.join(format!("{binary}-target"));
+        cargo_build(crate_dir, WORKER_TARGET, &target_dir, what);
+        copy(
+            &release_dir(&target_dir, WORKER_TARGET).join(binary),
+            &out_dir.join(binary),
+        );
+    }
 }
 
 fn release_dir(target_dir: &Path, target: &str) -> PathBuf {
