@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use super::error::BundleError;
 
 /// The WIT package this host implements; a manifest must target it.
-pub const WIT_PACKAGE: &str = "claude-max-market:policy@0.1.0";
+pub use crate::wit::WIT_PACKAGE;
 
 /// The manifest format this host reads.
 pub const FORMAT: u32 = 1;

@@ -626,7 +626,9 @@ impl Evaluation {
             let plugin =
                 load_plugin(engine, cache.as_ref(), bundle, entry).map_err(|e| match e {
                     LoadError::Compile { .. } => ("compile", e.to_string()),
-                    LoadError::WrongRole { .. } | LoadError::Link { .. } => ("wit", e.to_string()),
+                    LoadError::WrongRole { .. }
+                    | LoadError::Link { .. }
+                    | LoadError::WitVersion { .. } => ("wit", e.to_string()),
                 })?;
             plugins.push(plugin);
         }

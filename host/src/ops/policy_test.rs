@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::config::Settings;
 use crate::policy::{
-    ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Isolation, Job, JobSource,
-    MarketContext, Outcome, Pipeline, PluginMeta, PluginOrigin, PluginPre, PolicyEngine, Role,
-    Slot, Usage,
+    Budget, ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Image, Isolation,
+    Job, JobSource, MarketContext, Outcome, Pipeline, PluginMeta, PluginOrigin, PluginPre,
+    PolicyEngine, Role, Slot, Usage, Workspace,
 };
 
 use super::policy_bundle::{load_plugin, read_bundle_file};
@@ -55,8 +55,19 @@ struct Case {
 #[serde(default, deny_unknown_fields)]
 struct JobSpec {
     model: String,
-    max_tokens: u32,
+    /// The token budget the job asks for.
+    tokens: u64,
+    requests: u32,
+    timeout_secs: u32,
     prompt_bytes: u64,
+    /// Defaults to the node's `docker.image`.
+    image: Option<String>,
+    image_digest: String,
+    command: Vec<String>,
+    agent: String,
+    workspace_bytes: Option<u64>,
+    workspace_files: Option<u32>,
+    egress: bool,
     source: Source,
     credential: Credential,
     pre_approved: bool,
@@ -68,8 +79,17 @@ impl Default for JobSpec {
     fn default() -> Self {
         JobSpec {
             model: "claude-sonnet-4-5".into(),
-            max_tokens: 1024,
+            tokens: 1024,
+            requests: 1,
+            timeout_secs: 300,
             prompt_bytes: 100,
+            image: None,
+            image_digest: format!("sha256:{}", "0".repeat(64)),
+            command: Vec::new(),
+            agent: String::new(),
+            workspace_bytes: None,
+            workspace_files: None,
+            egress: false,
             source: Source::Local,
             credential: Credential::ApiKey,
             pre_approved: false,
@@ -149,7 +169,9 @@ struct Expect {
     reason_contains: Option<String>,
     /// The failure class when the plugin fails closed (e.g. "invalid-config").
     error_class: Option<String>,
-    max_tokens: Option<u32>,
+    /// What limits grants.
+    tokens: Option<u64>,
+    requests: Option<u32>,
     timeout_secs: Option<u32>,
     price: Option<u64>,
     bid: Option<u64>,
@@ -440,12 +462,20 @@ fn run_case(
         }
     }
     let grant = decision.grant;
-    if let Some(want) = e.max_tokens
-        && grant.map(|g| g.max_tokens) != Some(want)
+    if let Some(want) = e.tokens
+        && grant.map(|g| g.tokens) != Some(want)
     {
         failures.push(format!(
             "expected a grant of {want} tokens, got {}",
-            describe(grant.map(|g| g.max_tokens))
+            describe(grant.map(|g| g.tokens))
+        ));
+    }
+    if let Some(want) = e.requests
+        && grant.map(|g| g.requests) != Some(want)
+    {
+        failures.push(format!(
+            "expected a grant of {want} requests, got {}",
+            describe(grant.map(|g| g.requests))
         ));
     }
     if let Some(want) = e.timeout_secs
@@ -508,10 +538,30 @@ fn input_for(
             id: "policy-test".into(),
             requester: job.requester.clone(),
             model: job.model.clone(),
-            max_tokens: job.max_tokens,
+            budget: Budget {
+                tokens: job.tokens,
+                requests: job.requests,
+                timeout_secs: job.timeout_secs,
+            },
             prompt_bytes: job.prompt_bytes,
             prompt_sha256: "0".repeat(64),
-            image: settings.docker.image.clone(),
+            image: Image {
+                reference: job
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| settings.docker.image.clone()),
+                digest: job.image_digest.clone(),
+            },
+            command: job.command.clone(),
+            agent: job.agent.clone(),
+            workspace: match (job.workspace_bytes, job.workspace_files) {
+                (None, None) => None,
+                (bytes, files) => Some(Workspace {
+                    bytes: bytes.unwrap_or(0),
+                    files: files.unwrap_or(0),
+                }),
+            },
+            egress: job.egress,
             source: match job.source {
                 Source::Local => JobSource::Local,
                 Source::Market => JobSource::Market,
@@ -531,6 +581,7 @@ fn input_for(
                 daily_tasks: l.daily_tasks,
                 daily_tokens: l.daily_tokens,
                 max_tokens_per_task: l.max_tokens_per_task,
+                requests_per_job: l.requests_per_job,
                 concurrent_jobs: l.concurrent_jobs,
                 timeout_secs: l.timeout_secs,
             },

@@ -10,7 +10,8 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::claude_max_market::policy::types::{
-    ConfiguredLimits, CredentialKind, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
+    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, Job, JobSource,
+    MarketContext, Usage, Workspace,
 };
 pub use self::exports::claude_max_market::policy::{
     approval, compliance, config_check, limits, pricing,

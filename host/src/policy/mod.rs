@@ -28,7 +28,8 @@ mod role;
 mod sandbox;
 
 pub use bindings::{
-    ConfiguredLimits, CredentialKind, Fact, FactStatus, Job, JobSource, MarketContext, Usage,
+    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, Job, JobSource,
+    MarketContext, Usage, Workspace,
 };
 pub use cache::CompileCache;
 pub use engine::{Isolation, PolicyEngine, SandboxLimits};

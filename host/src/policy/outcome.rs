@@ -9,10 +9,14 @@ use super::failure::{Failure, FailureClass};
 use super::plugin::PluginMeta;
 use super::role::Role;
 
-/// The budget the limits role granted.
+/// The budget the limits role granted: what the gateway and the runner
+/// hold the job to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Grant {
-    pub max_tokens: u32,
+    /// Input plus output tokens over the whole job.
+    pub tokens: u64,
+    /// Messages API requests, token counting included.
+    pub requests: u32,
     pub timeout_secs: u32,
 }
 

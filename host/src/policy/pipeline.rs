@@ -11,7 +11,9 @@ use std::time::Instant;
 use serde::Serialize;
 use wasmtime::Store;
 
-use super::bindings::{Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing};
+use super::bindings::{
+    Budget, Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing,
+};
 use super::call::{Live, RoleGuest};
 use super::engine::{Isolation, PolicyEngine};
 use super::failure::{Failure, FailureClass};
@@ -278,7 +280,8 @@ fn ask_limits(
 ) -> wasmtime::Result<RoleResult> {
     Ok(match guest.call_check(store, &input.job, input.usage)? {
         limits::Verdict::Allow(g) => RoleResult::Granted(Grant {
-            max_tokens: g.max_tokens,
+            tokens: g.tokens,
+            requests: g.requests,
             timeout_secs: g.timeout_secs,
         }),
         limits::Verdict::Deny(reason) => RoleResult::Deny(reason),
@@ -334,16 +337,26 @@ fn check_answer(
             "a {} byte reason, over the {max} byte cap (policy.maxAnswerBytes)",
             text.len()
         )),
-        RoleResult::Granted(g)
-            if g.max_tokens == 0 || g.max_tokens > job.max_tokens || g.timeout_secs == 0 =>
-        {
-            invalid(format!(
-                "a grant of {} tokens and {} s for a job that asked for {} tokens",
-                g.max_tokens, g.timeout_secs, job.max_tokens
-            ))
-        }
+        RoleResult::Granted(g) if !within(g, &job.budget) => invalid(format!(
+            "a grant of {} tokens, {} requests and {} s for a job that asked for {} tokens, \
+             {} requests and {} s (each part must be at least 1 and at most what was asked)",
+            g.tokens,
+            g.requests,
+            g.timeout_secs,
+            job.budget.tokens,
+            job.budget.requests,
+            job.budget.timeout_secs
+        )),
         _ => Ok(result),
     }
+}
+
+/// A grant may only narrow what the job asked for, and a zero would be a
+/// denial dressed up as an allow.
+fn within(grant: &Grant, asked: &Budget) -> bool {
+    (1..=asked.tokens).contains(&grant.tokens)
+        && (1..=asked.requests).contains(&grant.requests)
+        && (1..=asked.timeout_secs).contains(&grant.timeout_secs)
 }
 
 /// Calls a plugin's `validate-config` under the same sandbox as decisions.

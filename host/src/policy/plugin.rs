@@ -16,6 +16,7 @@ use super::cache::CompileCache;
 use super::engine::{PolicyEngine, SandboxLimits};
 use super::role::Role;
 use super::sandbox::{PluginSettings, PluginState};
+use crate::wit::{WIT_PACKAGE, package_name, wit_version};
 
 /// Where a plugin's own (bundle) configuration appears among its settings.
 pub const OWN_CONFIG_PREFIX: &str = "plugin.";
@@ -76,6 +77,15 @@ pub enum LoadError {
         found: String,
     },
     #[error(
+        "{role} plugin '{plugin}' was built for {found}, but this host speaks {expected}; rebuild it against the wit/ folder of this release (docs/plugins.md says what changed between versions)"
+    )]
+    WitVersion {
+        role: Role,
+        plugin: String,
+        found: String,
+        expected: &'static str,
+    },
+    #[error(
         "{role} plugin '{plugin}' imports something this host does not provide: {detail}; plugins may import only the logging, clock and settings interfaces (and WASI, which is denied)"
     )]
     Link {
@@ -132,6 +142,14 @@ impl PluginPre {
             plugin: name.to_string(),
             detail: format!("{e:#}"),
         })?;
+        if let Some(found) = foreign_package(engine, &component) {
+            return Err(LoadError::WitVersion {
+                role,
+                plugin: name.to_string(),
+                found,
+                expected: WIT_PACKAGE,
+            });
+        }
         let pre = engine
             .linker()
             .instantiate_pre(&component)
@@ -228,7 +246,27 @@ fn role_exports(role: Role, pre: &InstancePre<PluginState>) -> wasmtime::Result<
 }
 
 fn interface_name(interface: &str) -> String {
-    format!("claude-max-market:policy/{interface}@0.1.0")
+    format!("{}/{interface}@{}", package_name(), wit_version())
+}
+
+/// The policy package version a component was built against, when it is
+/// not this host's: linking would fail on it with a bare "missing import",
+/// which does not tell the author to rebuild.
+fn foreign_package(engine: &PolicyEngine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let prefix = format!("{}/", package_name());
+    let names: Vec<String> = ty
+        .imports(engine.engine())
+        .map(|(name, _)| name.to_string())
+        .chain(
+            ty.exports(engine.engine())
+                .map(|(name, _)| name.to_string()),
+        )
+        .collect();
+    names.iter().find_map(|name| {
+        let (_, version) = name.strip_prefix(&prefix)?.split_once('@')?;
+        (version != wit_version()).then(|| format!("{}@{version}", package_name()))
+    })
 }
 
 fn export_names(engine: &PolicyEngine, component: &Component) -> String {

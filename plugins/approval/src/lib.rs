@@ -152,11 +152,41 @@ fn ask_owner(job: &Job, rules: &Rules) -> Verdict {
              compliance.allowAutoApprove=true` to let --approve-all count"
                 .into(),
         ),
-        (false, _) => Verdict::Ask(format!(
-            "run job {} on {} with max_tokens {} ({} prompt bytes, from {})?",
-            job.id, job.model, job.max_tokens, job.prompt_bytes, job.requester
-        )),
+        (false, _) => Verdict::Ask(format!("{}?", what_runs(job))),
     }
+}
+
+/// The job in one sentence, as the owner is asked about it: what runs,
+/// where, on what, and what it may spend.
+fn what_runs(job: &Job) -> String {
+    let work = if job.command.is_empty() {
+        format!("answer a {}-byte prompt", job.prompt_bytes)
+    } else {
+        format!("run `{}`", job.command.join(" "))
+    };
+    let digest = job
+        .image
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&job.image.digest);
+    let image = match digest.get(..12) {
+        Some(short) => format!("{} ({short})", job.image.reference),
+        None => job.image.reference.clone(),
+    };
+    let workspace = job.workspace.as_ref().map_or(String::new(), |w| {
+        format!(" on a workspace of {} files, {} bytes", w.files, w.bytes)
+    });
+    let egress = if job.egress {
+        ", with web access through server-side tools"
+    } else {
+        ""
+    };
+    let b = &job.budget;
+    format!(
+        "job {}: {work} in {image}{workspace} with {}, budget {} tokens, {} requests, {} s{egress}, \
+         for {}",
+        job.id, job.model, b.tokens, b.requests, b.timeout_secs, job.requester
+    )
 }
 
 struct ApprovalPolicy;
@@ -208,17 +238,28 @@ export!(ApprovalPolicy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claude_max_market::policy::types::{CredentialKind, JobSource};
+    use claude_max_market::policy::types::{Budget, CredentialKind, Image, JobSource, Workspace};
 
     fn job(model: &str) -> Job {
         Job {
             id: "j1".into(),
             requester: "local".into(),
             model: model.into(),
-            max_tokens: 4096,
+            budget: Budget {
+                tokens: 4096,
+                requests: 1,
+                timeout_secs: 300,
+            },
             prompt_bytes: 1000,
             prompt_sha256: String::new(),
-            image: "claude-runner".into(),
+            image: Image {
+                reference: "claude-runner".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+            },
+            command: Vec::new(),
+            agent: String::new(),
+            workspace: None,
+            egress: false,
             source: JobSource::Local,
             credential: CredentialKind::ApiKey,
             pre_approved: false,
@@ -273,6 +314,29 @@ mod tests {
     }
 
     #[test]
+    fn the_question_names_the_command_image_workspace_and_budget() {
+        let mut agent = job("claude-sonnet-4-5");
+        agent.command = vec!["python3".into(), "agent.py".into()];
+        agent.workspace = Some(Workspace {
+            bytes: 2048,
+            files: 3,
+        });
+        agent.egress = true;
+        let Verdict::Ask(question) = judge(&agent, &defaults()) else {
+            panic!("expected ask");
+        };
+        for part in [
+            "run `python3 agent.py`",
+            "claude-runner (abababababab)",
+            "workspace of 3 files, 2048 bytes",
+            "budget 4096 tokens, 1 requests, 300 s",
+            "web access",
+        ] {
+            assert!(question.contains(part), "{part} not in {question}");
+        }
+    }
+
+    #[test]
     fn oversized_prompt_is_denied() {
         let mut big = job("claude-haiku-4-5");
         big.prompt_bytes = DEFAULT_MAX_PROMPT_BYTES + 1;
@@ -286,7 +350,8 @@ mod tests {
         let mut rules = defaults();
         let asked = judge(&job("claude-sonnet-4-5"), &rules);
         assert!(
-            matches!(asked, Verdict::Ask(r) if r.contains("claude-sonnet-4-5 with max_tokens 4096"))
+            matches!(&asked, Verdict::Ask(r) if r.contains("answer a 1000-byte prompt in claude-runner (abababababab) with claude-sonnet-4-5, budget 4096 tokens")),
+            "{asked:?}"
         );
         assert!(matches!(judge(&pre, &rules), Verdict::Ask(r) if r.starts_with("--approve-all")));
         rules.allow_auto_approve = true;

@@ -6,20 +6,110 @@
 //! finding that passes: it is reported, but does not stop jobs. Facts this
 //! policy does not know are passed through as informational findings, so a
 //! newer host can add facts without breaking an older plugin. A market job
-//! paid with a Claude subscription is refused outright, whatever the facts.
+//! paid with a Claude subscription is refused outright, whatever the facts;
+//! so is a market job whose image is not on `compliance.allowedImages` (and a
+//! local one too with `compliance.restrictLocalImages`), and a job asking for
+//! server-side tools that reach the internet while `compliance.allowEgress`
+//! is off.
 
 use std::sync::OnceLock;
 
 wit_bindgen::generate!({ world: "compliance-policy", path: "../../wit" });
 
 use claude_max_market::policy::settings;
-use claude_max_market::policy::types::{CredentialKind, Fact, FactStatus, Job, JobSource};
+use claude_max_market::policy::types::{CredentialKind, Fact, FactStatus, Image, Job, JobSource};
 use exports::claude_max_market::policy::compliance::{
     Finding, Guest as Compliance, Severity, Verdict,
 };
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
 
 const DEFAULT_KEY_ROTATION_DAYS: u64 = 90;
+/// The built-in job image's repository: the one image every node has.
+const DEFAULT_ALLOWED_IMAGES: &str = "claude-max-market-job";
+
+/// The settings this policy reads, with the documented defaults filled in.
+#[derive(Debug, PartialEq)]
+struct Rules {
+    rotation_days: u64,
+    /// Image ids (`sha256:…`) or repositories, optionally with a tag.
+    allowed_images: Vec<String>,
+    restrict_local_images: bool,
+    allow_egress: bool,
+}
+
+impl Rules {
+    /// Reads every key through `lookup`, so `validate-config` and the
+    /// decisions share one parser and cannot disagree about what is valid.
+    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Rules, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut flag = |key: &str, default: bool| match lookup(key).as_deref() {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(raw) => {
+                problems.push(format!("{key}: expected true or false, got '{raw}'"));
+                default
+            }
+        };
+        let restrict_local_images = flag("compliance.restrictLocalImages", false);
+        let allow_egress = flag("compliance.allowEgress", false);
+        let key = "security.keyRotationDays";
+        let rotation_days = match lookup(key) {
+            None => DEFAULT_KEY_ROTATION_DAYS,
+            Some(raw) => raw.parse().unwrap_or_else(|_| {
+                problems.push(format!("{key}: expected a whole number, got '{raw}'"));
+                DEFAULT_KEY_ROTATION_DAYS
+            }),
+        };
+        let images = lookup("compliance.allowedImages");
+        let allowed_images = images
+            .as_deref()
+            .unwrap_or(DEFAULT_ALLOWED_IMAGES)
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(String::from)
+            .collect();
+        if problems.is_empty() {
+            Ok(Rules {
+                rotation_days,
+                allowed_images,
+                restrict_local_images,
+                allow_egress,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether the job's image is on the allow-list: by id, by repository,
+    /// or by repository and tag.
+    fn allows_image(&self, image: &Image) -> bool {
+        let (repository, tag) = split_reference(&image.reference);
+        self.allowed_images.iter().any(|entry| {
+            if entry.starts_with("sha256:") {
+                return !image.digest.is_empty() && *entry == image.digest;
+            }
+            match split_reference(entry) {
+                (name, None) => name == repository,
+                (name, Some(want)) => name == repository && tag == Some(want),
+            }
+        })
+    }
+}
+
+/// A reference's repository and tag; a pinned digest is not a tag.
+fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    let name_tag = reference.split('@').next().unwrap_or(reference);
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    match name_tag[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
+        None => (name_tag, None),
+    }
+}
 
 /// How to judge one known fact: what it is about, how much a failure
 /// matters, and what the owner should do when it fails.
@@ -201,13 +291,37 @@ fn judge_facts(facts: &[Fact], rotation_days: u64) -> Vec<Finding> {
 }
 
 /// The decision for one job, given the findings for this node.
-fn judge_job(job: &Job, findings: &[Finding]) -> Verdict {
-    if job.source == JobSource::Market && job.credential == CredentialKind::Subscription {
+fn judge_job(job: &Job, rules: &Rules, findings: &[Finding]) -> Verdict {
+    let market = job.source == JobSource::Market;
+    if market && job.credential == CredentialKind::Subscription {
         return Verdict::Deny(
             "subscription credentials are for the owner's own use; market jobs must be paid \
              with an API key"
                 .into(),
         );
+    }
+    if job.egress && !rules.allow_egress {
+        return Verdict::Deny(
+            "the job asks for server-side tools that reach the internet (web search, web \
+             fetch, code execution, MCP servers) and compliance.allowEgress is off; run it \
+             without them, or allow them with `claude-max-market config --set \
+             compliance.allowEgress=true`"
+                .into(),
+        );
+    }
+    if (market || rules.restrict_local_images) && !rules.allows_image(&job.image) {
+        let listed = rules.allowed_images.join(",");
+        let id = if job.image.digest.is_empty() {
+            "id unknown"
+        } else {
+            &job.image.digest
+        };
+        return Verdict::Deny(format!(
+            "image {} ({id}) is not on compliance.allowedImages ({listed}); add its repository \
+             or id with `claude-max-market config --set compliance.allowedImages={listed},{}`",
+            job.image.reference,
+            split_reference(&job.image.reference).0
+        ));
     }
     let blocking = findings
         .iter()
@@ -215,18 +329,6 @@ fn judge_job(job: &Job, findings: &[Finding]) -> Verdict {
     match blocking {
         Some(f) => Verdict::Deny(format!("compliance check '{}' failed: {}", f.id, f.message)),
         None => Verdict::Allow,
-    }
-}
-
-/// Reads `security.keyRotationDays` through `lookup`, so `validate-config`
-/// and the decisions share one parser.
-fn rotation_days(lookup: impl Fn(&str) -> Option<String>) -> Result<u64, Vec<String>> {
-    let key = "security.keyRotationDays";
-    match lookup(key) {
-        None => Ok(DEFAULT_KEY_ROTATION_DAYS),
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| vec![format!("{key}: expected a whole number, got '{raw}'")]),
     }
 }
 
@@ -246,11 +348,11 @@ fn critical_failures(facts: &[Fact]) -> Vec<Finding> {
         .collect()
 }
 
-/// `security.keyRotationDays` as configured. Settings never change during
-/// an instance's life, so the host is asked once.
-fn current_rotation_days() -> &'static Result<u64, Vec<String>> {
-    static DAYS: OnceLock<Result<u64, Vec<String>>> = OnceLock::new();
-    DAYS.get_or_init(|| rotation_days(settings::get))
+/// The rules as configured. Settings never change during an instance's
+/// life, so the host is asked once.
+fn current_rules() -> &'static Result<Rules, Vec<String>> {
+    static RULES: OnceLock<Result<Rules, Vec<String>>> = OnceLock::new();
+    RULES.get_or_init(|| Rules::read(settings::get))
 }
 
 /// Bad settings become a failed critical finding, so they stop jobs instead
@@ -262,6 +364,12 @@ fn configuration_finding(problems: &[String]) -> Finding {
         false,
         format!("bad configuration: {}", problems.join("; ")),
     )
+}
+
+/// Bad settings stop every job instead of being guessed around.
+fn configuration_denial(problems: &[String]) -> Verdict {
+    let f = configuration_finding(problems);
+    Verdict::Deny(format!("compliance check '{}' failed: {}", f.id, f.message))
 }
 
 struct CompliancePolicy;
@@ -276,22 +384,22 @@ impl ConfigCheck for CompliancePolicy {
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.clone())
         };
-        rotation_days(lookup).map(|_| ())
+        Rules::read(lookup).map(|_| ())
     }
 }
 
 impl Compliance for CompliancePolicy {
     fn findings(facts: Vec<Fact>) -> Vec<Finding> {
-        match current_rotation_days() {
-            Ok(days) => judge_facts(&facts, *days),
+        match current_rules() {
+            Ok(rules) => judge_facts(&facts, rules.rotation_days),
             Err(problems) => vec![configuration_finding(problems)],
         }
     }
 
     fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
-        match current_rotation_days() {
-            Ok(_) => judge_job(&job, &critical_failures(&facts)),
-            Err(problems) => judge_job(&job, &[configuration_finding(problems)]),
+        match current_rules() {
+            Ok(rules) => judge_job(&job, rules, &critical_failures(&facts)),
+            Err(problems) => configuration_denial(problems),
         }
     }
 }

@@ -11,19 +11,45 @@ fn fact(name: &str, status: FactStatus, value: &str) -> Fact {
 }
 
 fn job(source: JobSource, credential: CredentialKind) -> Job {
+    use claude_max_market::policy::types::Budget;
     Job {
         id: "j1".into(),
         requester: "local".into(),
         model: "claude-sonnet-4-5".into(),
-        max_tokens: 1000,
+        budget: Budget {
+            tokens: 1000,
+            requests: 1,
+            timeout_secs: 60,
+        },
         prompt_bytes: 100,
         prompt_sha256: String::new(),
-        image: "claude-runner".into(),
+        image: Image {
+            reference: "claude-max-market-job:0.2.0".into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+        },
+        command: Vec::new(),
+        agent: String::new(),
+        workspace: None,
+        egress: false,
         source,
         credential,
         pre_approved: false,
         labels: Vec::new(),
     }
+}
+
+fn rules(pairs: &[(&str, &str)]) -> Rules {
+    Rules::read(|key| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("valid settings")
+}
+
+fn defaults() -> Rules {
+    rules(&[])
 }
 
 fn local_job() -> Job {
@@ -60,7 +86,10 @@ fn unchecked_and_unknown_facts_are_informational() {
     assert!(findings.iter().all(|f| f.severity == Severity::Info));
     assert!(findings[0].passed && findings[0].message.contains("could not be checked"));
     assert!(!findings[1].passed && findings[1].id == "gpu-present");
-    assert!(matches!(judge_job(&local_job(), &findings), Verdict::Allow));
+    assert!(matches!(
+        judge_job(&local_job(), &defaults(), &findings),
+        Verdict::Allow
+    ));
 }
 
 #[test]
@@ -77,9 +106,12 @@ fn key_age_is_judged_against_the_rotation_setting() {
 #[test]
 fn a_failed_critical_finding_blocks_jobs_and_a_warning_does_not() {
     let warning = judge_facts(&[fact("docker-rootless", FactStatus::Failed, "")], 90);
-    assert!(matches!(judge_job(&local_job(), &warning), Verdict::Allow));
+    assert!(matches!(
+        judge_job(&local_job(), &defaults(), &warning),
+        Verdict::Allow
+    ));
     let critical = judge_facts(&[fact("audit-chain", FactStatus::Failed, "")], 90);
-    let Verdict::Deny(reason) = judge_job(&local_job(), &critical) else {
+    let Verdict::Deny(reason) = judge_job(&local_job(), &defaults(), &critical) else {
         panic!("expected deny");
     };
     assert!(reason.starts_with("compliance check 'audit-chain' failed"));
@@ -88,20 +120,93 @@ fn a_failed_critical_finding_blocks_jobs_and_a_warning_does_not() {
 #[test]
 fn market_jobs_may_not_use_a_subscription() {
     let market = job(JobSource::Market, CredentialKind::Subscription);
-    assert!(matches!(judge_job(&market, &[]), Verdict::Deny(r) if r.starts_with("subscription")));
+    assert!(
+        matches!(judge_job(&market, &defaults(), &[]), Verdict::Deny(r) if r.starts_with("subscription"))
+    );
     let paid = job(JobSource::Market, CredentialKind::ApiKey);
-    assert!(matches!(judge_job(&paid, &[]), Verdict::Allow));
+    assert!(matches!(judge_job(&paid, &defaults(), &[]), Verdict::Allow));
 }
 
 #[test]
-fn rotation_setting_must_be_a_whole_number() {
-    assert_eq!(rotation_days(|_| None), Ok(DEFAULT_KEY_ROTATION_DAYS));
+fn settings_must_parse_and_every_problem_is_named() {
+    assert_eq!(defaults().rotation_days, DEFAULT_KEY_ROTATION_DAYS);
+    assert_eq!(defaults().allowed_images, ["claude-max-market-job"]);
+    let problems = Rules::read(|key| match key {
+        "security.keyRotationDays" => Some("abc".into()),
+        "compliance.allowEgress" => Some("yes".into()),
+        _ => None,
+    })
+    .unwrap_err();
     assert_eq!(
-        rotation_days(|_| Some("abc".into())),
-        Err(vec![
-            "security.keyRotationDays: expected a whole number, got 'abc'".to_string()
-        ])
+        problems,
+        [
+            "compliance.allowEgress: expected true or false, got 'yes'",
+            "security.keyRotationDays: expected a whole number, got 'abc'"
+        ]
     );
+}
+
+#[test]
+fn market_jobs_run_only_listed_images() {
+    let mut market = job(JobSource::Market, CredentialKind::ApiKey);
+    assert!(matches!(
+        judge_job(&market, &defaults(), &[]),
+        Verdict::Allow
+    ));
+    market.image.reference = "python-agent:3".into();
+    let Verdict::Deny(reason) = judge_job(&market, &defaults(), &[]) else {
+        panic!("an unlisted image runs a market job");
+    };
+    assert!(reason.contains("python-agent:3"), "{reason}");
+    assert!(reason.contains("compliance.allowedImages=claude-max-market-job,python-agent"));
+    let by_repository = rules(&[("compliance.allowedImages", "python-agent")]);
+    assert!(matches!(
+        judge_job(&market, &by_repository, &[]),
+        Verdict::Allow
+    ));
+    let other_tag = rules(&[("compliance.allowedImages", "python-agent:2")]);
+    assert!(matches!(
+        judge_job(&market, &other_tag, &[]),
+        Verdict::Deny(_)
+    ));
+    let by_id = rules(&[("compliance.allowedImages", &market.image.digest.clone())]);
+    assert!(matches!(judge_job(&market, &by_id, &[]), Verdict::Allow));
+    market.image.digest.clear();
+    assert!(matches!(judge_job(&market, &by_id, &[]), Verdict::Deny(_)));
+}
+
+#[test]
+fn local_jobs_run_any_image_unless_restricted() {
+    let mut local = job(JobSource::Local, CredentialKind::ApiKey);
+    local.image.reference = "registry.example:5000/team/agent:1".into();
+    assert!(matches!(
+        judge_job(&local, &defaults(), &[]),
+        Verdict::Allow
+    ));
+    let restricted = rules(&[("compliance.restrictLocalImages", "true")]);
+    assert!(matches!(
+        judge_job(&local, &restricted, &[]),
+        Verdict::Deny(_)
+    ));
+    let listed = rules(&[
+        ("compliance.restrictLocalImages", "true"),
+        (
+            "compliance.allowedImages",
+            "registry.example:5000/team/agent",
+        ),
+    ]);
+    assert!(matches!(judge_job(&local, &listed, &[]), Verdict::Allow));
+}
+
+#[test]
+fn egress_needs_the_owner_to_allow_it() {
+    let mut local = job(JobSource::Local, CredentialKind::ApiKey);
+    local.egress = true;
+    assert!(
+        matches!(judge_job(&local, &defaults(), &[]), Verdict::Deny(r) if r.contains("compliance.allowEgress=true"))
+    );
+    let allowed = rules(&[("compliance.allowEgress", "true")]);
+    assert!(matches!(judge_job(&local, &allowed, &[]), Verdict::Allow));
 }
 
 #[test]
@@ -121,8 +226,8 @@ fn critical_failures_decide_jobs_exactly_as_all_findings_do() {
                 fact(name, status, "400"),
                 fact(names[(i + 1) % names.len()], FactStatus::Failed, "400"),
             ];
-            let all = judge_job(&local_job(), &judge_facts(&facts, 90));
-            let some = judge_job(&local_job(), &critical_failures(&facts));
+            let all = judge_job(&local_job(), &defaults(), &judge_facts(&facts, 90));
+            let some = judge_job(&local_job(), &defaults(), &critical_failures(&facts));
             assert_eq!(format!("{all:?}"), format!("{some:?}"), "{facts:?}");
         }
     }

@@ -3,15 +3,16 @@
 //!
 //! The limits and the usage so far both arrive in the `usage` record, already
 //! validated by the host, so this plugin reads no settings. A job that fits
-//! is granted exactly the tokens it asked for and the configured timeout.
-//! The decision itself is the plain function `judge`, so it can be tested
-//! without a host.
+//! is granted exactly the budget it asked for (tokens, requests, wall time);
+//! asking for more than one job may have is refused with the setting that
+//! raises it, rather than silently cut. The decision itself is the plain
+//! function `judge`, so it can be tested without a host.
 
 wit_bindgen::generate!({ world: "limits-policy", path: "../../wit" });
 
 use claude_max_market::policy::types::{Job, Usage};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
-use exports::claude_max_market::policy::limits::{Grant, Guest as Limits, Verdict};
+use exports::claude_max_market::policy::limits::{Guest as Limits, Verdict};
 
 /// The limits decision for one job. The numbers come from the host, but a
 /// plugin must not trap or wrap on any input it is given. The token sum is
@@ -20,6 +21,7 @@ use exports::claude_max_market::policy::limits::{Grant, Guest as Limits, Verdict
 /// over any cap.
 fn judge(job: &Job, usage: &Usage) -> Verdict {
     let limits = &usage.limits;
+    let asked = &job.budget;
     if usage.tasks_today >= limits.daily_tasks {
         return Verdict::Deny(format!(
             "{} of {} jobs already admitted today (UTC); raise the cap with \
@@ -27,20 +29,37 @@ fn judge(job: &Job, usage: &Usage) -> Verdict {
             usage.tasks_today, limits.daily_tasks
         ));
     }
-    let tokens_after = usage.tokens_today.checked_add(u64::from(job.max_tokens));
+    let tokens_after = usage.tokens_today.checked_add(asked.tokens);
     if tokens_after.is_none_or(|after| after > limits.daily_tokens) {
         return Verdict::Deny(format!(
-            "{} tokens used today (UTC) plus up to {} for this job would pass the daily \
-             {}; raise it with `claude-max-market limits --tokens <tokens>`",
-            usage.tokens_today, job.max_tokens, limits.daily_tokens
+            "{} tokens used or reserved today (UTC) plus this job's budget of {} would pass \
+             the daily {}; ask for less with --budget-tokens, or raise it with \
+             `claude-max-market limits --tokens <tokens>`",
+            usage.tokens_today, asked.tokens, limits.daily_tokens
         ));
     }
-    if job.max_tokens > limits.max_tokens_per_task {
+    if asked.tokens > limits.max_tokens_per_task {
         return Verdict::Deny(format!(
-            "the job asks for max_tokens {} but one job may have at most {}; raise \
-             limits.maxTokensPerTask with `claude-max-market config --set \
-             limits.maxTokensPerTask=<tokens>`",
-            job.max_tokens, limits.max_tokens_per_task
+            "the job asks for a budget of {} tokens but one job may have at most {}; ask for \
+             less with --budget-tokens, or raise limits.maxTokensPerTask with \
+             `claude-max-market config --set limits.maxTokensPerTask=<tokens>`",
+            asked.tokens, limits.max_tokens_per_task
+        ));
+    }
+    if asked.requests > limits.requests_per_job {
+        return Verdict::Deny(format!(
+            "the job asks for {} requests but one job may make at most {}; ask for fewer with \
+             --max-requests, or raise limits.requestsPerJob with \
+             `claude-max-market config --set limits.requestsPerJob=<requests>`",
+            asked.requests, limits.requests_per_job
+        ));
+    }
+    if asked.timeout_secs > limits.timeout_secs {
+        return Verdict::Deny(format!(
+            "the job asks to run for {} s but one job may run at most {} s; ask for less with \
+             --timeout, or raise limits.timeoutSecs with \
+             `claude-max-market config --set limits.timeoutSecs=<seconds>`",
+            asked.timeout_secs, limits.timeout_secs
         ));
     }
     if usage.running_jobs >= limits.concurrent_jobs {
@@ -50,10 +69,7 @@ fn judge(job: &Job, usage: &Usage) -> Verdict {
             usage.running_jobs, limits.concurrent_jobs
         ));
     }
-    Verdict::Allow(Grant {
-        max_tokens: job.max_tokens,
-        timeout_secs: limits.timeout_secs,
-    })
+    Verdict::Allow(*asked)
 }
 
 struct LimitsPolicy;
@@ -77,17 +93,30 @@ export!(LimitsPolicy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claude_max_market::policy::types::{ConfiguredLimits, CredentialKind, JobSource};
+    use claude_max_market::policy::types::{
+        Budget, ConfiguredLimits, CredentialKind, Image, JobSource,
+    };
 
-    fn job(max_tokens: u32) -> Job {
+    fn job(tokens: u64) -> Job {
         Job {
             id: "j1".into(),
             requester: "local".into(),
             model: "claude-sonnet-4-5".into(),
-            max_tokens,
+            budget: Budget {
+                tokens,
+                requests: 10,
+                timeout_secs: 600,
+            },
             prompt_bytes: 100,
             prompt_sha256: String::new(),
-            image: "claude-runner".into(),
+            image: Image {
+                reference: "claude-runner".into(),
+                digest: String::new(),
+            },
+            command: Vec::new(),
+            agent: String::new(),
+            workspace: None,
+            egress: false,
             source: JobSource::Local,
             credential: CredentialKind::ApiKey,
             pre_approved: false,
@@ -104,6 +133,7 @@ mod tests {
                 daily_tasks: 10,
                 daily_tokens: 100_000,
                 max_tokens_per_task: 8_000,
+                requests_per_job: 10,
                 concurrent_jobs: 2,
                 timeout_secs: 600,
             },
@@ -122,7 +152,10 @@ mod tests {
         let Verdict::Allow(grant) = judge(&job(4_000), &idle()) else {
             panic!("expected allow");
         };
-        assert_eq!((grant.max_tokens, grant.timeout_secs), (4_000, 600));
+        assert_eq!(
+            (grant.tokens, grant.requests, grant.timeout_secs),
+            (4_000, 10, 600)
+        );
     }
 
     #[test]
@@ -136,6 +169,14 @@ mod tests {
         assert!(denial(&job(4_000), &usage).contains("limits --tokens"));
 
         assert!(denial(&job(9_000), &idle()).contains("limits.maxTokensPerTask"));
+
+        let mut chatty = job(1);
+        chatty.budget.requests = 11;
+        assert!(denial(&chatty, &idle()).contains("limits.requestsPerJob"));
+
+        let mut slow = job(1);
+        slow.budget.timeout_secs = 601;
+        assert!(denial(&slow, &idle()).contains("limits.timeoutSecs"));
 
         let mut usage = idle();
         usage.running_jobs = 2;

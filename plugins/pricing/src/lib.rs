@@ -2,7 +2,7 @@
 //! bid for it is enough.
 //!
 //! The list price is `market.basePrice` plus `market.pricePerKiloToken` for
-//! every started thousand of the job's `max_tokens`. It is then raised with
+//! every started thousand of the job's token budget. It is then raised with
 //! this node's load (up to double when every slot is busy) and with the
 //! counterpart's bad reputation (up to half again for the worst). As the
 //! seller, a bid is accepted when it reaches the quote; as the buyer (this
@@ -75,10 +75,10 @@ fn thousandths(fraction: f64, if_nan: u64) -> u64 {
     (fraction.clamp(0.0, 1.0) * 1000.0).round() as u64
 }
 
-/// The price of a job with `max_tokens` at the given load and reputation:
+/// The price of a job with a budget of `tokens` at the given load and reputation:
 /// list price × (1 + load) × (1.5 − reputation / 2), rounded up.
-fn price(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> Breakdown {
-    let kilo_tokens = u64::from(max_tokens).div_ceil(1000);
+fn price(rates: Rates, tokens: u64, load: f64, reputation: f64) -> Breakdown {
+    let kilo_tokens = tokens.div_ceil(1000);
     let list_price = rates
         .base
         .saturating_add(kilo_tokens.saturating_mul(rates.per_kilo_token));
@@ -107,7 +107,7 @@ fn explain(rates: Rates, b: &Breakdown) -> String {
     let load_factor = (1000 + b.load_thousandths) * 10;
     let reputation_factor = (3000 - b.reputation_thousandths) * 5;
     format!(
-        "{} RUV base + {} × {} RUV per started 1000 max tokens = {} RUV; \
+        "{} RUV base + {} × {} RUV per started 1000 budget tokens = {} RUV; \
          × {}.{:04} for load {}.{:03}; × {}.{:04} for counterpart reputation {}.{:03}; \
          = {} RUV (rounded up)",
         rates.base,
@@ -127,7 +127,7 @@ fn explain(rates: Rates, b: &Breakdown) -> String {
 }
 
 fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
-    let b = price(rates, job.max_tokens, market.load, market.reputation);
+    let b = price(rates, job.budget.tokens, market.load, market.reputation);
     Quote {
         price: b.price,
         explanation: explain(rates, &b),
@@ -138,8 +138,8 @@ fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
 /// `reputation`: list price × (1 + load) × (1 + reputation), rounded down.
 /// A neutral seller at no load may ask one and a half times the list price;
 /// a seller with the worst reputation, no more than the list price.
-fn ceiling(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> u64 {
-    let list = price(rates, max_tokens, 0.0, 1.0).list_price;
+fn ceiling(rates: Rates, tokens: u64, load: f64, reputation: f64) -> u64 {
+    let list = price(rates, tokens, 0.0, 1.0).list_price;
     let scaled = u128::from(list)
         * u128::from(1000 + thousandths(load, 0))
         * u128::from(1000 + thousandths(reputation, 0));
@@ -147,7 +147,7 @@ fn ceiling(rates: Rates, max_tokens: u32, load: f64, reputation: f64) -> u64 {
 }
 
 fn judge_offer(rates: Rates, job: &Job, market: &MarketContext, asked: u64) -> BidVerdict {
-    let most = ceiling(rates, job.max_tokens, market.load, market.reputation);
+    let most = ceiling(rates, job.budget.tokens, market.load, market.reputation);
     if asked <= most {
         BidVerdict::Accept
     } else {
@@ -270,7 +270,7 @@ mod tests {
             base: u64::MAX,
             per_kilo_token: u64::MAX,
         };
-        assert_eq!(price(huge, u32::MAX, 1.0, 0.0).price, u64::MAX);
+        assert_eq!(price(huge, u64::MAX, 1.0, 0.0).price, u64::MAX);
     }
 
     #[test]
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_buyer_pays_more_to_busier_and_better_sellers() {
-        // List price 300 (4000 max tokens).
+        // List price 300 (a budget of 4000 tokens).
         assert_eq!(ceiling(RATES, 4000, 0.0, 0.5), 450);
         assert_eq!(ceiling(RATES, 4000, 0.0, 0.0), 300);
         assert_eq!(ceiling(RATES, 4000, 1.0, 1.0), 1200);

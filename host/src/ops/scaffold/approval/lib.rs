@@ -53,8 +53,8 @@ fn judge(job: &Job, allowed: Option<&[String]>) -> Verdict {
     }
     if job.source == JobSource::Market && !job.pre_approved {
         return Verdict::Ask(format!(
-            "run market job {} from {} on {} with max_tokens {}?",
-            job.id, job.requester, job.model, job.max_tokens
+            "run market job {} from {} on {} with a budget of {} tokens?",
+            job.id, job.requester, job.model, job.budget.tokens
         ));
     }
     Verdict::Allow

@@ -2,11 +2,12 @@
 //! with what budget.
 //!
 //! A job is denied once the node has admitted its `limits.dailyTasks` jobs
-//! for the day. Otherwise it gets the tokens it asked for, cut down to
-//! `limits.maxTokensPerTask` and to `plugin.maxTokens` when that is set, and
-//! the node's `limits.timeoutSecs`. The node's limits and what it has used
-//! so far arrive in the `usage` record. This starter checks nothing else;
-//! the built-in limits policy also checks daily tokens and concurrent jobs.
+//! for the day. Otherwise it gets the budget it asked for, with its tokens
+//! cut down to `limits.maxTokensPerTask` and to `plugin.maxTokens` when that
+//! is set, and its requests and seconds to the node's `limits.requestsPerJob`
+//! and `limits.timeoutSecs`. The node's limits and what it has used so far
+//! arrive in the `usage` record. This starter checks nothing else; the
+//! built-in limits policy also checks daily tokens and concurrent jobs.
 //!
 //! The plugin's own values (`[roles.limits.config]` in `bundle.toml`)
 //! arrive as `plugin.<key>`, the node's settings as `section.key`: as a list
@@ -19,7 +20,8 @@ wit_bindgen::generate!({ world: "{{world}}", path: "wit" });
 use claude_max_market::policy::settings;
 use claude_max_market::policy::types::{Job, Usage};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
-use exports::claude_max_market::policy::limits::{Grant, Guest as Limits, Verdict};
+use claude_max_market::policy::types::Budget;
+use exports::claude_max_market::policy::limits::{Guest as Limits, Verdict};
 
 /// The most tokens this plugin grants one job. Unset leaves the node's
 /// `limits.maxTokensPerTask` as the only cap.
@@ -27,21 +29,21 @@ const MAX_TOKENS: &str = "plugin.maxTokens";
 
 /// `plugin.maxTokens` as a number, or `None` when it is unset. Zero is
 /// refused: a grant of no tokens would admit jobs that can do nothing.
-fn max_tokens(raw: Option<&str>) -> Result<Option<u32>, String> {
+fn max_tokens(raw: Option<&str>) -> Result<Option<u64>, String> {
     let Some(raw) = raw else {
         return Ok(None);
     };
-    match raw.parse::<u32>() {
+    match raw.parse::<u64>() {
         Ok(tokens) if tokens > 0 => Ok(Some(tokens)),
         _ => Err(format!(
             "{MAX_TOKENS}: expected a whole number from 1 to {}, got '{raw}'",
-            u32::MAX
+            u64::MAX
         )),
     }
 }
 
 /// The decision for one job; `cap` is `plugin.maxTokens`, if set.
-fn judge(job: &Job, usage: &Usage, cap: Option<u32>) -> Verdict {
+fn judge(job: &Job, usage: &Usage, cap: Option<u64>) -> Verdict {
     let limits = &usage.limits;
     if usage.tasks_today >= limits.daily_tasks {
         return Verdict::Deny(format!(
@@ -54,9 +56,11 @@ fn judge(job: &Job, usage: &Usage, cap: Option<u32>) -> Verdict {
     let cap = cap.map_or(limits.max_tokens_per_task, |cap| {
         cap.min(limits.max_tokens_per_task)
     });
-    Verdict::Allow(Grant {
-        max_tokens: job.max_tokens.min(cap),
-        timeout_secs: limits.timeout_secs,
+    let asked = &job.budget;
+    Verdict::Allow(Budget {
+        tokens: asked.tokens.min(cap),
+        requests: asked.requests.min(limits.requests_per_job),
+        timeout_secs: asked.timeout_secs.min(limits.timeout_secs),
     })
 }
 

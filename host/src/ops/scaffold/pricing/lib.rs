@@ -2,7 +2,7 @@
 //! enough.
 //!
 //! A job costs `plugin.pricePerKTokens` RUV (1 when unset) for every started
-//! thousand of its `max_tokens`, and a bid is accepted when it reaches that
+//! thousand of its token budget, and a bid is accepted when it reaches that
 //! quote. This starter ignores the market context; the built-in pricing
 //! policy raises its price with this node's load and the counterpart's bad
 //! reputation.
@@ -20,7 +20,7 @@ use claude_max_market::policy::types::{Job, MarketContext};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
 use exports::claude_max_market::policy::pricing::{BidVerdict, Guest as Pricing, Quote};
 
-/// RUV per started thousand `max_tokens`.
+/// RUV per started thousand tokens of budget.
 const PRICE_PER_K_TOKENS: &str = "plugin.pricePerKTokens";
 const DEFAULT_PRICE_PER_K_TOKENS: u64 = 1;
 
@@ -37,12 +37,12 @@ fn price_per_k_tokens(raw: Option<&str>) -> Result<u64, String> {
 /// every machine; the multiplication saturates, since a plugin must not
 /// trap on any input.
 fn quote(job: &Job, per_k_tokens: u64) -> Quote {
-    let thousands = u64::from(job.max_tokens).div_ceil(1000);
+    let thousands = job.budget.tokens.div_ceil(1000);
     let price = per_k_tokens.saturating_mul(thousands);
     Quote {
         price,
         explanation: format!(
-            "{per_k_tokens} RUV per started 1000 max tokens × {thousands} = {price} RUV"
+            "{per_k_tokens} RUV per started 1000 budget tokens × {thousands} = {price} RUV"
         ),
     }
 }
