@@ -28,10 +28,17 @@
 //!     streaming hybrid envelope (`encrypt`/`decrypt`; docs/encryption.md).
 //!   - [`market`] — offers, tasks, claims, results, the RUV ledger and
 //!     reputation over NATS JetStream, every message signed.
+//!   - [`agent`] — agents run as jobs (Claude Code): their command line,
+//!     their progress output, and the image that holds them.
+//!   - [`workspace`] — a job's folder in and out: the checked copy that goes
+//!     into the container, the folder that comes back, what changed, and
+//!     applying the changes to the owner's folder on request.
 //!   - [`config`] — the typed settings file and its keys.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
+//! - [`wit`] — the WIT package name and version this build speaks.
 
+pub mod agent;
 pub mod bundle;
 pub mod cli;
 pub mod config;
@@ -44,3 +51,5 @@ mod outcome;
 pub mod policy;
 pub mod runner;
 pub mod store;
+pub mod wit;
+pub mod workspace;
