@@ -2,22 +2,28 @@
 //!
 //! Job containers run with no network. Each gets a Unix socket, bind-mounted
 //! from a per-job host folder, on which the host serves an Anthropic Messages
-//! API-compatible endpoint (`POST /v1/messages`). Every request is checked
+//! API-compatible endpoint (`POST /v1/messages` and
+//! `POST /v1/messages/count_tokens`); inside the container a relay makes it
+//! plain HTTP on loopback for unmodified clients. Every request is checked
 //! against what the job's admission decided ([`JobGrant`]); an allowed one is
-//! forwarded to the real API with the owner's key (which the container never
-//! sees), the reply is streamed back, and the real token usage in it is
-//! metered into the job's totals as it arrives ([`Meter`]).
+//! held to the job's token budget (its input bounded and its `max_tokens`
+//! clamped to what is left), forwarded to the real API with the owner's key
+//! (which the container never sees), the reply is streamed back, and the
+//! real token usage in it is metered into the job's totals as it arrives
+//! ([`Meter`]).
 //!
 //! Layout:
 //! - `credentials` — loading the owner's [`ApiKey`] and keeping it unprintable.
 //! - `policy` — the [`JobGrant`] and the per-request checks.
+//! - `body` — the request body's top level: reading, bounding, rewriting.
 //! - `meter` — the job's totals, the budget ledger with per-request
 //!   reservations, and the [`Meter`] the host implements.
 //! - `service` — one request: routing, refusals, admission, forwarding.
-//! - `upstream` — the real API: headers, retries.
+//! - `upstream` — the real API: headers, retries, token counts.
 //! - `relay` — streaming the reply back while metering it; `sse` parses it.
 //! - this file — the socket, the accept loop, and shutdown.
 
+mod body;
 mod credentials;
 mod meter;
 mod policy;
@@ -45,8 +51,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use body::INPUT_OVERHEAD_TOKENS;
 pub use credentials::{API_KEY_ENV, ApiKey, CredentialError, KeySource, load_api_key};
-pub use meter::{GatewayEvent, Meter, Metered};
+pub use meter::{GatewayEvent, Meter, Metered, RequestRecord};
 pub use policy::JobGrant;
 pub use upstream::{RetryPolicy, Upstream};
 

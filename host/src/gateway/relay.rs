@@ -10,7 +10,9 @@
 //! up, or the upstream connection broke) is charged its whole reservation:
 //! the upstream may have generated up to `max_tokens`, and charging only
 //! what was seen would let a client dodge the budget by disconnecting just
-//! before the last event.
+//! before the last event. A token count's reply carries no usage and is
+//! charged nothing. Every reply, once over, is reported to the [`Meter`]
+//! as one [`RequestRecord`] for the audit log.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
-use super::meter::{GatewayEvent, Ledger, Reservation};
+use super::meter::{GatewayEvent, Ledger, RequestRecord, Reservation};
 use super::service::{BoxError, GatewayBody};
 use super::sse::{SseEvent, SseParser};
 
@@ -40,14 +42,22 @@ const RATELIMIT_PREFIX: &str = "anthropic-ratelimit-";
 pub(crate) fn relay(
     reply: reqwest::Response,
     reservation: Reservation,
+    mut record: RequestRecord,
     ledger: Arc<Ledger>,
 ) -> Response<GatewayBody> {
     let status = reply.status();
     let headers = client_headers(reply.headers());
     let streamed = status.is_success() && is_event_stream(reply.headers());
+    record.status = status.as_u16();
+    record.request_id = reply
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let meter = ReplyMeter {
         ledger,
         reservation,
+        record,
         status,
         reader: if streamed {
             Reader::Sse(SseParser::default())
@@ -182,6 +192,7 @@ impl Usage {
 struct ReplyMeter {
     ledger: Arc<Ledger>,
     reservation: Reservation,
+    record: RequestRecord,
     status: StatusCode,
     reader: Reader,
     usage: Usage,
@@ -231,12 +242,12 @@ impl ReplyMeter {
         match event.name.as_str() {
             "message_start" => {
                 if let Some(usage) = data.pointer("/message/usage") {
-                    self.record(usage);
+                    self.meter_usage(usage);
                 }
             }
             "message_delta" => {
                 if let Some(usage) = data.get("usage") {
-                    self.final_usage |= self.record(usage);
+                    self.final_usage |= self.meter_usage(usage);
                 }
             }
             _ => {
@@ -246,7 +257,7 @@ impl ReplyMeter {
         }
     }
 
-    fn record(&mut self, usage: &Value) -> bool {
+    fn meter_usage(&mut self, usage: &Value) -> bool {
         if !self.usage.update(usage) {
             return false;
         }
@@ -280,9 +291,10 @@ impl ReplyMeter {
         {
             body = serde_json::from_slice::<Value>(&std::mem::take(buffer)).ok();
         }
-        if self.status.is_success() {
+        let metered = self.record.endpoint == "messages";
+        if self.status.is_success() && metered {
             if let Some(usage) = body.as_ref().and_then(|b| b.get("usage")) {
-                self.final_usage |= self.record(usage);
+                self.final_usage |= self.meter_usage(usage);
             }
             if !self.final_usage && !self.stream_error {
                 tracing::warn!(
@@ -292,7 +304,7 @@ impl ReplyMeter {
                 );
                 self.reservation.charge_reserved();
             }
-        } else {
+        } else if !self.status.is_success() {
             let error_type = body
                 .as_ref()
                 .map(error_type)
@@ -300,6 +312,13 @@ impl ReplyMeter {
             self.upstream_error(error_type);
         }
         self.reservation.release();
+        let (input, output) = self.reservation.used();
+        let record = RequestRecord {
+            input_tokens: input,
+            output_tokens: output,
+            ..std::mem::take(&mut self.record)
+        };
+        self.ledger.meter().request(record);
     }
 }
 

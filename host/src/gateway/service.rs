@@ -1,5 +1,6 @@
 //! One HTTP request from the container, start to finish: route it, read and
-//! check its body, admit it against the ledger, forward it, and relay the
+//! check its body, bound its input, admit it against the ledger (clamping
+//! its `max_tokens` when the budget is short), forward it, and relay the
 //! reply. Everything the gateway refuses is answered here, in the Messages
 //! API's error shape, before any byte goes upstream.
 
@@ -13,20 +14,27 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::meter::{GatewayEvent, Ledger};
-use super::policy::{Refusal, check_request, parse_head, quoted};
+use super::body::Body;
+use super::meter::{GatewayEvent, Ledger, RequestRecord, Reservation};
+use super::policy::{Endpoint, Refusal, check, check_query, filter_betas, quoted};
 use super::relay::relay;
-use super::upstream::{Unreachable, UpstreamClient};
+use super::upstream::{Sent, Unreachable, UpstreamClient};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 
-const MESSAGES_PATH: &str = "/v1/messages";
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+const ANTHROPIC_BETA: &str = "anthropic-beta";
 
 /// The Messages API's own request-size limit: anything larger the upstream
 /// would refuse anyway, and a long agent conversation (with images) easily
 /// passes a few MiB, so a tighter cap would break real jobs.
 pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// `count_tokens` is "an estimate" that the real request may exceed by a
+/// little; the reservation adds this fraction (1/50) and a floor on top.
+const COUNT_MARGIN_DIVISOR: u64 = 50;
+const COUNT_MARGIN_MIN: u64 = 64;
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -88,57 +96,144 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn serve(
-    shared: &Shared,
-    request: Request<Incoming>,
-) -> Result<Response<GatewayBody>, Failure> {
-    if request.uri().path() != MESSAGES_PATH {
-        return Err(Refusal {
+fn route(request: &Request<Incoming>) -> Result<Endpoint, Refusal> {
+    let path = request.uri().path();
+    let endpoint = [Endpoint::Messages, Endpoint::CountTokens]
+        .into_iter()
+        .find(|e| e.path() == path)
+        .ok_or_else(|| Refusal {
             status: StatusCode::NOT_FOUND,
             error_type: "not_found_error",
             message: format!(
-                "the gateway serves only POST {MESSAGES_PATH}, not {}",
-                quoted(request.uri().path())
+                "the gateway serves only POST {} and POST {}, not {}",
+                Endpoint::Messages.path(),
+                Endpoint::CountTokens.path(),
+                quoted(path)
             ),
-        }
-        .into());
-    }
+        })?;
     if request.method() != Method::POST {
         return Err(Refusal {
             status: StatusCode::METHOD_NOT_ALLOWED,
             error_type: "not_found_error",
-            message: format!("{MESSAGES_PATH} takes POST, not {}", request.method()),
-        }
-        .into());
+            message: format!("{path} takes POST, not {}", request.method()),
+        });
     }
+    check_query(request.uri().query())?;
     let declared_length = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large().into());
+        return Err(too_large());
     }
-    // `?beta=true` is how the Anthropic SDKs (and Claude Code) reach the beta
-    // Messages endpoint; the query cannot change which endpoint is called.
+    Ok(endpoint)
+}
+
+async fn serve(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Failure> {
+    let endpoint = route(&request)?;
     let query = request.uri().query().map(str::to_owned);
     let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
-    let head = parse_head(&body)?;
+    let raw = read_body(body).await?;
+    let body = Body::parse(&raw).map_err(|e| {
+        Refusal::invalid(format!(
+            "the request body must be a JSON object (Messages API request): {e}"
+        ))
+    })?;
     let ledger = &shared.ledger;
-    check_request(ledger.grant(), &head)?;
-    let reservation = ledger.admit(head.max_tokens)?;
+    let checked = check(ledger.grant(), endpoint, &body)?;
+    let (betas, betas_dropped) = filter_betas(
+        ledger.grant(),
+        parts
+            .headers
+            .get_all(ANTHROPIC_BETA)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let sent = Sent {
+        endpoint,
+        query: query.as_deref(),
+        version: parts.headers.get(ANTHROPIC_VERSION),
+        betas: &betas,
+    };
+    let (reservation, raw) = match checked.max_tokens {
+        None => (ledger.admit_count()?, raw),
+        Some(asked) => {
+            let reservation = admit_message(shared, &sent, &body, asked).await?;
+            let sent_max = reservation.max_tokens();
+            let raw = if sent_max < asked {
+                body.with_max_tokens(sent_max)
+            } else {
+                raw
+            };
+            (reservation, raw)
+        }
+    };
+    let record = RequestRecord {
+        endpoint: endpoint.name(),
+        model: quoted(&checked.model),
+        max_tokens_asked: checked.max_tokens,
+        max_tokens_sent: checked.max_tokens.map(|_| reservation.max_tokens()),
+        input_bound: reservation.input_bound(),
+        betas_dropped,
+        ..RequestRecord::default()
+    };
     tracing::debug!(
         job_id = %ledger.grant().job_id,
-        model = %head.model,
-        max_tokens = head.max_tokens,
+        endpoint = endpoint.name(),
+        model = %checked.model,
+        max_tokens = ?record.max_tokens_sent,
+        input_bound = record.input_bound,
         "forwarding request"
     );
-    let reply = shared
+    let reply = shared.upstream.send(&sent, raw, ledger.meter()).await?;
+    Ok(relay(reply, reservation, record, Arc::clone(ledger)))
+}
+
+/// Admits a message request: with the input bounded by the body's size
+/// when the whole `max_tokens` fits under that, else by the upstream's own
+/// count (plus a margin), so a long conversation is not clamped for bytes
+/// its tokens do not have.
+async fn admit_message(
+    shared: &Shared,
+    sent: &Sent<'_>,
+    body: &Body,
+    asked: u64,
+) -> Result<Reservation, Refusal> {
+    let ledger = &shared.ledger;
+    ledger.check_open()?;
+    let cheap = body.input_bound();
+    if let Some(bound) = cheap
+        && ledger.fits(bound, asked)
+    {
+        return ledger.admit_message(bound, asked);
+    }
+    let counted = shared
         .upstream
-        .send(query.as_deref(), &parts.headers, body, ledger.meter())
-        .await?;
-    Ok(relay(reply, reservation, Arc::clone(ledger)))
+        .count_tokens(sent, body.count_body(), ledger.meter())
+        .await;
+    let bound = match (counted, cheap) {
+        (Ok(tokens), _) => tokens + (tokens / COUNT_MARGIN_DIVISOR).max(COUNT_MARGIN_MIN),
+        (Err(reason), Some(bound)) => {
+            tracing::info!(job_id = %ledger.grant().job_id, %reason, "no token count; bounding the input by its size");
+            bound
+        }
+        (Err(reason), None) => {
+            return Err(Refusal {
+                status: StatusCode::BAD_GATEWAY,
+                error_type: "api_error",
+                message: format!(
+                    "could not count this request's input tokens, which its images or \
+                     documents need to stay within job {}'s budget: {reason}",
+                    ledger.grant().job_id
+                ),
+            });
+        }
+    };
+    ledger.admit_message(bound, asked)
 }
 
 /// Reads the body with a cap, so a chunked upload without `content-length`
@@ -180,6 +275,12 @@ fn error_response(status: StatusCode, error_type: &str, message: &str) -> Respon
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The Anthropic SDKs honour this over their own retry rules: asking
+    // again cannot change the gateway's answer (a 502 is a failed upstream,
+    // which may recover).
+    if status != StatusCode::BAD_GATEWAY {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(ALLOW, HeaderValue::from_static("POST"));
     }

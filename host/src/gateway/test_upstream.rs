@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::meter::{GatewayEvent, Meter, Metered};
+use super::meter::{GatewayEvent, Meter, Metered, RequestRecord};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -279,9 +279,14 @@ fn set(response: &mut Response<TestBody>, name: &'static str, value: &'static st
 pub(crate) struct RecordingMeter {
     usages: Mutex<Vec<Metered>>,
     events: Mutex<Vec<GatewayEvent>>,
+    requests: Mutex<Vec<RequestRecord>>,
 }
 
 impl RecordingMeter {
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.requests).clone()
+    }
+
     pub fn usages(&self) -> Vec<Metered> {
         lock(&self.usages).clone()
     }
@@ -308,6 +313,10 @@ impl Meter for RecordingMeter {
 
     fn event(&self, event: GatewayEvent) {
         lock(&self.events).push(event);
+    }
+
+    fn request(&self, record: RequestRecord) {
+        lock(&self.requests).push(record);
     }
 }
 

@@ -38,13 +38,23 @@ struct Harness {
     upstream: FakeUpstream,
 }
 
-fn grant(max_tokens: u32, max_requests: u32) -> JobGrant {
+fn grant(budget_tokens: u64, max_requests: u32) -> JobGrant {
     JobGrant {
         job_id: "job-42".into(),
         allowed_models: vec![MODEL.into()],
-        max_tokens,
+        budget_tokens,
         max_requests,
+        egress: false,
+        allowed_betas: vec![
+            "prompt-caching-2024-07-31".into(),
+            "token-efficient-tools-2025-02-19".into(),
+        ],
     }
+}
+
+/// A token count's reply.
+fn count(tokens: u64) -> Reply {
+    Reply::json(200, &format!(r#"{{"input_tokens":{tokens}}}"#))
 }
 
 fn fast_retry() -> RetryPolicy {
@@ -150,8 +160,14 @@ async fn owner_key_replaces_client_credentials_and_headers_pass_through() {
                 ("x-api-key", "sk-container-bogus"),
                 ("authorization", "Bearer container-bogus"),
                 ("anthropic-version", "2023-01-01"),
-                ("anthropic-beta", "prompt-caching-2024-07-31"),
-                ("anthropic-beta", "token-efficient-tools-2025-02-19"),
+                (
+                    "anthropic-beta",
+                    "prompt-caching-2024-07-31,web-fetch-2025-09-10",
+                ),
+                (
+                    "anthropic-beta",
+                    "token-efficient-tools-2025-02-19, made-up-2030-01-01",
+                ),
                 ("content-type", "application/json; charset=utf-8"),
                 ("x-stainless-os", "Linux"),
             ],
@@ -160,26 +176,36 @@ async fn owner_key_replaces_client_credentials_and_headers_pass_through() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
 
-    let received = h.upstream.received();
-    assert_eq!(received.len(), 1);
-    let got = &received[0];
-    assert_eq!(got.method, Method::POST);
-    assert_eq!(got.path_and_query, "/v1/messages?beta=true");
-    assert_eq!(got.body, sent_body.as_bytes());
-    assert_eq!(got.headers["x-api-key"], OWNER_KEY);
-    assert_eq!(got.headers.get_all("x-api-key").iter().count(), 1);
-    assert!(got.headers.get("authorization").is_none());
-    assert!(got.headers.get("x-stainless-os").is_none());
-    assert_eq!(got.headers["content-type"], "application/json");
-    assert_eq!(got.headers["anthropic-version"], "2023-01-01");
-    let betas: Vec<_> = got.headers.get_all("anthropic-beta").iter().collect();
+    {
+        let received = h.upstream.received();
+        assert_eq!(received.len(), 1);
+        let got = &received[0];
+        assert_eq!(got.method, Method::POST);
+        assert_eq!(got.path_and_query, "/v1/messages?beta=true");
+        assert_eq!(got.body, sent_body.as_bytes());
+        assert_eq!(got.headers["x-api-key"], OWNER_KEY);
+        assert_eq!(got.headers.get_all("x-api-key").iter().count(), 1);
+        assert!(got.headers.get("authorization").is_none());
+        assert!(got.headers.get("x-stainless-os").is_none());
+        assert_eq!(got.headers["content-type"], "application/json");
+        assert_eq!(got.headers["anthropic-version"], "2023-01-01");
+        assert_eq!(
+            got.headers["anthropic-beta"],
+            "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19",
+            "betas off the allow-list (and those for egress) are dropped"
+        );
+    }
+    eventually("the request is recorded", || h.meter.requests().len() == 1).await;
+    let record = &h.meter.requests()[0];
     assert_eq!(
-        betas,
-        [
-            "prompt-caching-2024-07-31",
-            "token-efficient-tools-2025-02-19"
-        ]
+        record.betas_dropped,
+        ["web-fetch-2025-09-10", "made-up-2030-01-01"]
     );
+    assert_eq!(
+        (record.status, record.input_tokens, record.output_tokens),
+        (200, 10, 5)
+    );
+    assert_eq!(record.request_id.as_deref(), Some("req_fake_01"));
 }
 
 #[tokio::test]
@@ -209,6 +235,7 @@ async fn json_reply_is_passed_back_and_metered() {
         requests: 1,
         input_tokens: 25,
         output_tokens: 40,
+        ..Metered::default()
     };
     eventually("usage metered", || h.gateway.totals() == expected).await;
     assert_eq!(h.meter.usages().last(), Some(&expected));
@@ -236,6 +263,7 @@ async fn sse_reply_is_metered_with_cumulative_message_deltas() {
         requests: 1,
         input_tokens: 125,
         output_tokens: 15,
+        ..Metered::default()
     };
     eventually("usage metered", || h.gateway.totals() == expected).await;
     let outputs: Vec<_> = h
@@ -285,13 +313,33 @@ async fn refusals_never_reach_the_upstream() {
             "claude-opus-4-1",
         ),
         (
-            "max_tokens over the grant",
+            "max_tokens of zero",
             Method::POST,
             "/v1/messages",
-            body(MODEL, 10_001, false),
+            body(MODEL, 0, false),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "at least 1",
+        ),
+        (
+            "a server-side tool that reaches the internet",
+            Method::POST,
+            "/v1/messages",
+            format!(
+                r#"{{"model":"{MODEL}","max_tokens":10,"messages":[],"tools":[{{"type":"web_search_20250305","name":"web_search"}}]}}"#
+            ),
             StatusCode::FORBIDDEN,
             "permission_error",
-            "10001",
+            "web_search_20250305",
+        ),
+        (
+            "an unknown query parameter",
+            Method::POST,
+            "/v1/messages?stream=raw",
+            body(MODEL, 10, false),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "stream=raw",
         ),
         (
             "not JSON",
@@ -344,6 +392,9 @@ async fn refusals_never_reach_the_upstream() {
         assert_eq!(got_status, *status, "{what}: {text}");
         assert_eq!(error_type(&text), *kind, "{what}: {text}");
         assert_eq!(json(&text)["type"], "error", "{what}");
+        if *status != StatusCode::BAD_GATEWAY {
+            assert_eq!(headers["x-should-retry"], "false", "{what}");
+        }
         let message = json(&text)["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -396,70 +447,144 @@ async fn refusals_never_reach_the_upstream() {
     assert_eq!(&head, b"HTTP/1.1 413");
 
     let refused_statuses: Vec<u16> = h.meter.refusals().iter().map(|r| r.0).collect();
-    assert_eq!(refused_statuses, [403, 403, 400, 400, 404, 405, 413, 413]);
+    assert_eq!(
+        refused_statuses,
+        [403, 400, 403, 400, 400, 400, 404, 405, 413, 413]
+    );
     assert_eq!(h.upstream.request_count(), 0);
     assert_eq!(h.gateway.totals(), Metered::default());
 }
 
 #[tokio::test]
-async fn request_cap_and_token_budget_are_enforced() {
+async fn a_short_budget_clamps_max_tokens_and_an_empty_one_refuses_without_retry() {
+    // A 1000-token budget: each body's bytes bound its input far above
+    // what is left, so the gateway has the upstream count it (30 tokens,
+    // reserved as 30 + a 64-token margin).
     let h = harness_with(
-        vec![Reply::message(30, 20), Reply::message(10, 10)],
-        grant(100, 2),
+        vec![
+            count(30),
+            Reply::message(30, 500),
+            count(30),
+            Reply::message(30, 376),
+            count(30),
+        ],
+        grant(1000, 10),
         fast_retry(),
     )
     .await;
-    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 50, false)).await;
+    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 5000, false)).await;
     assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 5000, false)).await;
+    assert_eq!(status, StatusCode::OK);
+    let sent: Vec<Value> = h
+        .upstream
+        .received()
+        .iter()
+        .filter(|r| r.path_and_query == "/v1/messages")
+        .map(|r| serde_json::from_slice(&r.body).expect("JSON body"))
+        .collect();
+    assert_eq!(sent[0]["max_tokens"], 906, "clamped to 1000 - 94");
+    assert_eq!(sent[1]["max_tokens"], 376, "clamped to 1000 - 530 - 94");
+    assert_eq!(
+        sent[0]["messages"],
+        json(&body(MODEL, 1, false))["messages"]
+    );
 
-    // 50 used: asking for 60 more could overrun the 100-token budget.
-    let (status, _, text) = post(&h.socket, &[], &body(MODEL, 60, false)).await;
+    // 936 used: not even the input fits.
+    let (status, headers, text) = post(&h.socket, &[], &body(MODEL, 5000, false)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
     assert_eq!(error_type(&text), "permission_error");
-    let message = json(&text)["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        message.contains("50 of its 100-token budget") && message.contains("at most 50"),
-        "{message}"
-    );
+    assert_eq!(headers["x-should-retry"], "false");
+    assert!(text.contains("936 of its 1000-token budget"), "{text}");
 
-    // Exactly filling the budget is allowed.
-    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 50, false)).await;
-    assert_eq!(status, StatusCode::OK);
-
-    let (status, _, text) = post(&h.socket, &[], &body(MODEL, 1, false)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(text.contains("2 of its 2 allowed requests"), "{text}");
-
-    assert_eq!(h.upstream.request_count(), 2);
-    assert_eq!(h.meter.refusals().len(), 2);
+    let totals = h.gateway.totals();
     assert_eq!(
-        h.gateway.totals(),
-        Metered {
-            requests: 2,
-            input_tokens: 40,
-            output_tokens: 30
-        }
+        (totals.requests, totals.total_tokens(), totals.exhausted),
+        (2, 936, 1)
     );
+    assert!(
+        totals.total_tokens() <= 1000,
+        "metered usage never passes the budget"
+    );
+    eventually("both requests recorded", || h.meter.requests().len() == 2).await;
+    let records = h.meter.requests();
+    assert_eq!(
+        (records[0].max_tokens_asked, records[0].max_tokens_sent),
+        (Some(5000), Some(906))
+    );
+    let counts = h
+        .upstream
+        .received()
+        .iter()
+        .filter(|r| r.path_and_query == "/v1/messages/count_tokens")
+        .count();
+    assert_eq!(counts, 3);
 }
 
 #[tokio::test]
-async fn concurrent_requests_cannot_both_fit_the_budget() {
+async fn the_request_cap_counts_token_counts_too() {
+    let h = harness_with(
+        vec![count(12), Reply::message(1, 1)],
+        grant(10_000, 2),
+        fast_retry(),
+    )
+    .await;
+    let response = Client::connect(&h.socket)
+        .await
+        .send(request(
+            Method::POST,
+            "/v1/messages/count_tokens?beta=true",
+            &[],
+            http_body_util::Full::new(Bytes::from(format!(
+                r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hello"}}]}}"#
+            )))
+            .boxed_unsync(),
+        ))
+        .await;
+    let (status, _, text) = read_all(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json(&text)["input_tokens"], 12);
+    assert_eq!(
+        h.upstream.received()[0].path_and_query,
+        "/v1/messages/count_tokens?beta=true"
+    );
+    assert_eq!(
+        h.gateway.totals().total_tokens(),
+        0,
+        "a count spends no tokens"
+    );
+
+    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 10, false)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, text) = post(&h.socket, &[], &body(MODEL, 1, false)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text.contains("2 of its 2 allowed requests"), "{text}");
+    assert_eq!(h.upstream.request_count(), 2);
+    assert_eq!(h.gateway.totals().exhausted, 1);
+}
+
+#[tokio::test]
+async fn a_request_in_flight_holds_its_reservation() {
     let (reply, go) = gated_stream(&sse_head(10, 0), &sse_tail(&[20]));
-    let h = harness_with(vec![reply], grant(100, 10), fast_retry()).await;
+    // The first holds its body-size bound plus 5000; the second must be
+    // counted and clamped to what is left beside it.
+    let h = harness_with(vec![reply, count(10)], grant(10_000, 10), fast_retry()).await;
     let mut first = Client::connect(&h.socket).await;
-    let response = first.post(&[], &body(MODEL, 60, true)).await;
+    let response = first.post(&[], &body(MODEL, 5000, true)).await;
     let mut first_body = response.into_body();
     let mut seen = String::new();
     read_until(&mut first_body, &mut seen, START_DONE).await;
 
-    // 10 used and 59 still reserved by the first: 50 more could overrun.
-    let (status, _, text) = post(&h.socket, &[], &body(MODEL, 50, false)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-    assert!(text.contains("reserved by requests in progress"), "{text}");
-    assert_eq!(h.upstream.request_count(), 1);
+    // 11 used (10 in, 1 out so far), 4999 output still held: 4990 left,
+    // less the second's bound of 74.
+    let (status, _, _) = post(&h.socket, &[], &body(MODEL, 5000, false)).await;
+    assert_eq!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the fake has no more replies"
+    );
+    let second: Value = serde_json::from_slice(&h.upstream.received()[2].body).unwrap();
+    assert_eq!(second["max_tokens"], 4990 - 74);
 
     go.send(()).expect("release");
     read_until(&mut first_body, &mut seen, STREAM_DONE).await;
@@ -476,7 +601,7 @@ async fn rate_limited_request_waits_for_retry_after_then_succeeds() {
             Reply::error(429, "rate_limit_error", Some("1")),
             Reply::message(10, 5),
         ],
-        grant(1000, 10),
+        grant(10_000, 10),
         RetryPolicy::default(),
     )
     .await;
@@ -574,7 +699,8 @@ async fn exhausted_retries_pass_the_upstream_429_through() {
         Metered {
             requests: 1,
             input_tokens: 0,
-            output_tokens: 0
+            output_tokens: 0,
+            ..Metered::default()
         }
     );
 }
@@ -605,7 +731,8 @@ async fn mid_stream_error_event_is_forwarded_and_reported() {
         Metered {
             requests: 1,
             input_tokens: 25,
-            output_tokens: 1
+            output_tokens: 1,
+            ..Metered::default()
         }
     );
 }
@@ -623,7 +750,7 @@ async fn unreachable_upstream_is_a_502_naming_it() {
     let gateway = Gateway::start(
         &socket,
         None,
-        grant(100, 10),
+        grant(10_000, 10),
         upstream_at(base_url.clone(), fast_retry()),
         meter.clone(),
     )
@@ -780,7 +907,8 @@ async fn shutdown_cuts_off_a_stuck_stream_after_the_grace_period() {
         Metered {
             requests: 1,
             input_tokens: 25,
-            output_tokens: 300
+            output_tokens: 300,
+            ..Metered::default()
         }
     );
     assert!(!h.socket.exists());

@@ -4,9 +4,10 @@
 //!
 //! Only a fixed set of headers is built for the upstream request: the
 //! client's own `x-api-key`/`authorization` (or anything else it sends) never
-//! leave the host, and the owner's key is marked sensitive so `http`'s Debug
-//! output hides it. Redirects are not followed, since following one would
-//! carry the key to wherever the redirect points.
+//! leave the host, beta flags are the ones the policy let through, and the
+//! owner's key is marked sensitive so `http`'s Debug output hides it.
+//! Redirects are not followed, since following one would carry the key to
+//! wherever the redirect points.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use reqwest::{Client, StatusCode, Url};
 use super::GatewayError;
 use super::credentials::ApiKey;
 use super::meter::{GatewayEvent, Meter};
+use super::policy::Endpoint;
 
 const ANTHROPIC_VERSION: &str = "anthropic-version";
 const ANTHROPIC_BETA: &str = "anthropic-beta";
@@ -94,9 +96,21 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 pub(crate) struct UpstreamClient {
     http: Client,
     base_url: String,
-    messages_url: Url,
+    /// The base URL with no path, for joining an endpoint's path.
+    root: Url,
     key_header: HeaderValue,
     retry: RetryPolicy,
+}
+
+/// Where a request goes upstream and what it carries besides the key.
+#[derive(Clone, Copy)]
+pub(crate) struct Sent<'a> {
+    pub endpoint: Endpoint,
+    pub query: Option<&'a str>,
+    /// The client's `anthropic-version`, if it sent one.
+    pub version: Option<&'a HeaderValue>,
+    /// The `anthropic-beta` values the policy let through.
+    pub betas: &'a [String],
 }
 
 /// Why a request got no upstream reply; the message is for the client.
@@ -108,7 +122,7 @@ pub(crate) struct Unreachable {
 impl UpstreamClient {
     pub fn new(upstream: Upstream) -> Result<UpstreamClient, GatewayError> {
         let base = upstream.base_url.trim_end_matches('/');
-        let messages_url = Url::parse(&format!("{base}/v1/messages"))
+        let root = Url::parse(&format!("{base}/"))
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
             .ok_or_else(|| GatewayError::BadBaseUrl {
@@ -125,25 +139,60 @@ impl UpstreamClient {
         Ok(UpstreamClient {
             http,
             base_url: upstream.base_url,
-            messages_url,
+            root,
             key_header: upstream.key.header_value(),
             retry: upstream.retry,
         })
     }
 
-    /// Sends the request body unchanged, retrying per the policy while the
-    /// answer is 429/529 or the connection fails. Returns the last reply,
-    /// whatever its status, once retries are spent.
+    fn url(&self, sent: &Sent<'_>) -> Url {
+        let mut url = self.root.clone();
+        url.set_path(sent.endpoint.path());
+        url.set_query(sent.query);
+        url
+    }
+
+    /// Asks the upstream how many input tokens `body` (a count body) holds:
+    /// the exact bound the budget needs when the body's size gives none.
+    pub async fn count_tokens(
+        &self,
+        sent: &Sent<'_>,
+        body: Bytes,
+        meter: &dyn Meter,
+    ) -> Result<u64, String> {
+        let count = Sent {
+            endpoint: Endpoint::CountTokens,
+            ..*sent
+        };
+        let reply = self
+            .send(&count, body, meter)
+            .await
+            .map_err(|e| e.message)?;
+        let status = reply.status();
+        let text = reply
+            .text()
+            .await
+            .map_err(|e| format!("reading the count: {}", error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(format!("the upstream answered {status}: {text}"));
+        }
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("input_tokens")?.as_u64())
+            .ok_or_else(|| format!("the count is not {{\"input_tokens\": N}}: {text}"))
+    }
+
+    /// Sends the request body, retrying per the policy while the answer is
+    /// 429/529 or the connection fails. Returns the last reply, whatever
+    /// its status, once retries are spent.
     pub async fn send(
         &self,
-        query: Option<&str>,
-        client_headers: &HeaderMap,
+        sent: &Sent<'_>,
         body: Bytes,
         meter: &dyn Meter,
     ) -> Result<reqwest::Response, Unreachable> {
-        let mut url = self.messages_url.clone();
-        url.set_query(query);
-        let headers = self.upstream_headers(client_headers);
+        let url = self.url(sent);
+        let headers = self.upstream_headers(sent);
         let mut attempt = 0;
         loop {
             let sent = self
@@ -184,17 +233,19 @@ impl UpstreamClient {
         }
     }
 
-    fn upstream_headers(&self, client: &HeaderMap) -> HeaderMap {
+    fn upstream_headers(&self, sent: &Sent<'_>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", self.key_header.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let version = client
-            .get(ANTHROPIC_VERSION)
+        let version = sent
+            .version
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
         headers.insert(ANTHROPIC_VERSION, version);
-        for beta in client.get_all(ANTHROPIC_BETA) {
-            headers.append(ANTHROPIC_BETA, beta.clone());
+        if !sent.betas.is_empty()
+            && let Ok(betas) = HeaderValue::from_str(&sent.betas.join(","))
+        {
+            headers.insert(ANTHROPIC_BETA, betas);
         }
         headers
     }
@@ -288,24 +339,23 @@ mod tests {
             retry: RetryPolicy::default(),
         };
         let client = UpstreamClient::new(upstream).expect("client");
+        let betas = ["beta-a".to_owned(), "beta-b".to_owned()];
+        let sent = Sent {
+            endpoint: Endpoint::CountTokens,
+            query: Some("beta=true"),
+            version: None,
+            betas: &betas,
+        };
         assert_eq!(
-            client.messages_url.as_str(),
-            "https://api.anthropic.com/v1/messages"
+            client.url(&sent).as_str(),
+            "https://api.anthropic.com/v1/messages/count_tokens?beta=true"
         );
-        let mut from_client = HeaderMap::new();
-        from_client.insert("x-api-key", HeaderValue::from_static("sk-bogus"));
-        from_client.insert("authorization", HeaderValue::from_static("Bearer bogus"));
-        from_client.insert("cookie", HeaderValue::from_static("a=b"));
-        from_client.append(ANTHROPIC_BETA, HeaderValue::from_static("beta-a"));
-        from_client.append(ANTHROPIC_BETA, HeaderValue::from_static("beta-b"));
-        let headers = client.upstream_headers(&from_client);
-        assert_eq!(headers.len(), 5, "{headers:?}");
+        let headers = client.upstream_headers(&sent);
+        assert_eq!(headers.len(), 4, "{headers:?}");
         assert_eq!(headers["x-api-key"], "sk-owner");
         assert!(headers["x-api-key"].is_sensitive());
         assert!(!format!("{headers:?}").contains("sk-owner"));
         assert_eq!(headers[ANTHROPIC_VERSION], DEFAULT_ANTHROPIC_VERSION);
-        assert_eq!(headers.get_all(ANTHROPIC_BETA).iter().count(), 2);
-        assert!(headers.get("authorization").is_none());
-        assert!(headers.get("cookie").is_none());
+        assert_eq!(headers[ANTHROPIC_BETA], "beta-a,beta-b");
     }
 }
