@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(settings.limits.daily_tasks, 5);
         assert_eq!(settings.policy.memory_mib, 32);
         assert_eq!(settings.get("docker.memory").unwrap(), "512m");
-        assert_eq!(settings.limits.daily_tokens, 200_000);
+        assert_eq!(settings.limits.daily_tokens, 2_000_000);
         assert_eq!(settings.compliance, Default::default());
     }
 

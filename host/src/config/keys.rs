@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 46] = [
+static SPECS: [Spec; 52] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -123,10 +123,10 @@ static SPECS: [Spec; 46] = [
     },
     Spec {
         name: "limits.maxTokensPerTask",
-        description: "Most tokens one job may use",
-        access: Access::U32(
+        description: "Largest token budget (input + output, over all its requests) one job may have",
+        access: Access::U64(
             field!(limits.max_tokens_per_task),
-            IntRange::new(1, 1_000_000),
+            IntRange::new(1, 1_000_000_000),
         ),
     },
     Spec {
@@ -143,6 +143,27 @@ static SPECS: [Spec; 46] = [
         name: "limits.concurrentJobs",
         description: "Jobs that may run at the same time",
         access: Access::U32(field!(limits.concurrent_jobs), IntRange::new(1, 1024)),
+    },
+    Spec {
+        name: "workspace.maxBytes",
+        description: "Largest workspace a job may take in or fill (its /workspace tmpfs; counts against docker.memory)",
+        access: Access::Size(field!(workspace.max_bytes), ByteSize::mib(1)),
+    },
+    Spec {
+        name: "workspace.maxFiles",
+        description: "Most files and folders a job's workspace may hold",
+        access: Access::U32(field!(workspace.max_files), IntRange::new(1, 10_000_000)),
+    },
+    Spec {
+        name: "gateway.allowedBetas",
+        description: "anthropic-beta values a job's requests may pass upstream; others are dropped",
+        access: Access::List(
+            field!(gateway.allowed_betas),
+            ListRule::Names {
+                what: "beta flags",
+                example: "claude-code-20250219",
+            },
+        ),
     },
     Spec {
         name: "market.url",
@@ -255,6 +276,27 @@ static SPECS: [Spec; 46] = [
         access: Access::List(field!(compliance.allowed_models), ListRule::Models),
     },
     Spec {
+        name: "compliance.allowedImages",
+        description: "Image ids (sha256:…) or repositories market jobs may run in",
+        access: Access::List(
+            field!(compliance.allowed_images),
+            ListRule::Names {
+                what: "image ids or repositories",
+                example: "claude-max-market-job,python-agent:3",
+            },
+        ),
+    },
+    Spec {
+        name: "compliance.restrictLocalImages",
+        description: "Hold local jobs to compliance.allowedImages too",
+        access: Access::Bool(field!(compliance.restrict_local_images)),
+    },
+    Spec {
+        name: "compliance.allowEgress",
+        description: "Let jobs use server-side tools that reach the internet (web search and fetch, code execution, MCP)",
+        access: Access::Bool(field!(compliance.allow_egress)),
+    },
+    Spec {
         name: "compliance.maxPromptBytes",
         description: "Largest prompt a job may carry, in bytes",
         access: Access::U64(field!(compliance.max_prompt_bytes), IntRange::at_least(1)),
@@ -354,9 +396,14 @@ mod tests {
             (key.kind, key.default.as_str())
         };
         assert_eq!(shown("api.defaultModel"), ("string", "claude-sonnet-4-5"));
-        assert_eq!(shown("docker.memory"), ("size", "512m"));
+        assert_eq!(shown("docker.memory"), ("size", "1g"));
         assert_eq!(shown("docker.cpuShares"), ("integer 2..=262144", "512"));
-        assert_eq!(shown("limits.dailyTokens"), ("integer", "200000"));
+        assert_eq!(shown("limits.dailyTokens"), ("integer", "2000000"));
+        assert_eq!(shown("workspace.maxBytes"), ("size", "256m"));
+        assert_eq!(
+            shown("compliance.allowedImages"),
+            ("list", "claude-max-market-job")
+        );
         assert_eq!(
             shown("compliance.maxPromptBytes"),
             ("integer 1..", "200000")

@@ -35,8 +35,8 @@ use keys::find;
 pub use error::{ConfigError, InvalidSize};
 pub use keys::{KeyInfo, keys};
 pub use sections::{
-    ApiSettings, ComplianceSettings, DockerSettings, Isolation, LimitsSettings, MarketSettings,
-    PolicySettings, SecuritySettings,
+    ApiSettings, ComplianceSettings, DEFAULT_BETAS, DockerSettings, GatewaySettings, Isolation,
+    LimitsSettings, MarketSettings, PolicySettings, SecuritySettings, WorkspaceSettings,
 };
 pub use values::ByteSize;
 
@@ -48,6 +48,8 @@ pub struct Settings {
     pub docker: DockerSettings,
     pub security: SecuritySettings,
     pub limits: LimitsSettings,
+    pub workspace: WorkspaceSettings,
+    pub gateway: GatewaySettings,
     pub market: MarketSettings,
     pub compliance: ComplianceSettings,
     pub policy: PolicySettings,
@@ -108,7 +110,7 @@ mod tests {
             ("api.baseUrl", "http://127.0.0.1:8080/"),
             ("api.maxRetries", "0"),
             ("docker.image", "job:2"),
-            ("docker.memory", "1g"),
+            ("docker.memory", "2g"),
             ("docker.cpuShares", "1024"),
             ("docker.pidsLimit", "128"),
             ("docker.tmpfsSize", "1536k"),
@@ -121,6 +123,9 @@ mod tests {
             ("limits.timeoutSecs", "86400"),
             ("limits.requestsPerJob", "1"),
             ("limits.concurrentJobs", "1"),
+            ("workspace.maxBytes", "1g"),
+            ("workspace.maxFiles", "10"),
+            ("gateway.allowedBetas", ""),
             ("market.url", "nats://a:4222,tls://b:4443"),
             ("market.basePrice", "0"),
             ("market.pricePerKiloToken", "7"),
@@ -144,6 +149,9 @@ mod tests {
             ("compliance.allowAutoApprove", "yes"),
             ("compliance.allowedModels", "claude-haiku-4-5"),
             ("compliance.maxPromptBytes", "1"),
+            ("compliance.allowedImages", "sha256:abc,python-agent:3"),
+            ("compliance.restrictLocalImages", "on"),
+            ("compliance.allowEgress", "yes"),
             ("policy.fuel", "10000000000"),
             ("policy.timeoutMs", "10000"),
             ("policy.memoryMiB", "1024"),
@@ -184,7 +192,7 @@ mod tests {
     #[test]
     fn get_gives_typed_back_forms() {
         let settings = changed();
-        assert_eq!(settings.get("docker.memory").unwrap(), "1g");
+        assert_eq!(settings.get("docker.memory").unwrap(), "2g");
         assert_eq!(
             settings.get("market.url").unwrap(),
             "nats://a:4222,tls://b:4443"
@@ -291,7 +299,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 46);
+        assert_eq!(names.len(), 52);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

@@ -110,6 +110,11 @@ pub(super) enum ListRule {
     NatsUrls,
     /// Any number of node ids (64 lowercase hex characters each).
     NodeIds,
+    /// Any number of names without spaces, e.g. beta flags or images.
+    Names {
+        what: &'static str,
+        example: &'static str,
+    },
 }
 
 const NATS_SCHEMES: [&str; 2] = ["nats://", "tls://"];
@@ -120,6 +125,7 @@ impl ListRule {
             ListRule::Models => !items.is_empty() && items.iter().all(|item| is_name(item)),
             ListRule::NatsUrls => items.iter().all(|item| is_nats_url(item)),
             ListRule::NodeIds => items.iter().all(|item| is_node_id(item)),
+            ListRule::Names { .. } => items.iter().all(|item| is_name(item)),
         }
     }
 
@@ -134,6 +140,11 @@ impl ListRule {
             ListRule::NodeIds => "a comma-separated list of node ids (64 lowercase hex \
                  characters each, as `keys show` prints them), or empty for none"
                 .to_string(),
+            ListRule::Names { what, example } => {
+                format!(
+                    "a comma-separated list of {what} without spaces, e.g. {example}, or empty for none"
+                )
+            }
         }
     }
 }

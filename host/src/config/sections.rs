@@ -42,11 +42,13 @@ pub struct DockerSettings {
 impl Default for DockerSettings {
     fn default() -> Self {
         DockerSettings {
-            image: "claude-max-market-job:0.1.0".to_string(),
-            memory: ByteSize::mib(512),
+            image: "claude-max-market-job:0.2.0".to_string(),
+            // An agent such as Claude Code needs a few hundred MiB, and the
+            // workspace and /tmp tmpfs count against this cap too.
+            memory: ByteSize::mib(1024),
             cpu_shares: 512,
-            pids_limit: 64,
-            tmpfs_size: ByteSize::mib(64),
+            pids_limit: 256,
+            tmpfs_size: ByteSize::mib(128),
         }
     }
 }
@@ -78,7 +80,8 @@ impl Default for SecuritySettings {
 pub struct LimitsSettings {
     pub daily_tasks: u32,
     pub daily_tokens: u64,
-    pub max_tokens_per_task: u32,
+    /// The largest token budget one job may be granted.
+    pub max_tokens_per_task: u64,
     pub timeout_secs: u32,
     pub requests_per_job: u32,
     pub concurrent_jobs: u32,
@@ -86,13 +89,72 @@ pub struct LimitsSettings {
 
 impl Default for LimitsSettings {
     fn default() -> Self {
+        // An agent's requests each carry its whole conversation, so one
+        // working job spends tens of thousands of tokens per request.
         LimitsSettings {
             daily_tasks: 20,
-            daily_tokens: 200_000,
-            max_tokens_per_task: 8192,
-            timeout_secs: 300,
-            requests_per_job: 16,
+            daily_tokens: 2_000_000,
+            max_tokens_per_task: 200_000,
+            timeout_secs: 600,
+            requests_per_job: 200,
             concurrent_jobs: 2,
+        }
+    }
+}
+
+/// `[workspace]`: the folder a job works on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkspaceSettings {
+    /// Also the size of the container's `/workspace` tmpfs.
+    pub max_bytes: ByteSize,
+    pub max_files: u32,
+}
+
+impl Default for WorkspaceSettings {
+    fn default() -> Self {
+        WorkspaceSettings {
+            max_bytes: ByteSize::mib(256),
+            max_files: 20_000,
+        }
+    }
+}
+
+/// `[gateway]`: what a job's requests may carry to the upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySettings {
+    /// `anthropic-beta` values passed upstream; others are dropped.
+    pub allowed_betas: Vec<String>,
+}
+
+/// Beta flags real clients (Claude Code, the SDKs) send that change how the
+/// model answers but fetch nothing from the internet. Betas for server-side
+/// tools that do (web fetch, code execution, MCP, files, skills) pass only
+/// when a job's decision allowed egress.
+pub const DEFAULT_BETAS: [&str; 16] = [
+    "claude-code-20250219",
+    "interleaved-thinking-2025-05-14",
+    "fine-grained-tool-streaming-2025-05-14",
+    "context-management-2025-06-27",
+    "context-1m-2025-08-07",
+    "prompt-caching-2024-07-31",
+    "extended-cache-ttl-2025-04-11",
+    "token-efficient-tools-2025-02-19",
+    "token-counting-2024-11-01",
+    "output-128k-2025-02-19",
+    "thinking-token-count-2026-05-13",
+    "advanced-tool-use-2025-11-20",
+    "effort-2025-11-24",
+    "structured-outputs-2025-11-13",
+    "tool-search-tool-2025-10-19",
+    "redact-thinking-2026-02-12",
+];
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            allowed_betas: DEFAULT_BETAS.map(String::from).to_vec(),
         }
     }
 }
@@ -162,6 +224,12 @@ pub struct ComplianceSettings {
     pub allow_auto_approve: bool,
     pub allowed_models: Vec<String>,
     pub max_prompt_bytes: u64,
+    /// Image ids or repositories market jobs may run in.
+    pub allowed_images: Vec<String>,
+    /// Hold local jobs to `allowed_images` too.
+    pub restrict_local_images: bool,
+    /// Let jobs use server-side tools that reach the internet.
+    pub allow_egress: bool,
 }
 
 impl Default for ComplianceSettings {
@@ -173,6 +241,9 @@ impl Default for ComplianceSettings {
                 .map(String::from)
                 .to_vec(),
             max_prompt_bytes: 200_000,
+            allowed_images: vec!["claude-max-market-job".to_string()],
+            restrict_local_images: false,
+            allow_egress: false,
         }
     }
 }

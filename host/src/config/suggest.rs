@@ -119,6 +119,9 @@ mod tests {
                 "; valid keys: [api] baseUrl, defaultModel, maxRetries; [compliance] "
             )
         );
-        assert!(anywhere.ends_with("[security] apiKeyFile, keyPassphraseEnv, keyRotationDays"));
+        assert!(
+            anywhere.ends_with("[workspace] maxBytes, maxFiles"),
+            "{anywhere}"
+        );
     }
 }

@@ -17,14 +17,46 @@ use super::jobs::HostProcess;
 use super::usage::{self, UsageSnapshot};
 use super::{Store, audit, jobs, now};
 
-/// A job asking to run, before any decision.
+/// What a job may spend: what it asks for, or what limits grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Budget {
+    /// Input plus output tokens over the whole job.
+    pub tokens: u64,
+    pub requests: u32,
+    pub timeout_secs: u32,
+}
+
+/// The owner's folder a job works on, as the job got it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkspaceRecord {
+    /// The owner's folder (on this machine; a market job's is the requester's).
+    pub folder: String,
+    pub bytes: u64,
+    pub files: u32,
+}
+
+/// A job asking to run, before any decision: the record the audit log
+/// carries for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewJob {
     pub id: String,
     pub model: String,
-    pub max_tokens: u32,
+    /// What the job asks to spend.
+    pub budget: Budget,
     pub prompt_bytes: u64,
+    /// Empty when the job has no prompt of its own.
     pub prompt_sha256: String,
+    /// The image reference as asked.
+    pub image: String,
+    /// The image id it resolved to (`sha256:…`): what runs.
+    pub image_id: String,
+    /// The command line; empty for the built-in one-prompt worker.
+    pub command: Vec<String>,
+    /// The agent the command was set up for, e.g. `claude-code`, or empty.
+    pub agent: String,
+    pub workspace: Option<WorkspaceRecord>,
+    /// It asks for server-side tools that reach the internet.
+    pub egress: bool,
     /// "local" or "market".
     pub source: String,
     pub requester: String,
@@ -54,8 +86,8 @@ pub struct DecisionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub outcome: Outcome,
-    pub granted_tokens: u32,
-    pub timeout_secs: u32,
+    /// What limits granted; `None` when it granted nothing.
+    pub grant: Option<Budget>,
     pub decisions: Vec<DecisionRecord>,
 }
 
@@ -167,8 +199,11 @@ impl Store {
         };
         record(&tx, job, kind, &verdict)?;
         if admitted {
-            jobs::insert(&tx, job, day, &verdict)?;
-            usage::reserve(&tx, day, verdict.granted_tokens)?;
+            let grant = verdict.grant.ok_or_else(|| StoreError::NoGrant {
+                job_id: job.id.clone(),
+            })?;
+            jobs::insert(&tx, job, day, &grant)?;
+            usage::reserve(&tx, day, grant.tokens)?;
         }
         tx.commit().during("committing admission")?;
         tracing::info!(outcome = %verdict.outcome, "admission decided");
@@ -251,7 +286,7 @@ mod tests {
         let (_dir, mut store) = temp_store();
         let job = sample_job("job-a");
         let (verdict, admission) = store.admit(&job, DAY, five_a_day).unwrap();
-        assert_eq!(verdict.granted_tokens, 1000);
+        assert_eq!(verdict.grant.map(|g| g.tokens), Some(1000));
         let expected = Admission::Admitted {
             job_id: "job-a".to_owned(),
             snapshot: UsageSnapshot::default(),
@@ -264,7 +299,15 @@ mod tests {
             ("job.admitted", "job-a")
         );
         assert_eq!(entry.details["verdict"]["outcome"], "allow");
-        assert_eq!(entry.details["job"]["max_tokens"], 1024);
+        assert_eq!(entry.details["job"]["budget"]["tokens"], 1024);
+        assert_eq!(
+            entry.details["job"]["image_id"],
+            format!("sha256:{}", "e".repeat(64))
+        );
+        assert_eq!(
+            entry.details["job"]["command"],
+            serde_json::json!(["python3", "agent.py"])
+        );
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub enum StoreError {
     #[error("job {job_id} has already ended (or never started); it cannot change state again")]
     JobNotLive { job_id: String },
 
+    #[error("job {job_id} was allowed without a budget from the limits role; nothing was admitted")]
+    NoGrant { job_id: String },
+
     #[error("'{role}' is not a policy role; use one of approval, limits, pricing, compliance")]
     UnknownRole { role: String },
 }

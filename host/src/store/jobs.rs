@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use time::Date;
 
-use super::admission::{NewJob, Verdict};
+use super::admission::{Budget, NewJob};
 use super::error::{During, StoreError};
 use super::{Store, day_key, now};
 
@@ -19,14 +19,25 @@ pub struct JobRow {
     /// The UTC day (YYYY-MM-DD) its usage counts against.
     pub usage_day: String,
     pub model: String,
-    pub max_tokens: u32,
+    /// What the job asked to spend.
+    pub budget: Budget,
+    /// The image reference as asked, and the id it resolved to.
+    pub image: String,
+    pub image_id: String,
+    /// The command line; empty for the built-in one-prompt worker.
+    pub command: Vec<String>,
+    pub agent: String,
+    /// The owner's folder it worked on, if any.
+    pub workspace: Option<String>,
+    pub egress: bool,
     /// "local" or "market".
     pub source: String,
     pub requester: String,
     /// "admitted", "running", "finished", "failed", "timed_out",
-    /// "cancelled" or "aborted".
+    /// "cancelled", "aborted" or "out_of_budget".
     pub state: String,
-    pub granted_tokens: u32,
+    pub granted_tokens: u64,
+    pub granted_requests: u32,
     pub timeout_secs: u32,
     /// The process that admitted the job and runs it.
     pub host: Option<HostProcess>,
@@ -49,7 +60,9 @@ impl JobRow {
 
     /// Input plus output tokens metered so far.
     pub fn tokens_used(&self) -> u64 {
-        self.input_tokens.unwrap_or(0) + self.output_tokens.unwrap_or(0)
+        self.input_tokens
+            .unwrap_or(0)
+            .saturating_add(self.output_tokens.unwrap_or(0))
     }
 }
 
@@ -73,25 +86,41 @@ pub(super) fn insert(
     conn: &Connection,
     job: &NewJob,
     day: Date,
-    verdict: &Verdict,
+    grant: &Budget,
 ) -> Result<(), StoreError> {
+    let command = serde_json::to_string(&job.command).unwrap_or_else(|_| "[]".into());
+    let workspace = job.workspace.as_ref();
     conn.execute(
-        "INSERT INTO jobs (id, created_at, usage_day, model, max_tokens, prompt_bytes,
-                           prompt_sha256, source, requester, state, granted_tokens,
-                           timeout_secs, host_pid, host_start)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'admitted', ?10, ?11, ?12, ?13)",
+        "INSERT INTO jobs (id, created_at, usage_day, model, budget_tokens, budget_requests,
+                           budget_secs, prompt_bytes, prompt_sha256, image, image_id, command,
+                           agent, workspace, workspace_bytes, workspace_files, egress, source,
+                           requester, state, granted_tokens, granted_requests, timeout_secs,
+                           host_pid, host_start)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, 'admitted', ?20, ?21, ?22, ?23, ?24)",
         params![
             job.id,
             now()?,
             day_key(day)?,
             job.model,
-            job.max_tokens,
+            job.budget.tokens,
+            job.budget.requests,
+            job.budget.timeout_secs,
             job.prompt_bytes,
             job.prompt_sha256,
+            job.image,
+            job.image_id,
+            command,
+            job.agent,
+            workspace.map(|w| &w.folder),
+            workspace.map(|w| w.bytes),
+            workspace.map(|w| w.files),
+            job.egress,
             job.source,
             job.requester,
-            verdict.granted_tokens,
-            verdict.timeout_secs,
+            grant.tokens,
+            grant.requests,
+            grant.timeout_secs,
             job.host.map(|h| h.pid),
             job.host.map(|h| h.start),
         ],
@@ -101,9 +130,11 @@ pub(super) fn insert(
 }
 
 /// The columns `read_job` expects, in its order.
-pub(super) const JOB_COLUMNS: &str = "id, created_at, model, max_tokens, source, requester, state,
-     granted_tokens, timeout_secs, host_pid, host_start, container_id, started_at, requests,
-     input_tokens, output_tokens, exit_code, end_reason, finished_at, usage_day";
+pub(super) const JOB_COLUMNS: &str = "id, created_at, model, budget_tokens, source, requester,
+     state, granted_tokens, timeout_secs, host_pid, host_start, container_id, started_at,
+     requests, input_tokens, output_tokens, exit_code, end_reason, finished_at, usage_day,
+     budget_requests, budget_secs, image, image_id, command, agent, workspace, egress,
+     granted_requests";
 
 pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     let host = match (
@@ -113,11 +144,16 @@ pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         (Some(pid), Some(start)) => Some(HostProcess { pid, start }),
         _ => None,
     };
+    let command: String = row.get(24)?;
     Ok(JobRow {
         id: row.get(0)?,
         created_at: row.get(1)?,
         model: row.get(2)?,
-        max_tokens: row.get(3)?,
+        budget: Budget {
+            tokens: row.get(3)?,
+            requests: row.get(20)?,
+            timeout_secs: row.get(21)?,
+        },
         source: row.get(4)?,
         requester: row.get(5)?,
         state: row.get(6)?,
@@ -133,6 +169,15 @@ pub(super) fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         end_reason: row.get(17)?,
         finished_at: row.get(18)?,
         usage_day: row.get(19)?,
+        image: row.get(22)?,
+        image_id: row.get(23)?,
+        // Written by `insert` from a list of strings; an unreadable one
+        // (someone edited the file) shows as no command rather than failing.
+        command: serde_json::from_str(&command).unwrap_or_default(),
+        agent: row.get(25)?,
+        workspace: row.get(26)?,
+        egress: row.get(27)?,
+        granted_requests: row.get(28)?,
     })
 }
 
@@ -205,19 +250,16 @@ mod tests {
         let (_dir, store) = temp_store();
         for id in ["job-1", "job-2", "job-3"] {
             let day = time::macros::date!(2026 - 02 - 10);
-            insert(
-                &store.conn,
-                &sample_job(id),
-                day,
-                &verdict(Outcome::Allow, 900),
-            )
-            .unwrap();
+            let grant = verdict(Outcome::Allow, 900).grant.unwrap();
+            insert(&store.conn, &sample_job(id), day, &grant).unwrap();
         }
         let jobs = store.jobs(2).unwrap();
         let ids: Vec<_> = jobs.iter().map(|job| job.id.as_str()).collect();
         assert_eq!(ids, ["job-3", "job-2"]);
         assert_eq!(jobs[0].state, "admitted");
         assert_eq!((jobs[0].granted_tokens, jobs[0].timeout_secs), (900, 300));
+        assert_eq!(jobs[0].command, ["python3", "agent.py"]);
+        assert_eq!(jobs[0].budget.tokens, 1024);
         assert_eq!(jobs[0].input_tokens, None);
         assert!(exists(&store.conn, "job-1").unwrap());
         assert!(!exists(&store.conn, "job-9").unwrap());

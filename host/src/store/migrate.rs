@@ -36,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "0004_market",
         sql: include_str!("migrations/0004_market.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_agent_jobs",
+        sql: include_str!("migrations/0005_agent_jobs.sql"),
+    },
 ];
 
 /// The newest schema version this build can read and write.
@@ -131,6 +136,7 @@ mod tests {
         let store = Store::open(&path).expect("migrating a version 1 database");
         let job = store.job("old").unwrap().expect("the old job is kept");
         assert_eq!((job.state.as_str(), job.requests), ("admitted", 0));
+        assert_eq!((job.budget.tokens, job.image.as_str()), (10, ""));
         assert_eq!(store.live_jobs().unwrap().len(), 1);
         let day: String = store
             .conn

@@ -33,7 +33,7 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
 
-pub use admission::{Admission, DecisionRecord, NewJob, Outcome, Verdict};
+pub use admission::{Admission, Budget, DecisionRecord, NewJob, Outcome, Verdict, WorkspaceRecord};
 pub use audit::{AuditEntry, ChainBreak, ChainStatus};
 pub use bundles::{BundleChange, BundleRevision, BundleSource, TrustedKeyRow};
 pub use chain::GENESIS_HASH;

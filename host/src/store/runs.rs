@@ -4,7 +4,7 @@
 //! the gateway actually metered. Every transition is audited in the same
 //! transaction as the change it records.
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::json;
 
@@ -26,6 +26,9 @@ pub enum JobEnd {
     Cancelled,
     /// Its host process died; a later invocation cleaned up after it.
     Aborted,
+    /// The gateway refused a request because the job's token budget or
+    /// request cap was used up, and the job then ended.
+    OutOfBudget,
 }
 
 impl JobEnd {
@@ -36,6 +39,7 @@ impl JobEnd {
             JobEnd::TimedOut => "timed_out",
             JobEnd::Cancelled => "cancelled",
             JobEnd::Aborted => "aborted",
+            JobEnd::OutOfBudget => "out_of_budget",
         }
     }
 }
@@ -52,6 +56,13 @@ pub struct MeteredUsage {
     pub requests: u32,
     pub input_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// SQLite integers are signed: a count past `i64::MAX` (only an absurd
+/// upstream reports one) is stored as that maximum rather than failing
+/// the write and leaving the job unsettled.
+fn stored(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 impl Store {
@@ -100,8 +111,8 @@ impl Store {
                 params![
                     job_id,
                     usage.requests,
-                    usage.input_tokens,
-                    usage.output_tokens
+                    stored(usage.input_tokens),
+                    stored(usage.output_tokens)
                 ],
             )
             .during("recording metered usage")?;
@@ -140,9 +151,24 @@ impl Store {
         )
         .during("ending a job")?;
         // The reservation was the whole grant; what remains is what was used.
+        // In Rust rather than SQL: SQLite turns an overflowing sum into a
+        // float, which the column would then keep.
+        let reserved: Option<i64> = tx
+            .query_row(
+                "SELECT tokens FROM usage_daily WHERE day = ?1",
+                [&job.usage_day],
+                |row| row.get(0),
+            )
+            .optional()
+            .during("settling a job's usage")?;
+        let settled = reserved
+            .unwrap_or(0)
+            .saturating_sub(stored(job.granted_tokens))
+            .max(0)
+            .saturating_add(stored(job.tokens_used()));
         tx.execute(
-            "UPDATE usage_daily SET tokens = max(0, tokens - ?2 + ?3) WHERE day = ?1",
-            params![job.usage_day, job.granted_tokens, job.tokens_used()],
+            "UPDATE usage_daily SET tokens = ?2 WHERE day = ?1",
+            params![job.usage_day, settled],
         )
         .during("settling a job's usage")?;
         audit::append(

@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use tempfile::TempDir;
 
-use super::{DecisionRecord, NewJob, Outcome, Store, Verdict};
+use super::{Budget, DecisionRecord, NewJob, Outcome, Store, Verdict};
 
 /// A freshly migrated store at `<tempdir>/state.db`; keep the TempDir alive.
 pub fn temp_store() -> (TempDir, Store) {
@@ -25,20 +25,33 @@ pub fn sample_job(id: &str) -> NewJob {
     NewJob {
         id: id.to_owned(),
         model: "claude-sonnet-4-5".to_owned(),
-        max_tokens: 1024,
+        budget: Budget {
+            tokens: 1024,
+            requests: 10,
+            timeout_secs: 300,
+        },
         prompt_bytes: 12,
         prompt_sha256: "ab".repeat(32),
+        image: "agent:1".to_owned(),
+        image_id: format!("sha256:{}", "e".repeat(64)),
+        command: vec!["python3".to_owned(), "agent.py".to_owned()],
+        agent: String::new(),
+        workspace: None,
+        egress: false,
         source: "local".to_owned(),
         requester: "owner".to_owned(),
         host: None,
     }
 }
 
-pub fn verdict(outcome: Outcome, granted_tokens: u32) -> Verdict {
+pub fn verdict(outcome: Outcome, granted_tokens: u64) -> Verdict {
     Verdict {
         outcome,
-        granted_tokens,
-        timeout_secs: 300,
+        grant: (outcome == Outcome::Allow).then_some(Budget {
+            tokens: granted_tokens,
+            requests: 10,
+            timeout_secs: 300,
+        }),
         decisions: vec![DecisionRecord {
             role: "limits".to_owned(),
             plugin: "default-limits".to_owned(),

@@ -44,7 +44,7 @@ pub(super) fn snapshot(conn: &Connection, day: Date) -> Result<UsageSnapshot, St
 }
 
 /// Counts one more task and its granted tokens against `day`.
-pub(super) fn reserve(conn: &Connection, day: Date, tokens: u32) -> Result<(), StoreError> {
+pub(super) fn reserve(conn: &Connection, day: Date, tokens: u64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO usage_daily (day, tasks, tokens) VALUES (?1, 1, ?2)
          ON CONFLICT (day) DO UPDATE SET tasks = tasks + 1, tokens = tokens + excluded.tokens",
