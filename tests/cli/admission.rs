@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use claude_max_market::ops::execute::{ExecuteOptions, PromptSource};
+use claude_max_market::ops::execute::{ExecuteOptions, Program, PromptSource};
 use claude_max_market::ops::{Context, OpsError, execute};
 
 use crate::support::Home;
@@ -24,11 +24,8 @@ fn eight_parallel_admissions_against_a_limit_of_five_admit_five() {
             std::thread::spawn(move || {
                 let mut ctx = Context::open(Some(path)).expect("opening the home");
                 let opts = ExecuteOptions {
-                    prompt: PromptSource::Text(format!("job {i}")),
-                    model: None,
-                    max_tokens: Some(100),
-                    approve_all: false,
-                    timeout_secs: None,
+                    budget_tokens: Some(100),
+                    ..options(PromptSource::Text(format!("job {i}")))
                 };
                 barrier.wait();
                 execute::admit(&mut ctx, &opts)
@@ -50,17 +47,26 @@ fn eight_parallel_admissions_against_a_limit_of_five_admit_five() {
     assert_eq!(status["audit"]["broken"], serde_json::Value::Null);
 }
 
+fn options(prompt: PromptSource) -> ExecuteOptions {
+    ExecuteOptions {
+        program: Program::Prompt(prompt),
+        model: None,
+        max_tokens: None,
+        budget_tokens: None,
+        max_requests: None,
+        timeout_secs: None,
+        workspace: None,
+        env: Vec::new(),
+        egress: false,
+        approve_all: false,
+    }
+}
+
 #[test]
 fn admission_needs_consent() {
     let home = Home::new();
     let mut ctx = Context::open(Some(home.path().to_path_buf())).unwrap();
-    let opts = ExecuteOptions {
-        prompt: PromptSource::Text("hi".into()),
-        model: None,
-        max_tokens: None,
-        approve_all: false,
-        timeout_secs: None,
-    };
+    let opts = options(PromptSource::Text("hi".into()));
     let err = execute::admit(&mut ctx, &opts).unwrap_err();
     assert!(matches!(err, OpsError::TermsNotAccepted { .. }), "{err}");
     assert!(err.is_denial());

@@ -25,12 +25,21 @@ fn approval_asks_by_default_and_allows_when_not_required() {
     assert_eq!(role(&doc, "approval")["outcome"], "ask");
 
     home.set(&["compliance.requireApproval=false"]);
-    let (code, doc) = home.dry_run(&["--prompt", "hello", "--max-tokens", "1000"]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello", "--budget-tokens", "6000"]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["decision"], "allow");
-    assert_eq!(role(&doc, "limits")["grant"]["max_tokens"], 1000);
+    let grant = &role(&doc, "limits")["grant"];
+    assert_eq!(
+        (&grant["tokens"], &grant["requests"]),
+        (&6000.into(), &1.into())
+    );
     assert!(role(&doc, "pricing")["quote"]["price"].as_u64().unwrap() > 0);
     assert_eq!(doc["job"]["prompt_bytes"], 5);
+    assert_eq!(
+        doc["job"]["command"],
+        serde_json::json!([]),
+        "the built-in worker"
+    );
 }
 
 #[test]
@@ -62,8 +71,102 @@ fn models_sizes_and_limits_are_enforced() {
     let (_, doc) = home.dry_run(&["--prompt", "this prompt is too long"]);
     assert_eq!(role(&doc, "approval")["outcome"], "deny", "{doc:#}");
 
-    let (_, doc) = home.dry_run(&["--prompt", "hi", "--max-tokens", "100000"]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--budget-tokens", "300000"]);
     assert_eq!(role(&doc, "limits")["outcome"], "deny", "{doc:#}");
+    let reason = role(&doc, "limits")["reason"].as_str().unwrap();
+    assert!(reason.contains("limits.maxTokensPerTask"), "{reason}");
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--max-requests", "1000"]);
+    assert_eq!(role(&doc, "limits")["outcome"], "deny", "{doc:#}");
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--timeout", "2h"]);
+    assert!(
+        role(&doc, "limits")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("7200 s"),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn a_command_job_is_judged_on_its_image_command_and_budget() {
+    let home = Home::opted_in();
+    home.set(&["compliance.requireApproval=false"]);
+    let (code, doc) = home.dry_run(&[
+        "--image",
+        "python-agent:3",
+        "--max-requests",
+        "20",
+        "--timeout",
+        "5m",
+        "--",
+        "python3",
+        "agent.py",
+        "--fix",
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    let job = &doc["job"];
+    assert_eq!(job["image"], "python-agent:3");
+    assert_eq!(
+        job["command"],
+        serde_json::json!(["python3", "agent.py", "--fix"])
+    );
+    assert_eq!(job["budget"]["tokens"], 200_000, "limits.maxTokensPerTask");
+    assert_eq!(
+        (&job["budget"]["requests"], &job["budget"]["timeout_secs"]),
+        (&20.into(), &300.into())
+    );
+    assert_eq!(doc["decision"], "allow", "a local job may use any image");
+
+    home.set(&["compliance.restrictLocalImages=true"]);
+    let (code, doc) = home.dry_run(&["--image", "python-agent:3", "--", "true"]);
+    assert_eq!(code, 3, "{doc:#}");
+    let reason = role(&doc, "compliance")["reason"].as_str().unwrap();
+    assert!(reason.contains("compliance.allowedImages"), "{reason}");
+
+    home.set(&["compliance.restrictLocalImages=false"]);
+    let (code, doc) = home.dry_run(&["--image", "x:1", "--allow-egress", "--", "true"]);
+    assert_eq!(code, 3, "{doc:#}");
+    assert!(
+        role(&doc, "compliance")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compliance.allowEgress"),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn flags_that_do_not_fit_together_are_usage_errors() {
+    let home = Home::opted_in();
+    for args in [
+        &["execute", "--", "true"][..],
+        &["execute", "--agent", "claude-code"],
+        &[
+            "execute",
+            "--agent",
+            "claude-code",
+            "--prompt",
+            "x",
+            "--",
+            "true",
+        ],
+        &["execute", "--image", "x:1", "--prompt", "hi"],
+        &["execute", "--image", "x:1", "--prompt", "hi", "--", "true"],
+        &["execute"],
+        &["execute", "--prompt", "hi", "--timeout", "soon"],
+        &["execute", "--prompt", "hi", "--env", "NOT_SET_ANYWHERE_X"],
+    ] {
+        let run = home.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    let run = home.run(&["execute", "--dry-run", "--prompt", "hi", "--workspace", "."]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--workspace and --env are for commands"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -217,7 +217,8 @@ fn an_ask_on_a_terminal_shows_the_job_and_takes_the_answer() {
     assert_eq!(code, Some(0), "{screen}");
     for shown in [
         "claude-sonnet-4-5",
-        "max tokens 77",
+        "image      claude-max-market-job:cli-tests",
+        "1 requests",
         PROMPT,
         "[y/N]",
         "Mock reply to",

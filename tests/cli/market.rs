@@ -574,23 +574,25 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let requester = funded_requester(&url, 100, &[]);
     let issuer = requester.id.clone();
 
-    let provider = provider_home(&url, &issuer, &["limits.maxTokensPerTask=1000"]);
+    // A task of --max-tokens 1000 asks for a budget of its output and its
+    // prompt's input, under 2000.
+    let provider = provider_home(&url, &issuer, &["limits.maxTokensPerTask=2000"]);
     let provider_id = node_id(&provider.home);
-    // No --price: the offer is pricing's quote, (10 + 1 × 2) × 1.25.
+    // No --price: the offer is pricing's quote, (10 + 2 × 2) × 1.25 rounded up.
     let mut serving = serve(&provider, &[]);
     let events = Events::of(&mut serving);
-    assert_eq!(events.next("serving", &[])["price"], 15);
+    assert_eq!(events.next("serving", &[])["price"], 18);
     wait_for_offers(&requester, 1);
 
     // The owner raises the rates while serving: the next task is judged
-    // under the new ones, (40 + 2) × 1.25 rounded up, above the bid.
+    // under the new ones, (40 + 2 × 2) × 1.25, above the bid.
     provider.home.set(&["market.basePrice=40"]);
-    let asking = market_execute_in_background(&requester, &["--json", "--max-price", "15"]);
+    let asking = market_execute_in_background(&requester, &["--json", "--max-price", "18"]);
 
     let skipped = events.next("skipped", &["claimed"]);
     let task = skipped["task"].as_str().unwrap().to_owned();
     assert!(
-        skipped["reason"].as_str().unwrap().contains("quote of 53"),
+        skipped["reason"].as_str().unwrap().contains("quote of 55"),
         "{skipped:#}"
     );
     // A raise signed by anyone but the requester is refused and counted.
@@ -608,21 +610,21 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     rt.block_on(raw.publish(&subject, &subject, forged))
         .unwrap();
     let placed = requester.json(&["bid", "--task-id", &task, "--max-price", "60"]);
-    assert_eq!(placed["previous"], 15);
+    assert_eq!(placed["previous"], 18);
     assert_eq!(events.next("bid-raised", &["claimed"])["bid"], 60);
     let claimed = events.next("claimed", &[]);
     assert_eq!(claimed["task"], task.as_str());
-    assert_eq!(claimed["price"], 53);
+    assert_eq!(claimed["price"], 55);
 
     let run: Run = asking.wait_with_output().expect("execute's output").into();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let doc = run.json();
     assert_eq!(doc["outcome"], "completed", "{doc:#}");
     assert_eq!(doc["provider"], provider_id.as_str());
-    assert_eq!(doc["price"], 53);
+    assert_eq!(doc["price"], 55);
     let accounts = &requester.json(&["market", "ledger"])["accounts"];
-    assert_eq!(accounts[&requester.id]["available"], 100 - 53);
-    assert_eq!(accounts[&provider_id]["earned"], 53);
+    assert_eq!(accounts[&requester.id]["available"], 100 - 55);
+    assert_eq!(accounts[&provider_id]["earned"], 55);
 
     assert_eq!(stop(serving).code, 0);
     let stats = provider.home.json(&["market", "stats"]).1;

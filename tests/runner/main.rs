@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use claude_max_market::runner::labels::JOB_ID_LABEL;
 use claude_max_market::runner::{
-    BuildContext, BuildEvent, Docker, GATEWAY_MOUNT, JobContainer, JobEnd, MANAGED_LABEL,
+    BuildContext, BuildEvent, Docker, GATEWAY_MOUNT, JobContainer, JobEnd, MANAGED_LABEL, Program,
     RunnerError, Stream,
 };
 use tokio_util::sync::CancellationToken;
@@ -167,6 +167,7 @@ fn spec(name: &str, image: &TestImage, gateway: &Gateway) -> (JobContainer, Cont
         tmpfs_bytes: 8 * 1024 * 1024,
         gateway_dir: gateway.0.clone(),
         labels: BTreeMap::from([(JOB_ID_LABEL.to_string(), name.clone())]),
+        program: Program::Worker,
     };
     (spec, ContainerName(name))
 }
@@ -430,7 +431,10 @@ async fn hardening_holds_while_running() {
     assert_eq!(hc["ReadonlyRootfs"], true);
     assert_eq!(
         hc["Tmpfs"],
-        serde_json::json!({"/tmp": format!("rw,noexec,nosuid,nodev,size={}", 8 * 1024 * 1024)})
+        serde_json::json!({"/tmp": format!(
+            "rw,noexec,nosuid,nodev,size={},uid=4321,gid=4321,mode=1777",
+            8 * 1024 * 1024
+        )})
     );
     assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
     assert!(hc["CapAdd"].is_null() || hc["CapAdd"] == serde_json::json!([]));
@@ -715,6 +719,7 @@ async fn missing_image_says_build_first() {
         tmpfs_bytes: 1024 * 1024,
         gateway_dir: gateway.0.clone(),
         labels: BTreeMap::new(),
+        program: Program::Worker,
     };
     let _cleanup = ContainerName(name);
     let err = docker

@@ -19,8 +19,10 @@ mod opt_in;
 mod opt_out;
 mod output;
 mod policy;
+mod progress;
 mod prompt;
 mod render;
+mod result;
 mod status;
 mod terms;
 mod usage;
@@ -73,6 +75,8 @@ pub enum Command {
     Execute(execute::Args),
     /// Show a job's output (default: the newest job).
     Logs(logs::Args),
+    /// What a job changed in its workspace; --diff shows it, --apply copies it into your folder.
+    Result(result::Args),
     /// Build the job image from what this binary carries (no network needed).
     #[command(name = "docker:build")]
     DockerBuild(docker::BuildArgs),
@@ -135,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Config(args) => config::run(home, args, &out),
         Command::Execute(args) => execute::run(home, args, &out),
         Command::Logs(args) => logs::run(home, args, &out),
+        Command::Result(args) => result::run(home, args, &out),
         Command::DockerBuild(args) => docker::build(home, args, &out),
         Command::DockerPull(args) => docker::pull(home, args, &out),
         Command::Health => health::run(home, &out),

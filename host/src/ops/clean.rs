@@ -11,7 +11,7 @@ use crate::store::JobEnd;
 
 use super::context::runtime;
 use super::reconcile::{self, Reconciled};
-use super::{Context, OpsError, job_run, labels};
+use super::{Context, OpsError, job, labels};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CleanedContainer {
@@ -91,7 +91,7 @@ fn stale_folders(ctx: &Context) -> Result<Vec<String>, OpsError> {
         if live {
             continue;
         }
-        let path = job_run::job_folder(ctx, &name);
+        let path = job::folder::path(ctx, &name);
         std::fs::remove_dir_all(&path).map_err(|source| OpsError::Write { path, source })?;
         removed.push(name);
     }

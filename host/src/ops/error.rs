@@ -61,6 +61,8 @@ pub enum OpsError {
     Key(KeyError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Workspace(#[from] crate::workspace::WorkspaceError),
     #[error("could not start the async runtime: {source}")]
     Runtime {
         #[source]

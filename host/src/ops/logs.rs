@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::store::{JobRow, StoreError};
 
-use super::{Context, OpsError, job_run, reconcile};
+use super::job::log::log_path;
+use super::{Context, OpsError, reconcile};
 
 /// How often `--follow` looks for new output and for the job's end.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -52,7 +53,7 @@ pub fn run(
                 what: "no jobs yet; run one with `claude-max-market execute`".into(),
             })?,
     };
-    let path = job_run::log_path(ctx, &job.id);
+    let path = log_path(ctx, &job.id);
     let read_err = |source| OpsError::Read {
         path: path.clone(),
         source,

@@ -1,9 +1,10 @@
 //! Operations: one file per user-visible operation. Each takes an options
 //! struct, wires the engines (`policy`, `store`, `config`, `runner`,
-//! `gateway`) and returns data. Nothing here parses arguments or prints;
-//! `cli` does both. The few files that are not operations serve them:
-//! `job_run` runs an admitted job, `reconcile` cleans up after dead host
-//! processes, `labels`, `process` and `facts` feed those and the pipeline.
+//! `gateway`, `workspace`, `agent`) and returns data. Nothing here parses
+//! arguments or prints; `cli` does both. The few files that are not
+//! operations serve them: `job/` is the one path every job takes from
+//! request to end, `reconcile` cleans up after dead host processes,
+//! `labels`, `process` and `facts` feed those and the pipeline.
 
 pub mod audit;
 pub mod clean;
@@ -16,7 +17,7 @@ mod error;
 pub mod execute;
 mod facts;
 pub mod health;
-mod job_run;
+pub mod job;
 pub mod keys;
 mod labels;
 pub mod limits;
@@ -31,13 +32,14 @@ pub mod policy_test;
 pub mod policy_trust;
 mod process;
 mod reconcile;
+pub mod result;
 pub mod scaffold;
 pub mod status;
 pub mod terms;
 pub mod usage;
 pub mod usage_stats;
 
-pub use job_run::JobReport;
+pub use job::{JobEvent, JobReport};
 pub use reconcile::Reconciled;
 
 pub use context::Context;

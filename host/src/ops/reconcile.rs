@@ -89,7 +89,7 @@ pub(super) fn jobs(
 
 /// A dead job's gateway folder; nothing serves its socket any more.
 fn remove_folder(ctx: &Context, job_id: &str) {
-    let folder = super::job_run::job_folder(ctx, job_id);
+    let folder = super::job::folder::path(ctx, job_id);
     match std::fs::remove_dir_all(&folder) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

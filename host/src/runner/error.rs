@@ -60,9 +60,13 @@ pub enum RunnerError {
     #[error("pushing image {reference} failed: {message}; is the registry running and reachable?")]
     Push { reference: String, message: String },
 
-    /// A job was started from an image the engine does not have.
+    /// A job was started from an image the engine does not have. Jobs never
+    /// pull: what runs is what the owner put there.
     #[error(
-        "image {image} is not present in the Docker Engine; run `claude-max-market docker:build` first"
+        "image {image} is not present in the Docker Engine, and jobs never pull one; build the \
+         job image with `claude-max-market docker:build` (or `docker:build --agent claude-code`), \
+         pull it with `claude-max-market docker:pull --tag {image}`, or build your own with \
+         `docker build -t {image} .`"
     )]
     ImageMissing { image: String },
 

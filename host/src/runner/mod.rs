@@ -11,7 +11,9 @@
 //!   (with digest pinning), inspecting, tagging and pushing images;
 //!   [`job_image`] is the context of the job image this binary carries.
 //! - [`spec`]: the hardened container spec, built in exactly one place so a
-//!   security review has one function to read.
+//!   security review has one function to read; [`program`] is what runs in
+//!   it (the worker, or a command under the relay) and [`hardening`] the
+//!   record of it that the audit log keeps; [`relay`] carries the relay.
 //! - [`run`]: running one job container to the end and always removing it.
 //! - [`labels`] and [`clean`]: what this tool owns, and cleaning it up
 //!   without ever touching containers it did not create.
@@ -21,9 +23,12 @@
 
 pub mod clean;
 pub mod error;
+pub mod hardening;
 pub mod image;
 pub mod job_image;
 pub mod labels;
+pub mod program;
+pub mod relay;
 pub mod run;
 pub mod spec;
 
@@ -31,10 +36,12 @@ use std::path::Path;
 
 pub use clean::OwnedContainer;
 pub use error::RunnerError;
+pub use hardening::Hardening;
 pub use image::{BuildContext, BuildEvent, ImageInfo, PullProgress, PulledImage};
 pub use labels::{LABEL_PREFIX, MANAGED_LABEL};
+pub use program::{CommandSpec, Program, WorkspaceMount};
 pub use run::{JobEnd, JobRun, Stream};
-pub use spec::{GATEWAY_MOUNT, Hardening, JobContainer};
+pub use spec::{GATEWAY_MOUNT, JobContainer};
 
 /// Where the engine listens when `DOCKER_HOST` is unset.
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";

@@ -1,12 +1,15 @@
 //! Running one job container to the end.
 //!
 //! Order matters: the container is attached to *before* it starts so no
-//! early output is lost, stdin is written and then closed so the program
-//! sees EOF, and output is delivered as it arrives. Whatever happens next
-//! (normal exit, engine error, timeout, cancellation, or the caller dropping
-//! the future) the container is force-removed: explicitly on every path we
-//! control, and by a drop guard that spawns the removal on the runtime when
-//! the future is abandoned half-way.
+//! early output is lost, stdin (for a program that reads it) is written and
+//! then closed so the program sees EOF, and output is delivered as it
+//! arrives. A timeout or cancellation sends SIGTERM first and waits the
+//! program's stop grace (a command's relay uses it to stop the command and
+//! send its workspace back), then SIGKILL. Whatever happens (normal exit,
+//! engine error, timeout, cancellation, or the caller dropping the future)
+//! the container is force-removed: explicitly on every path we control, and
+//! by a drop guard that spawns the removal on the runtime when the future
+//! is abandoned half-way.
 
 use std::time::Duration;
 
@@ -23,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::Docker;
 use super::error::{RunnerError, status_of};
 use super::spec::{GATEWAY_MOUNT, JobContainer};
+
+/// A stop signal the engine could not deliver is retried until this passes.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +103,15 @@ impl Docker {
         }
 
         let outcome = self
-            .drive(&id, stdin, timeout, cancel, &mut on_output, on_started)
+            .drive(
+                spec,
+                &id,
+                stdin,
+                timeout,
+                cancel,
+                &mut on_output,
+                on_started,
+            )
             .await;
         let removal = remove_container(&self.inner, &id).await;
         guard.disarm();
@@ -125,8 +139,10 @@ impl Docker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
+        spec: &JobContainer,
         id: &str,
         stdin: Vec<u8>,
         timeout: Duration,
@@ -135,10 +151,11 @@ impl Docker {
         on_started: impl FnOnce(&str),
     ) -> Result<JobEnd, RunnerError> {
         self.check_mounts(id).await?;
+        let takes_stdin = spec.takes_stdin();
         let attach_options = AttachContainerOptionsBuilder::new()
             .stream(true)
             .logs(false)
-            .stdin(true)
+            .stdin(takes_stdin)
             .stdout(true)
             .stderr(true)
             .build();
@@ -157,6 +174,9 @@ impl Docker {
         let mut input = attached.input;
         let mut output = attached.output;
         let feed_stdin = async move {
+            if !takes_stdin {
+                return Ok::<(), RunnerError>(());
+            }
             // A program that exits without reading all of stdin closes the
             // pipe under us; that is its business, its exit status tells.
             if let Err(e) = input.write_all(&stdin).await {
@@ -201,13 +221,27 @@ impl Docker {
             let ((), (), code) = tokio::try_join!(feed_stdin, pump_output, wait_exit)?;
             Ok(JobEnd::Exited { code })
         };
+        tokio::pin!(run);
 
         let end = tokio::select! {
             biased;
             () = cancel.cancelled() => JobEnd::Cancelled,
             () = tokio::time::sleep_until(deadline) => JobEnd::TimedOut,
-            result = run => return result,
+            result = &mut run => return result,
         };
+        let grace = spec.stop_grace();
+        if !grace.is_zero() {
+            // Output keeps flowing while the program stops, so the job's
+            // last words reach its log.
+            let stopped = async {
+                signal_container(&self.inner, id, "SIGTERM").await?;
+                let _ = tokio::time::timeout(grace, &mut run).await;
+                Ok::<(), RunnerError>(())
+            };
+            if let Err(e) = stopped.await {
+                tracing::warn!(container = %id, "could not stop job container gently: {e}");
+            }
+        }
         // Not fatal: the force removal that follows kills as well, and its
         // failure is what gets reported.
         if let Err(e) = kill_container(&self.inner, id).await {
@@ -287,8 +321,23 @@ impl Drop for RemovalGuard {
 
 /// SIGKILL; a container that is already gone or stopped is fine.
 pub(crate) async fn kill_container(docker: &bollard::Docker, id: &str) -> Result<(), RunnerError> {
-    let options = KillContainerOptionsBuilder::new().signal("SIGKILL").build();
-    match docker.kill_container(id, Some(options)).await {
+    signal_container(docker, id, "SIGKILL").await
+}
+
+/// Sends `signal` to the container's init, which passes it on; a container
+/// that is already gone or stopped is fine.
+async fn signal_container(
+    docker: &bollard::Docker,
+    id: &str,
+    signal: &str,
+) -> Result<(), RunnerError> {
+    let options = KillContainerOptionsBuilder::new().signal(signal).build();
+    let sent = tokio::time::timeout(KILL_TIMEOUT, docker.kill_container(id, Some(options)));
+    let sent = sent.await.map_err(|_| RunnerError::Engine {
+        during: "signalling the job container",
+        source: BollardError::RequestTimeoutError,
+    })?;
+    match sent {
         Ok(()) => Ok(()),
         Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
         Err(e) => Err(RunnerError::Engine {

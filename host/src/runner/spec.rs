@@ -2,21 +2,23 @@
 //!
 //! A job container runs untrusted model-driven work, so it gets nothing it
 //! does not need: no network, no capabilities, no privilege escalation, no
-//! writable root filesystem, no environment (so no credential can leak in
-//! through it), a non-root numeric user, hard memory/pids/CPU limits, and
-//! exactly one read-only bind mount: the gateway folder through which the
-//! host talks to the job. Everything security-relevant is decided by
+//! writable root filesystem, no credential in its environment, a non-root
+//! numeric user, hard memory/pids/CPU limits, size-capped tmpfs scratch
+//! space (`/tmp`, and `/workspace` for a job with a workspace), and exactly
+//! one read-only bind mount: the gateway folder through which the host talks
+//! to the job. Everything security-relevant is decided by
 //! [`JobContainer::to_create_body`]; [`JobContainer::validate`] refuses
 //! specs that would weaken it before anything reaches the engine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
-use serde::{Deserialize, Serialize};
 
 use super::error::RunnerError;
 use super::labels::MANAGED_LABEL;
+use super::program::{COMMAND_GRACE, Program, RELAY_NAME, WORKSPACE};
 
 /// Where the gateway folder appears inside every job container.
 pub const GATEWAY_MOUNT: &str = "/run/cmm";
@@ -47,7 +49,13 @@ pub struct JobContainer {
     pub gateway_dir: PathBuf,
     /// Extra labels; [`MANAGED_LABEL`]`=true` is always added on top.
     pub labels: BTreeMap<String, String>,
+    /// What runs inside.
+    pub program: Program,
 }
+
+/// Time for the relay to stop a command and send its workspace back after
+/// a SIGTERM, beyond its own grace for the command.
+const UPLOAD_GRACE: Duration = Duration::from_secs(10);
 
 impl JobContainer {
     /// Refuses specs that are malformed or would weaken the sandbox.
@@ -102,7 +110,25 @@ impl JobContainer {
         if self.labels.keys().any(|k| k.is_empty()) {
             return fail("label keys must not be empty".into());
         }
-        Ok(())
+        match &self.program {
+            Program::Worker => Ok(()),
+            Program::Command(command) => command.validate(),
+        }
+    }
+
+    /// How long a container gets to stop after SIGTERM before SIGKILL: the
+    /// worker holds nothing worth waiting for; a command's relay stops the
+    /// command and sends its workspace back.
+    pub fn stop_grace(&self) -> Duration {
+        match self.program {
+            Program::Worker => Duration::ZERO,
+            Program::Command(_) => COMMAND_GRACE + UPLOAD_GRACE,
+        }
+    }
+
+    /// Whether the program reads its job from stdin.
+    pub fn takes_stdin(&self) -> bool {
+        matches!(self.program, Program::Worker)
     }
 
     /// The engine create body. Infallible by design: call
@@ -116,12 +142,37 @@ impl JobContainer {
         labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
 
         let memory = clamp_i64(self.memory_bytes);
+        // The container's user owns its scratch space. Where the image has a
+        // folder at the mount point the engine gives the tmpfs that folder's
+        // mode (755 root-owned in a bare image, which the job could not
+        // write to) and ignores `mode`; `uid` and `gid` it keeps.
+        let owner = match parse_user(&self.user) {
+            Ok((uid, gid)) => format!("uid={uid},gid={gid},mode=1777"),
+            Err(_) => "mode=1777".to_owned(),
+        };
+        let mut tmpfs = HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,noexec,nosuid,nodev,size={},{owner}", self.tmpfs_bytes),
+        )]);
+        let stdin = self.takes_stdin();
+        // No WorkingDir: the relay sets the command's, and a WorkingDir
+        // would make the engine create the mount point in the image first.
+        let (entrypoint, cmd, env) = match &self.program {
+            Program::Worker => (None, None, Vec::new()),
+            Program::Command(command) => {
+                if let Some(options) = command.workspace_tmpfs(&owner) {
+                    tmpfs.insert(WORKSPACE.to_string(), options);
+                }
+                (
+                    Some(vec![format!("{GATEWAY_MOUNT}/{RELAY_NAME}")]),
+                    Some(command.relay_args()),
+                    command.environment(),
+                )
+            }
+        };
         let host_config = HostConfig {
             readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                format!("rw,noexec,nosuid,nodev,size={}", self.tmpfs_bytes),
-            )])),
+            tmpfs: Some(tmpfs),
             cap_drop: Some(vec!["ALL".to_string()]),
             cap_add: None,
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
@@ -152,12 +203,14 @@ impl JobContainer {
         ContainerCreateBody {
             image: Some(self.image.clone()),
             user: Some(self.user.clone()),
-            env: Some(Vec::new()),
+            env: Some(env),
+            entrypoint,
+            cmd,
             labels: Some(labels),
             network_disabled: Some(true),
-            open_stdin: Some(true),
-            stdin_once: Some(true),
-            attach_stdin: Some(true),
+            open_stdin: Some(stdin),
+            stdin_once: Some(stdin),
+            attach_stdin: Some(stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
@@ -210,144 +263,12 @@ fn parse_user(user: &str) -> Result<(u32, u32), RunnerError> {
     Ok((uid, gid))
 }
 
-/// The security-relevant part of a job container's create body, as the
-/// audit log records it at start and `compliance-check` later judges it.
-/// Read off the body itself, so the record is what the engine was sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hardening {
-    pub read_only_rootfs: bool,
-    /// The options of the `/tmp` tmpfs.
-    pub tmpfs_tmp: Option<String>,
-    pub cap_drop: Vec<String>,
-    pub cap_add: Vec<String>,
-    pub security_opt: Vec<String>,
-    pub privileged: bool,
-    pub network_mode: String,
-    pub ipc_mode: String,
-    pub user: String,
-    pub pids_limit: i64,
-    pub memory: i64,
-    pub memory_swap: i64,
-    pub init: bool,
-    pub env_entries: usize,
-    /// `target:ro` or `target:rw`, one per mount.
-    pub mounts: Vec<String>,
-}
-
-impl Hardening {
-    /// What this record falls short of against the spec's promises; empty
-    /// when it keeps all of them.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, what: &str| {
-            if !ok {
-                problems.push(what.to_owned());
-            }
-        };
-        check(self.read_only_rootfs, "root filesystem not read-only");
-        let tmp = self.tmpfs_tmp.as_deref().unwrap_or_default();
-        check(
-            ["noexec", "nosuid", "nodev", "size="]
-                .iter()
-                .all(|o| tmp.contains(o)),
-            "/tmp not a noexec,nosuid,nodev tmpfs with a size",
-        );
-        check(
-            self.cap_drop.iter().any(|c| c == "ALL") && self.cap_add.is_empty(),
-            "capabilities not all dropped",
-        );
-        check(
-            self.security_opt
-                .iter()
-                .any(|o| o.starts_with("no-new-privileges")),
-            "no-new-privileges not set",
-        );
-        check(!self.privileged, "privileged");
-        check(self.network_mode == "none", "has a network");
-        let root = self.user.split(':').any(|part| part == "0");
-        let numeric = self
-            .user
-            .split(':')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-        check(numeric && !root, "user not a numeric non-root uid:gid");
-        check(self.pids_limit > 0, "no pids limit");
-        check(
-            self.memory > 0 && self.memory_swap == self.memory,
-            "memory not capped without swap",
-        );
-        check(self.init, "no init");
-        check(self.env_entries == 0, "environment entries set");
-        check(
-            self.mounts == [format!("{GATEWAY_MOUNT}:ro")],
-            "mounts other than the read-only gateway folder",
-        );
-        problems
-    }
-}
-
-impl JobContainer {
-    /// The hardening this container is created with.
-    pub fn hardening(&self) -> Hardening {
-        let body = self.to_create_body();
-        let hc = body.host_config.unwrap_or_default();
-        Hardening {
-            read_only_rootfs: hc.readonly_rootfs.unwrap_or(false),
-            tmpfs_tmp: hc.tmpfs.and_then(|t| t.get("/tmp").cloned()),
-            cap_drop: hc.cap_drop.unwrap_or_default(),
-            cap_add: hc.cap_add.unwrap_or_default(),
-            security_opt: hc.security_opt.unwrap_or_default(),
-            privileged: hc.privileged.unwrap_or(false),
-            network_mode: hc.network_mode.unwrap_or_default(),
-            ipc_mode: hc.ipc_mode.unwrap_or_default(),
-            user: body.user.unwrap_or_default(),
-            pids_limit: hc.pids_limit.unwrap_or(0),
-            memory: hc.memory.unwrap_or(0),
-            memory_swap: hc.memory_swap.unwrap_or(0),
-            init: hc.init.unwrap_or(false),
-            env_entries: body.env.map_or(0, |e| e.len()),
-            mounts: hc
-                .mounts
-                .unwrap_or_default()
-                .into_iter()
-                .map(|m| {
-                    let mode = if m.read_only.unwrap_or(false) {
-                        "ro"
-                    } else {
-                        "rw"
-                    };
-                    format!("{}:{mode}", m.target.unwrap_or_default())
-                })
-                .chain(hc.binds.unwrap_or_default())
-                .collect(),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use super::super::program::{CommandSpec, WorkspaceMount};
     use super::*;
 
-    #[test]
-    fn the_recorded_hardening_keeps_every_promise_and_a_weaker_one_is_named() {
-        let hardening = spec().hardening();
-        assert_eq!(hardening.problems(), Vec::<String>::new(), "{hardening:?}");
-        let weaker = Hardening {
-            network_mode: "bridge".into(),
-            user: "0:0".into(),
-            mounts: vec!["/run/cmm:ro".into(), "/var/run/docker.sock:rw".into()],
-            ..hardening
-        };
-        assert_eq!(
-            weaker.problems(),
-            [
-                "has a network",
-                "user not a numeric non-root uid:gid",
-                "mounts other than the read-only gateway folder"
-            ]
-        );
-    }
-
-    fn spec() -> JobContainer {
+    pub(in super::super) fn spec() -> JobContainer {
         JobContainer {
             name: "cmm-job-abc".into(),
             image: "cmm-job:latest".into(),
@@ -359,7 +280,44 @@ mod tests {
             tmpfs_bytes: 64 * 1024 * 1024,
             gateway_dir: PathBuf::from("/var/lib/cmm/jobs/abc"),
             labels: BTreeMap::from([("org.claude-max-market.job-id".into(), "abc".into())]),
+            program: Program::Worker,
         }
+    }
+
+    /// A command job with a workspace.
+    pub(in super::super) fn command_spec() -> JobContainer {
+        JobContainer {
+            program: Program::Command(CommandSpec {
+                argv: vec!["claude".into(), "-p".into()],
+                env: vec![("TASK".into(), "x".into())],
+                placeholder_key: "cmm-placeholder-abc".into(),
+                workspace: Some(WorkspaceMount {
+                    max_bytes: 8 << 20,
+                    max_files: 1000,
+                    copy_in: true,
+                }),
+                stdin_file: true,
+            }),
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn a_command_runs_under_the_relay_with_a_workspace_and_no_stdin() {
+        let body = serde_json::to_value(command_spec().to_create_body()).expect("serialises");
+        assert_eq!(body["Entrypoint"], serde_json::json!(["/run/cmm/relay"]));
+        let cmd: Vec<String> = serde_json::from_value(body["Cmd"].clone()).unwrap();
+        assert_eq!(cmd[cmd.len() - 3..], ["--", "claude", "-p"]);
+        assert!(body.get("WorkingDir").is_none());
+        assert_eq!(body["AttachStdin"], false);
+        assert_eq!(body["OpenStdin"], false);
+        assert_eq!(
+            body["HostConfig"]["Tmpfs"]["/workspace"],
+            "rw,exec,nosuid,nodev,size=8388608,nr_inodes=1001,uid=65532,gid=65532,mode=1777"
+        );
+        assert_eq!(body["HostConfig"]["Mounts"].as_array().unwrap().len(), 1);
+        assert_eq!(command_spec().stop_grace(), Duration::from_secs(15));
+        assert_eq!(spec().stop_grace(), Duration::ZERO);
     }
 
     #[test]
@@ -369,7 +327,7 @@ mod tests {
         assert_eq!(hc["ReadonlyRootfs"], true);
         assert_eq!(
             hc["Tmpfs"],
-            serde_json::json!({"/tmp": "rw,noexec,nosuid,nodev,size=67108864"})
+            serde_json::json!({"/tmp": "rw,noexec,nosuid,nodev,size=67108864,uid=65532,gid=65532,mode=1777"})
         );
         assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
         assert!(hc.get("CapAdd").is_none());

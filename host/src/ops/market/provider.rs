@@ -24,26 +24,27 @@ use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
 use crate::market::reputation;
 use crate::market::transport::{Start, TASKS_STREAM};
-use crate::market::types::{
-    Bid, Body, Claim, Offer, Part, Refund, RefundReason, Status, Task, TaskResult, TaskState,
-};
+use crate::market::types::{Bid, Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
 use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
-use crate::policy::{
-    CredentialKind, DecisionInput, Job, JobSource, MarketContext, Outcome, PipelineDecision, Role,
-};
+use crate::policy::{DecisionInput, MarketContext, Role};
 use crate::runner::{Docker, RunnerError, Stream};
-use crate::store::{Admission, JobEnd, MarketStep, NewJob};
+use crate::store::{Budget, JobEnd, MarketStep};
 
 use super::super::context::runtime;
-use super::super::execute::{
-    Admitted, admitted, limits_of, reasons, record_of, require_consent, usage_of, verdict,
+use super::super::execute::require_consent;
+use super::super::job::JobEvent;
+use super::super::job::admit::{AdmittedJob, MarketTerms, admit_market, limits_of, usage_of};
+use super::super::job::folder::JobFolder;
+use super::super::job::request::{
+    JobRequest, Requester, ResolvedImage, Work, prompt_budget, resolve_image,
 };
-use super::super::job_run::{self, RunPlan};
+use super::super::job::run::run as run_job;
 use super::super::limits::today;
-use super::super::{Context, OpsError, facts, keys, policy};
+use super::super::{Context, OpsError, keys, policy};
 use super::{POLL, Peer, accept, b64, catch_up, count_drop, matches_digest, open_sealed, secs};
 
 /// The most output a market job returns; the rest stays in the provider's log.
@@ -103,7 +104,8 @@ fn put_offer(
 /// node grants, at the given load.
 fn offer(ctx: &Context, opts: &AdvertiseOptions, busy: u32) -> Result<Offer, OpsError> {
     let slots = opts.slots.unwrap_or(ctx.settings.market.slots).max(1);
-    let max_tokens = ctx.settings.limits.max_tokens_per_task;
+    let budget = ctx.settings.limits.max_tokens_per_task;
+    let max_tokens = u32::try_from(budget).unwrap_or(u32::MAX);
     let models = opts
         .models
         .clone()
@@ -113,22 +115,29 @@ fn offer(ctx: &Context, opts: &AdvertiseOptions, busy: u32) -> Result<Offer, Ops
         None => {
             let engine = ctx.engine()?;
             let mut pipeline = policy::pipeline(ctx, &engine)?;
-            let job = Job {
+            let largest = JobRequest {
                 id: "offer".into(),
-                requester: "market".into(),
+                requester: Requester::Market("market".into()),
                 model: models.first().cloned().unwrap_or_default(),
-                max_tokens,
-                prompt_bytes: 0,
-                prompt_sha256: String::new(),
-                image: ctx.settings.docker.image.clone(),
-                source: JobSource::Market,
-                credential: CredentialKind::ApiKey,
+                image: ResolvedImage {
+                    reference: ctx.settings.docker.image.clone(),
+                    id: String::new(),
+                },
+                budget: Budget {
+                    tokens: budget,
+                    requests: 1,
+                    timeout_secs: ctx.settings.limits.timeout_secs,
+                },
+                work: Work::Prompt {
+                    text: String::new(),
+                    max_tokens,
+                },
+                egress: false,
                 pre_approved: false,
-                labels: Vec::new(),
             };
             let usage = ctx.store.usage_snapshot(today())?;
             let input = DecisionInput {
-                job,
+                job: largest.policy_job(),
                 usage: usage_of(&usage, limits_of(ctx)),
                 market: MarketContext {
                     slots,
@@ -565,46 +574,56 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     let peer = &shared.peer;
     let (api_key, _) = ctx.api_key()?;
     let docker = rt.block_on(Docker::connect())?;
-
+    let skip = |reason: String| {
+        Ok(ServeEvent::Skipped {
+            task: task.task.clone(),
+            reason,
+        })
+    };
+    // Opened before anything is claimed: a task this node cannot run is
+    // one it must not take.
+    let prompt = match open_payload(&mut ctx, &task) {
+        Ok(prompt) => prompt,
+        Err(reason) => return skip(format!("its payload cannot be used: {reason}")),
+    };
+    let image = match rt.block_on(resolve_image(&docker, &ctx.settings.docker.image)) {
+        Ok(image) => image,
+        Err(e) => return skip(e.to_string()),
+    };
     let requester_rep = {
         let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
         rt.block_on(catch_up(&peer.transport, &mut ledger))?;
         reputation::of(&ledger, &msg.from).as_requester
     };
-    let job = Job {
+    let folder = JobFolder::create(&ctx, &task.task)?;
+    let request = JobRequest {
         id: task.task.clone(),
-        requester: msg.from.clone(),
+        requester: Requester::Market(msg.from.clone()),
         model: task.model.clone(),
-        max_tokens: task.max_tokens,
-        prompt_bytes: task.prompt_bytes,
-        prompt_sha256: task.prompt_sha256.clone(),
-        image: ctx.settings.docker.image.clone(),
-        source: JobSource::Market,
-        credential: CredentialKind::ApiKey,
+        image,
+        budget: prompt_budget(&ctx, &prompt, task.max_tokens),
+        work: Work::Prompt {
+            text: prompt,
+            max_tokens: task.max_tokens,
+        },
+        egress: false,
         pre_approved: shared.approve_all,
-        labels: Vec::new(),
     };
-    let new_job = record_of(&job);
-    let market = MarketContext {
-        slots: shared.offer.slots,
-        load: f64::from(shared.busy.load(Ordering::SeqCst).saturating_sub(1))
-            / f64::from(shared.offer.slots),
-        reputation: requester_rep,
-        offered_price: Some(shared.offer.price),
-        asked_price: Some(task.bid),
-    };
-    let asked = Asked {
+    let terms = MarketTerms {
+        market: MarketContext {
+            slots: shared.offer.slots,
+            load: f64::from(shared.busy.load(Ordering::SeqCst).saturating_sub(1))
+                / f64::from(shared.offer.slots),
+            reputation: requester_rep,
+            offered_price: Some(shared.offer.price),
+            asked_price: Some(task.bid),
+        },
         fixed: shared.fixed_price,
         bid: task.bid,
     };
-    let (decided, price) = match decide(&mut ctx, &job, &new_job, market, asked)? {
+    let (mut admitted, price) = match admit_market(&mut ctx, request, folder, terms)? {
         Ok(taken) => taken,
-        Err(reason) => {
-            return Ok(ServeEvent::Skipped {
-                task: task.task,
-                reason: format!("refused by policy: {reason}"),
-            });
-        }
+        Err(reason) => return skip(format!("refused by policy: {reason}")),
     };
 
     // The claim: exactly one provider's create succeeds.
@@ -627,7 +646,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     if let ClaimOutcome::Lost(_) = rt.block_on(peer.transport.claim(&task.task, bytes))? {
         let reason = "another provider claimed it first";
         ctx.store
-            .end_job(&job.id, JobEnd::Cancelled, None, Some(reason))?;
+            .end_job(&task.task, JobEnd::Cancelled, None, Some(reason))?;
         ctx.store.market_step(
             MarketStep {
                 state: "lost",
@@ -651,7 +670,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     let Some(timeout_secs) = await_lock(shared, &rt, &task.task, price)? else {
         let reason = "the requester did not lock the price in time";
         ctx.store
-            .end_job(&job.id, JobEnd::Cancelled, None, Some(reason))?;
+            .end_job(&task.task, JobEnd::Cancelled, None, Some(reason))?;
         ctx.store.market_step(
             MarketStep {
                 state: "abandoned",
@@ -674,50 +693,57 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         "market.running",
         &json!({ "timeout_secs": timeout_secs }),
     )?;
-
-    let prompt = match open_payload(&mut ctx, &task) {
-        Ok(prompt) => prompt,
-        Err(reason) => {
-            ctx.store
-                .end_job(&job.id, JobEnd::Failed, None, Some(&reason))?;
-            give_up(&mut ctx, shared, &rt, step, &reason)?;
-            return Ok(ServeEvent::Failed {
-                task: task.task,
-                reason,
-            });
-        }
+    admitted.narrow_timeout(timeout_secs);
+    let running = Running {
+        rt: &rt,
+        docker: &docker,
+        key: api_key,
+        requester: &msg.key,
     };
+    deliver(shared, &mut ctx, running, admitted, step)
+}
+
+/// What running a claimed task needs.
+struct Running<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    docker: &'a Docker,
+    key: ApiKey,
+    requester: &'a crate::crypto::PublicKey,
+}
+
+/// Runs a locked task, streaming its output to the requester as parts,
+/// and publishes the result encrypted to the requester.
+fn deliver(
+    shared: &Shared,
+    ctx: &mut Context,
+    running: Running<'_>,
+    admitted: AdmittedJob,
+    step: MarketStep<'_>,
+) -> Result<ServeEvent, OpsError> {
+    let (peer, rt, task) = (&shared.peer, running.rt, step.task);
     rt.block_on(peer.publish(Body::Status(Status {
-        task: task.task.clone(),
+        task: task.to_owned(),
         state: TaskState::Running,
         detail: None,
     })))?;
-
-    let requester_key = &msg.key;
+    let requester_key = running.requester;
     let mut output = Vec::new();
-    let plan = RunPlan {
-        job_id: &job.id,
-        model: &job.model,
-        max_tokens: job.max_tokens,
-        prompt: &prompt,
-        granted_tokens: decided.granted_tokens,
-        timeout: Duration::from_secs(u64::from(decided.timeout_secs.min(timeout_secs))),
-        policies: &decided.policies,
-    };
     let (pieces, received) = mpsc::channel::<Vec<u8>>();
     let report = std::thread::scope(|scope| {
-        let (handle, id) = (rt.handle(), task.task.as_str());
-        scope.spawn(move || stream_parts(peer, handle, id, requester_key, received));
+        let handle = rt.handle();
+        scope.spawn(move || stream_parts(peer, handle, task, requester_key, received));
         let pieces = pieces;
-        let report = job_run::run(
-            &mut ctx,
-            &rt,
-            &docker,
-            &plan,
-            api_key,
+        let report = run_job(
+            ctx,
+            rt,
+            running.docker,
+            admitted,
+            running.key,
             shared.cancel.child_token(),
-            &mut |stream, bytes| {
-                if matches!(stream, Stream::Stdout) && output.len() < MAX_RESULT_BYTES {
+            &mut |event| {
+                if let JobEvent::Output(Stream::Stdout, bytes) = event
+                    && output.len() < MAX_RESULT_BYTES
+                {
                     let room = MAX_RESULT_BYTES - output.len();
                     let piece = &bytes[..bytes.len().min(room)];
                     output.extend_from_slice(piece);
@@ -739,7 +765,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         crate::crypto::DEFAULT_SEGMENT_SIZE,
     )?;
     let result = TaskResult {
-        task: task.task.clone(),
+        task: task.to_owned(),
         state: report.state.clone(),
         sha256: hex::encode(Sha256::digest(&output)),
         payload: b64(&sealed),
@@ -766,7 +792,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     )?;
     rt.block_on(peer.publish(Body::Result(result)))?;
     Ok(ServeEvent::Finished {
-        task: task.task,
+        task: task.to_owned(),
         state: report.state,
         output_tokens: report.output_tokens,
         elapsed_ms: report.elapsed_ms,
@@ -830,94 +856,6 @@ fn stream_parts(
     }
 }
 
-/// The price this node asks for a task, and the requester's bid.
-#[derive(Debug, Clone, Copy)]
-struct Asked {
-    /// The owner's fixed price, if set; pricing's quote otherwise.
-    fixed: Option<u64>,
-    bid: u64,
-}
-
-/// Admission for a market job, with pricing's answer to the bid: the
-/// asking price (the owner's fixed price, else pricing's quote) when the
-/// bid covers it, else the bid if pricing accepts it. `Err` with the roles' reasons when any refuses (recorded as a
-/// refusal).
-fn decide(
-    ctx: &mut Context,
-    job: &Job,
-    new_job: &NewJob,
-    market: MarketContext,
-    asked: Asked,
-) -> Result<Result<(Admitted, u64), String>, OpsError> {
-    let engine = ctx.engine()?;
-    let mut pipeline = policy::pipeline(ctx, &engine)?;
-    let facts = facts::gather(ctx)?;
-    let limits = limits_of(ctx);
-    let mut decision: Option<PipelineDecision> = None;
-    let mut price = None;
-    let (_, admission) = ctx.store.admit(new_job, today(), |snapshot| {
-        let input = DecisionInput {
-            job: job.clone(),
-            usage: usage_of(snapshot, limits),
-            market,
-            facts,
-        };
-        let mut d = pipeline.decide(&input);
-        if d.decision == Outcome::Allow {
-            price = accept_bid(&mut pipeline, &input, &d, asked);
-            if price.is_none() {
-                refuse_bid(&mut d, asked.bid);
-            }
-        }
-        if d.decision == Outcome::Ask {
-            // Nobody is at a prompt while serving: an ask is a no.
-            d.decision = Outcome::Deny;
-        }
-        let v = verdict(&d);
-        decision = Some(d);
-        v
-    })?;
-    let decision = decision.expect("admission runs the pipeline unless it fails");
-    match (admission, price) {
-        (Admission::Admitted { snapshot, .. }, Some(price)) => Ok(Ok((
-            admitted(job, snapshot, &decision.roles, decision.grant()),
-            price,
-        ))),
-        _ => Ok(Err(reasons(&decision))),
-    }
-}
-
-fn accept_bid(
-    pipeline: &mut crate::policy::Pipeline,
-    input: &DecisionInput,
-    decision: &PipelineDecision,
-    asked: Asked,
-) -> Option<u64> {
-    let ask = match asked.fixed {
-        Some(price) => price,
-        None => decision.quote()?.price,
-    };
-    if ask <= asked.bid {
-        return Some(ask);
-    }
-    match pipeline.consider_bid(input, asked.bid) {
-        Ok(None) => Some(asked.bid),
-        _ => None,
-    }
-}
-
-/// Marks pricing's part of `decision` as a refusal of `bid`.
-fn refuse_bid(decision: &mut PipelineDecision, bid: u64) {
-    decision.decision = Outcome::Deny;
-    if let Some(role) = decision.roles.iter_mut().find(|r| r.role == Role::Pricing) {
-        let quote = role.quote.as_ref().map_or(0, |q| q.price);
-        role.outcome = Outcome::Deny;
-        role.reason = Some(format!(
-            "the bid of {bid} RUV is below the quote of {quote}"
-        ));
-    }
-}
-
 /// Waits for the requester's lock of this task at `price`, for
 /// `market.claimWaitSecs`. The lock's timeout when it comes.
 fn await_lock(
@@ -952,34 +890,4 @@ fn open_payload(ctx: &mut Context, task: &Task) -> Result<String, String> {
         return Err("the payload is not the prompt the task describes".into());
     }
     String::from_utf8(prompt).map_err(|_| "the prompt is not UTF-8 text".into())
-}
-
-/// Tells the requester this provider cannot deliver: a failed status and a
-/// refund of the lock (a provider may refund, never release).
-fn give_up(
-    ctx: &mut Context,
-    shared: &Shared,
-    rt: &tokio::runtime::Runtime,
-    step: MarketStep<'_>,
-    reason: &str,
-) -> Result<(), OpsError> {
-    ctx.store.market_step(
-        MarketStep {
-            state: "failed",
-            detail: Some(reason),
-            ..step
-        },
-        "market.refund",
-        &json!({ "reason": "failed", "detail": reason }),
-    )?;
-    rt.block_on(shared.peer.publish(Body::Status(Status {
-        task: step.task.to_owned(),
-        state: TaskState::Failed,
-        detail: Some(reason.to_owned()),
-    })))?;
-    rt.block_on(shared.peer.publish(Body::Refund(Refund {
-        task: step.task.to_owned(),
-        reason: RefundReason::Failed,
-    })))?;
-    Ok(())
 }

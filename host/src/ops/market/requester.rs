@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
 use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
@@ -17,12 +16,16 @@ use crate::market::types::{
     Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
 };
 use crate::market::{Ledger, Settlement, reputation};
-use crate::policy::{CredentialKind, DecisionInput, Job, JobSource, MarketContext};
+use crate::policy::{DecisionInput, MarketContext};
 use crate::store::MarketStep;
 
 use super::super::context::runtime;
 use super::super::execute::{
-    PromptSource, limits_of, new_job_id, prompt_text, require_consent, summary, usage_of,
+    DEFAULT_PROMPT_MAX_TOKENS, PromptSource, prompt_text, require_consent,
+};
+use super::super::job::admit::{limits_of, usage_of};
+use super::super::job::request::{
+    JobRequest, Requester, ResolvedImage, Work, new_job_id, prompt_budget,
 };
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
@@ -36,7 +39,7 @@ pub struct MarketExecuteOptions {
     pub prompt: PromptSource,
     /// Defaults to `api.defaultModel`.
     pub model: Option<String>,
-    /// Defaults to `limits.maxTokensPerTask`.
+    /// Defaults to the one-prompt job's default.
     pub max_tokens: Option<u32>,
     /// The most to pay; never above `market.maxBidPrice`.
     pub max_price: Option<u64>,
@@ -109,29 +112,33 @@ pub fn execute(
     // task here, not turn into a dispute of a provider's good result.
     let own_keys = keys::decryption_keys(ctx)?;
     let me = peer.node();
-    let job = Job {
+    let max_tokens = opts.max_tokens.unwrap_or(DEFAULT_PROMPT_MAX_TOKENS);
+    // This node's own view of the task, for its pricing as the buyer.
+    let job = JobRequest {
         id: new_job_id(),
-        requester: me.clone(),
+        requester: Requester::Local,
         model: opts
             .model
             .clone()
             .unwrap_or_else(|| ctx.settings.api.default_model.clone()),
-        max_tokens: opts
-            .max_tokens
-            .unwrap_or(ctx.settings.limits.max_tokens_per_task),
-        prompt_bytes: prompt.len() as u64,
-        prompt_sha256: hex::encode(Sha256::digest(prompt.as_bytes())),
-        image: ctx.settings.docker.image.clone(),
-        source: JobSource::Local,
-        credential: CredentialKind::ApiKey,
+        image: ResolvedImage {
+            reference: ctx.settings.docker.image.clone(),
+            id: String::new(),
+        },
+        budget: prompt_budget(ctx, &prompt, max_tokens),
+        work: Work::Prompt {
+            text: prompt.clone(),
+            max_tokens,
+        },
+        egress: false,
         pre_approved: false,
-        labels: Vec::new(),
     };
+    let record = job.record();
     let mut ledger = peer.ledger();
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
     let available = ledger.account(&me).available;
     let offers = rt.block_on(live_offers(&peer, &mut ctx.store))?;
-    let candidates = choose(ctx, &job, &offers, &ledger, cap.min(available))?;
+    let candidates = choose(ctx, &job, &me, &offers, &ledger, cap.min(available))?;
     let bid = cap.min(available);
     let cheapest = candidates.first().map_or(0, |o| o.offer.price);
     if available < cheapest {
@@ -152,9 +159,9 @@ pub fn execute(
     let task = Task {
         task: job.id.clone(),
         model: job.model.clone(),
-        max_tokens: job.max_tokens,
-        prompt_bytes: job.prompt_bytes,
-        prompt_sha256: job.prompt_sha256.clone(),
+        max_tokens,
+        prompt_bytes: record.prompt_bytes,
+        prompt_sha256: record.prompt_sha256.clone(),
         bid,
         candidates: candidates.iter().map(|o| o.node.clone()).collect(),
         timeout_secs,
@@ -172,7 +179,7 @@ pub fn execute(
         step,
         "market.task-posted",
         &json!({
-            "job": summary(&job),
+            "job": record,
             "bid": bid,
             "candidates": task.candidates,
         }),
@@ -406,7 +413,8 @@ pub fn execute(
 /// then the cheapest, then the better reputation.
 fn choose(
     ctx: &Context,
-    job: &Job,
+    job: &JobRequest,
+    me: &str,
     offers: &[LiveOffer],
     ledger: &Ledger,
     cap: u64,
@@ -420,14 +428,14 @@ fn choose(
     for o in offers {
         let who = short(&o.node);
         let rep = reputation_of(&reps, &o.node).as_provider;
-        let refusal = if o.node == job.requester {
+        let refusal = if o.node == me {
             continue;
         } else if !o.offer.models.contains(&job.model) {
             Some(format!("{who} does not serve {}", job.model))
-        } else if o.offer.max_tokens < job.max_tokens {
+        } else if u64::from(o.offer.max_tokens) < job.budget.tokens {
             Some(format!(
-                "{who} grants at most {} tokens",
-                o.offer.max_tokens
+                "{who} grants at most {} tokens and this task needs {}",
+                o.offer.max_tokens, job.budget.tokens
             ))
         } else if o.offer.price > cap {
             Some(format!(
@@ -436,7 +444,7 @@ fn choose(
             ))
         } else {
             let input = DecisionInput {
-                job: job.clone(),
+                job: job.policy_job(),
                 usage: usage_of(&usage, limits_of(ctx)),
                 market: MarketContext {
                     slots: o.offer.slots,
