@@ -4,12 +4,14 @@
 mod admission;
 mod audit;
 mod bundles;
+mod commands;
 mod compliance;
 mod config;
 mod consent;
 mod crypt;
 mod docker_support;
 mod execute;
+mod images;
 mod jobs;
 mod market;
 mod nats;

@@ -207,3 +207,23 @@ fn garbage_is_not_a_plugin() {
         2
     );
 }
+
+#[test]
+fn a_plugin_built_for_an_older_contract_is_refused_naming_both_versions() {
+    let home = permissive_home();
+    let path = fixture("old_wit");
+    let run = home.run(&["policy", "set", "approval", path.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for named in [
+        "claude-max-market:policy@0.1.0",
+        "claude-max-market:policy@0.2.0",
+        "rebuild it",
+    ] {
+        assert!(run.stderr.contains(named), "{named} not in: {}", run.stderr);
+    }
+    let (_, doc) = home.dry_run(&["--prompt", "hello"]);
+    assert_eq!(
+        doc["decision"], "allow",
+        "the default stays active: {doc:#}"
+    );
+}

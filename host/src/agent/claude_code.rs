@@ -1,6 +1,12 @@
-//! Claude Code as a job: the command line and environment that run it
-//! unattended inside the sandbox, and a reader for its `stream-json`
-//! output that turns it into turns, tool calls and the final answer.
+//! Claude Code as a job: the image that holds it, the command line and
+//! environment that run it unattended inside the sandbox, and a reader for
+//! its `stream-json` output that turns it into turns, tool calls and the
+//! final answer.
+//!
+//! The image is `FROM scratch`: the CLI (a glibc program, taken from the
+//! `claude-agent-sdk` wheel) and the programs its tools call (bash, the
+//! core utilities, grep, git, …), each with the libraries it loads, all
+//! from this machine.
 //!
 //! The sandbox is the permission: the container has no network, no
 //! credential and a copy of the workspace, so Claude Code's own permission
@@ -9,13 +15,123 @@
 //! name it could pick for a side task is set to the job's one approved
 //! model, because the gateway refuses any other.
 
+use std::path::Path;
+
 use serde_json::Value;
+
+use super::rootfs::{Rootfs, RootfsError};
 
 /// The agent's name in job records and on the command line.
 pub const NAME: &str = "claude-code";
 
 /// The image `docker:build --agent claude-code` builds.
 pub const IMAGE: &str = "claude-max-market-claude-code:latest";
+
+/// The PyPI package whose wheel carries the CLI, the wheel for this
+/// machine, and the CLI's place inside it.
+pub const WHEEL_PACKAGE: &str = "claude-agent-sdk";
+pub const WHEEL_PLATFORM: &str = "manylinux_2_17_x86_64.whl";
+pub const WHEEL_MEMBER: &str = "claude_agent_sdk/_bundled/claude";
+pub const WHEEL_VERSION: &str = "claude_agent_sdk/_bundled/claude.version";
+
+/// Where the CLI goes in the image.
+const CLI_PATH: &str = "/usr/local/bin/claude";
+
+/// What its Bash tool cannot do without.
+const REQUIRED: [&str; 3] = ["bash", "sh", "git"];
+
+/// What its tools and the commands it writes commonly call; taken when this
+/// machine has them.
+const TOOLS: [&str; 58] = [
+    "awk",
+    "base64",
+    "basename",
+    "cat",
+    "chmod",
+    "cmp",
+    "cp",
+    "cut",
+    "date",
+    "diff",
+    "dirname",
+    "du",
+    "echo",
+    "env",
+    "expr",
+    "false",
+    "file",
+    "find",
+    "grep",
+    "gzip",
+    "head",
+    "id",
+    "install",
+    "less",
+    "ln",
+    "ls",
+    "md5sum",
+    "mkdir",
+    "mktemp",
+    "mv",
+    "nproc",
+    "od",
+    "patch",
+    "printf",
+    "pwd",
+    "readlink",
+    "realpath",
+    "rg",
+    "rm",
+    "rmdir",
+    "sed",
+    "seq",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "tail",
+    "tar",
+    "tee",
+    "test",
+    "timeout",
+    "touch",
+    "tr",
+    "true",
+    "uname",
+    "uniq",
+    "wc",
+    "xargs",
+];
+
+/// The image's files: the CLI at `claude` and this machine's tools.
+pub fn rootfs(claude: &Path) -> Result<Rootfs, RootfsError> {
+    let mut fs = Rootfs::default();
+    fs.executable(claude, CLI_PATH)?;
+    for name in REQUIRED {
+        fs.program(name)?;
+    }
+    for name in TOOLS {
+        fs.optional_program(name)?;
+    }
+    Ok(fs)
+}
+
+/// The image's Dockerfile, for CLI `version`. Git needs a name to commit
+/// under and the shell a home; the job's user is numeric like every job's.
+pub fn dockerfile(version: &str) -> String {
+    format!(
+        "FROM scratch\n\
+         COPY rootfs/ /\n\
+         ENV PATH=/usr/local/bin:/usr/bin:/bin SHELL=/bin/bash \\\n    \
+         GIT_AUTHOR_NAME=claude-code GIT_AUTHOR_EMAIL=claude-code@localhost \\\n    \
+         GIT_COMMITTER_NAME=claude-code GIT_COMMITTER_EMAIL=claude-code@localhost\n\
+         LABEL org.opencontainers.image.title=\"claude-code\" \\\n    \
+         org.claude-max-market.role=\"agent\" org.claude-max-market.agent=\"{NAME}\" \\\n    \
+         org.claude-max-market.agent-version=\"{version}\"\n\
+         USER 65532:65532\n\
+         ENTRYPOINT [\"{CLI_PATH}\"]\n"
+    )
+}
 
 /// Claude Code's own ceiling for one response.
 const MAX_OUTPUT_TOKENS: u64 = 32_000;

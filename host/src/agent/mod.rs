@@ -5,6 +5,8 @@
 //! policy or the store; `ops` turns what it describes into a job.
 
 pub mod claude_code;
+pub mod rootfs;
+pub mod wheel;
 
 /// The agents `--agent` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

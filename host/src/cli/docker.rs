@@ -1,4 +1,5 @@
-//! `docker:build [--tag T] [--no-cache]` and `docker:pull [--tag T]`.
+//! `docker:build [--tag T] [--no-cache] [--agent claude-code [--wheel FILE]]`
+//! and `docker:pull [--tag T]`.
 //! Progress goes to stderr; stdout gets the image id (or, with --json, the
 //! whole result), so scripts can capture it.
 
@@ -7,6 +8,8 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::agent::Agent;
+use crate::ops::agent_image::{AgentBuildEvent, AgentImageOptions};
 use crate::ops::{self, Context};
 use crate::runner::{BuildEvent, PullProgress};
 
@@ -20,6 +23,19 @@ pub struct BuildArgs {
     /// Build every step again instead of reusing cached layers.
     #[arg(long)]
     no_cache: bool,
+    /// Build an agent's image instead (from this machine's tools and the agent's PyPI wheel).
+    #[arg(long, value_name = "AGENT", value_enum)]
+    agent: Option<AgentArg>,
+    /// With --agent: take the agent from this wheel file instead of PyPI.
+    #[arg(long, value_name = "FILE", requires = "agent")]
+    wheel: Option<PathBuf>,
+}
+
+/// The agents `docker:build --agent` builds images for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AgentArg {
+    /// Claude Code, from the claude-agent-sdk wheel.
+    ClaudeCode,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,6 +47,15 @@ pub struct PullArgs {
 
 pub fn build(home: Option<PathBuf>, args: BuildArgs, out: &Output) -> anyhow::Result<Finish> {
     let mut ctx = Context::open(home)?;
+    if let Some(AgentArg::ClaudeCode) = args.agent {
+        let opts = AgentImageOptions {
+            agent: Agent::ClaudeCode,
+            tag: args.tag,
+            no_cache: args.no_cache,
+            wheel: args.wheel,
+        };
+        return build_agent(&mut ctx, &opts, out);
+    }
     let mut err = io::stderr();
     let built = ops::docker_image::build(&mut ctx, args.tag, args.no_cache, &mut |event| {
         // Progress is best effort: a closed stderr must not fail the build.
@@ -43,6 +68,52 @@ pub fn build(home: Option<PathBuf>, args: BuildArgs, out: &Output) -> anyhow::Re
     out.emit(&built, |w| writeln!(w, "{}", built.id))?;
     if !out.json() {
         eprintln!("built {} ({})", built.tag, built.id);
+    }
+    Ok(Finish::Done)
+}
+
+/// The agent image, with a download bar on a terminal.
+fn build_agent(
+    ctx: &mut Context,
+    opts: &AgentImageOptions,
+    out: &Output,
+) -> anyhow::Result<Finish> {
+    let bar = (!out.json() && io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("downloading the wheel");
+        bar
+    });
+    let mut err = io::stderr();
+    let built = ops::agent_image::build(ctx, opts, &mut |event| match event {
+        AgentBuildEvent::Download(done, total) => {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        }
+        AgentBuildEvent::Build(BuildEvent::Step(step)) => {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let _ = writeln!(err, "{step}");
+        }
+        AgentBuildEvent::Build(BuildEvent::Output(line)) if !out.json() => {
+            let _ = writeln!(err, "  {line}");
+        }
+        AgentBuildEvent::Build(BuildEvent::Output(_)) => {}
+    })?;
+    out.emit(&built, |w| writeln!(w, "{}", built.id))?;
+    if !out.json() {
+        eprintln!(
+            "built {} ({}): {} {}",
+            built.tag, built.id, built.agent, built.version
+        );
     }
     Ok(Finish::Done)
 }

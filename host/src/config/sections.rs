@@ -132,7 +132,7 @@ pub struct GatewaySettings {
 /// model answers but fetch nothing from the internet. Betas for server-side
 /// tools that do (web fetch, code execution, MCP, files, skills) pass only
 /// when a job's decision allowed egress.
-pub const DEFAULT_BETAS: [&str; 16] = [
+pub const DEFAULT_BETAS: [&str; 17] = [
     "claude-code-20250219",
     "interleaved-thinking-2025-05-14",
     "fine-grained-tool-streaming-2025-05-14",
@@ -149,6 +149,7 @@ pub const DEFAULT_BETAS: [&str; 16] = [
     "structured-outputs-2025-11-13",
     "tool-search-tool-2025-10-19",
     "redact-thinking-2026-02-12",
+    "thinking-display-updates-2026-08-18",
 ];
 
 impl Default for GatewaySettings {

@@ -63,6 +63,10 @@ pub enum OpsError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Workspace(#[from] crate::workspace::WorkspaceError),
+    #[error(transparent)]
+    Wheel(#[from] crate::agent::wheel::WheelError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::agent::rootfs::RootfsError),
     #[error("could not start the async runtime: {source}")]
     Runtime {
         #[source]

@@ -6,6 +6,7 @@
 //! request to end, `reconcile` cleans up after dead host processes,
 //! `labels`, `process` and `facts` feed those and the pipeline.
 
+pub mod agent_image;
 pub mod audit;
 pub mod clean;
 pub mod compliance;

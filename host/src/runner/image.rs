@@ -1,121 +1,19 @@
-//! Images: building the job image from an in-memory build context, pulling
+//! Images: building an image from a build context (`context`), pulling
 //! (optionally pinned by digest), inspecting, tagging, pushing and removing.
 //!
 //! Builds use the classic builder (API builder version 1) so they work on
 //! any engine without a BuildKit session, and never pull base images
 //! (`pull=false`): the host may have no registry at all.
 
-use std::borrow::Cow;
-
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, PushImageOptionsBuilder,
     RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
-use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::Docker;
+use super::context::{BuildContext, chunks};
 use super::error::{RunnerError, daemon_message, status_of};
-
-/// One file of a build context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ContextFile {
-    /// Relative path inside the context, `/`-separated (e.g. `bin/agent`).
-    path: String,
-    bytes: Cow<'static, [u8]>,
-    /// Unix permission bits, e.g. `0o755`.
-    mode: u32,
-}
-
-/// An in-memory build context (a `Dockerfile` plus the files it copies).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BuildContext {
-    files: Vec<ContextFile>,
-}
-
-impl BuildContext {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a file; `bytes` may be a `Vec<u8>` or a `&'static [u8]`
-    /// (e.g. from `include_bytes!`).
-    pub fn file(
-        mut self,
-        path: impl Into<String>,
-        bytes: impl Into<Cow<'static, [u8]>>,
-        mode: u32,
-    ) -> Self {
-        self.files.push(ContextFile {
-            path: path.into(),
-            bytes: bytes.into(),
-            mode,
-        });
-        self
-    }
-
-    /// The context as an uncompressed tar. Deterministic: entries are sorted
-    /// by path and carry mtime 0, uid/gid 0 and no user/group names, so the
-    /// same files give the same bytes (and the engine's build cache hits).
-    pub fn to_tar(&self) -> Result<Vec<u8>, RunnerError> {
-        let mut files: Vec<&ContextFile> = self.files.iter().collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        for pair in files.windows(2) {
-            if pair[0].path == pair[1].path {
-                return Err(RunnerError::BuildContext {
-                    path: pair[0].path.clone(),
-                    reason: "the path was added twice".into(),
-                });
-            }
-        }
-        let mut builder = tar::Builder::new(Vec::new());
-        for file in files {
-            check_context_path(&file.path)?;
-            let context_error = |e: std::io::Error| RunnerError::BuildContext {
-                path: file.path.clone(),
-                reason: e.to_string(),
-            };
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(file.bytes.len() as u64);
-            header.set_mode(file.mode & 0o7777);
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_username("").map_err(context_error)?;
-            header.set_groupname("").map_err(context_error)?;
-            builder
-                .append_data(&mut header, &file.path, file.bytes.as_ref())
-                .map_err(context_error)?;
-        }
-        builder.into_inner().map_err(|e| RunnerError::BuildContext {
-            path: "<end of archive>".into(),
-            reason: e.to_string(),
-        })
-    }
-}
-
-fn check_context_path(path: &str) -> Result<(), RunnerError> {
-    let bad = |reason: &str| {
-        Err(RunnerError::BuildContext {
-            path: path.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if path.is_empty() {
-        return bad("the path is empty");
-    }
-    if path.starts_with('/') {
-        return bad("the path must be relative to the context root");
-    }
-    if path
-        .split('/')
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return bad("the path must not contain empty, `.` or `..` components");
-    }
-    Ok(())
-}
 
 /// Build output, one line at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +175,7 @@ impl Docker {
         context: &BuildContext,
         mut on_event: impl FnMut(BuildEvent),
     ) -> Result<String, RunnerError> {
-        let tar = context.to_tar()?;
+        let tar = context.tar_file()?;
         let options = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")
             .t(tag)
@@ -292,7 +190,7 @@ impl Docker {
         };
         let mut stream =
             self.inner
-                .build_image(options, None, Some(bollard::body_full(Bytes::from(tar))));
+                .build_image(options, None, Some(bollard::body_try_stream(chunks(tar))));
         let mut lines = LineSplitter::default();
         let mut image_id = None;
         while let Some(item) = stream.next().await {
@@ -457,73 +355,6 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn tar_is_deterministic_and_order_independent() {
-        let a = BuildContext::new()
-            .file("Dockerfile", b"FROM scratch\n".as_slice(), 0o644)
-            .file("bin/tool", vec![1, 2, 3], 0o755);
-        let b = BuildContext::new()
-            .file("bin/tool", vec![1, 2, 3], 0o755)
-            .file("Dockerfile", b"FROM scratch\n".as_slice(), 0o644);
-        let tar_a = a.to_tar().expect("tar");
-        assert_eq!(tar_a, a.to_tar().expect("tar"));
-        assert_eq!(tar_a, b.to_tar().expect("tar"));
-
-        let mut archive = tar::Archive::new(tar_a.as_slice());
-        let mut seen = Vec::new();
-        for entry in archive.entries().expect("entries") {
-            let entry = entry.expect("entry");
-            let header = entry.header();
-            assert_eq!(header.mtime().expect("mtime"), 0);
-            assert_eq!(header.uid().expect("uid"), 0);
-            assert_eq!(header.gid().expect("gid"), 0);
-            seen.push((
-                entry.path().expect("path").display().to_string(),
-                header.mode().expect("mode"),
-            ));
-        }
-        assert_eq!(
-            seen,
-            vec![
-                ("Dockerfile".to_string(), 0o644),
-                ("bin/tool".to_string(), 0o755)
-            ]
-        );
-    }
-
-    #[test]
-    fn long_paths_survive() {
-        let long = format!("{}/file", "d".repeat(150));
-        let tar = BuildContext::new()
-            .file(long.clone(), vec![7], 0o600)
-            .to_tar()
-            .expect("tar");
-        let mut archive = tar::Archive::new(tar.as_slice());
-        let entry = archive
-            .entries()
-            .expect("entries")
-            .next()
-            .expect("one")
-            .expect("entry");
-        assert_eq!(entry.path().expect("path").display().to_string(), long);
-    }
-
-    #[test]
-    fn bad_context_paths_are_refused() {
-        for bad in ["", "/abs", "../up", "a/../b", "a//b", "./a"] {
-            let result = BuildContext::new().file(bad, vec![], 0o644).to_tar();
-            assert!(
-                matches!(result, Err(RunnerError::BuildContext { .. })),
-                "{bad:?}"
-            );
-        }
-        let dup = BuildContext::new()
-            .file("a", vec![], 0o644)
-            .file("a", vec![1], 0o644)
-            .to_tar();
-        assert!(matches!(dup, Err(RunnerError::BuildContext { .. })));
-    }
 
     #[test]
     fn references_parse() {

@@ -7,9 +7,10 @@
 //!   negotiated with the daemon. Without negotiation bollard speaks its own
 //!   (newer) default API version, which an older engine such as 20.10
 //!   (API 1.41) rejects on every call, so [`Docker::connect`] always negotiates.
-//! - [`image`]: building an image from an in-memory context, pulling
-//!   (with digest pinning), inspecting, tagging and pushing images;
-//!   [`job_image`] is the context of the job image this binary carries.
+//! - [`image`]: building an image from a [`context`] (in memory, or from
+//!   this machine's files, streamed), pulling (with digest pinning),
+//!   inspecting, tagging and pushing images; [`job_image`] is the context of
+//!   the job image this binary carries.
 //! - [`spec`]: the hardened container spec, built in exactly one place so a
 //!   security review has one function to read; [`program`] is what runs in
 //!   it (the worker, or a command under the relay) and [`hardening`] the
@@ -22,6 +23,7 @@
 //! paths bind-mounted into job containers on the wrong machine.
 
 pub mod clean;
+pub mod context;
 pub mod error;
 pub mod hardening;
 pub mod image;
@@ -35,9 +37,10 @@ pub mod spec;
 use std::path::Path;
 
 pub use clean::OwnedContainer;
+pub use context::BuildContext;
 pub use error::RunnerError;
 pub use hardening::Hardening;
-pub use image::{BuildContext, BuildEvent, ImageInfo, PullProgress, PulledImage};
+pub use image::{BuildEvent, ImageInfo, PullProgress, PulledImage};
 pub use labels::{LABEL_PREFIX, MANAGED_LABEL};
 pub use program::{CommandSpec, Program, WorkspaceMount};
 pub use run::{JobEnd, JobRun, Stream};

@@ -373,7 +373,7 @@ pub(crate) async fn remove_container(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::image::BuildContext;
+    use crate::runner::BuildContext;
 
     /// The host spawns these futures on a multi-threaded runtime.
     fn futures_are_send(docker: &Docker, spec: &JobContainer, context: &BuildContext) {

@@ -132,7 +132,7 @@ impl Walk {
             // Only now: a folder without write permission could not be filled.
             to.set_permissions(name, Permissions::from_mode(mode))
                 .map_err(copy_err)?;
-            return self.give(&sub_to, path);
+            return self.give(to, name, path);
         }
         if kind.is_symlink() {
             let target = from.read_link_contents(name).map_err(copy_err)?;
@@ -191,16 +191,19 @@ impl Walk {
         Ok(())
     }
 
-    fn give(&self, dir: &Dir, path: &str) -> Result<(), WorkspaceError> {
-        match self.owner {
-            Some((uid, gid)) => {
-                fchown(dir, Some(uid), Some(gid)).map_err(|source| WorkspaceError::Copy {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-            None => Ok(()),
-        }
+    /// Gives folder `name` in `parent` to the owner. Through a read handle:
+    /// a `Dir` is opened for lookups only, which fchown refuses.
+    fn give(&self, parent: &Dir, name: &str, path: &str) -> Result<(), WorkspaceError> {
+        let Some((uid, gid)) = self.owner else {
+            return Ok(());
+        };
+        parent
+            .open(name)
+            .and_then(|handle| fchown(&handle, Some(uid), Some(gid)))
+            .map_err(|source| WorkspaceError::Copy {
+                path: path.to_owned(),
+                source,
+            })
     }
 }
 
@@ -275,6 +278,21 @@ mod tests {
             std::fs::read_link(out.path().join("link")).unwrap(),
             Path::new("sub/a.txt")
         );
+    }
+
+    #[test]
+    fn an_owner_gets_every_file_and_folder() {
+        use std::os::unix::fs::MetadataExt;
+        let src = tree();
+        let (out, dir) = dest();
+        let me = std::fs::metadata(out.path()).unwrap();
+        snapshot(src.path(), &dir, ROOMY, Some((me.uid(), me.gid()))).unwrap();
+        for path in ["sub", "sub/a.txt", "run.sh"] {
+            assert_eq!(
+                std::fs::metadata(out.path().join(path)).unwrap().uid(),
+                me.uid()
+            );
+        }
     }
 
     #[test]

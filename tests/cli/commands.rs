@@ -1,0 +1,331 @@
+//! Command jobs: any image, any command, on a copy of a folder, under the
+//! relay. Real containers from an image of this machine's own tools, the
+//! mock upstream behind the gateway, and the owner's folder checked to be
+//! untouched until `result --apply`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::docker_support::{JobHome, KEY, docker, inspect};
+use crate::images;
+
+/// The last JSON line of `execute --json`: the job's report.
+fn end(stdout: &str) -> Value {
+    let last = stdout.lines().last().unwrap_or_default();
+    let doc: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}):\n{stdout}"));
+    assert_eq!(doc["event"], "end", "{doc:#}");
+    doc
+}
+
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(dir.path().join("gone.txt"), "bye\n").unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/main.sh"), "echo hi\n").unwrap();
+    dir
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn a_command_works_on_a_copy_and_its_changes_land_only_on_request() {
+    let env = JobHome::new();
+    let dir = folder();
+    let script = "printf 'one\\nthree\\n' > notes.txt && rm gone.txt && echo new > added.txt \
+                  && echo \"$ANTHROPIC_BASE_URL $HOME\" && ls /run/cmm";
+    let run = env.execute(&[
+        "--json",
+        "--image",
+        images::tools(),
+        "--workspace",
+        dir.path().to_str().unwrap(),
+        "--env",
+        "GREETING=hello",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = end(&run.stdout);
+    let job = &doc["job"];
+    assert_eq!(job["state"], "finished", "{doc:#}");
+    assert_eq!(job["exit_code"], 0);
+    assert!(
+        doc["output"]
+            .as_str()
+            .unwrap()
+            .contains("http://127.0.0.1:4141 /tmp/home"),
+        "{doc:#}"
+    );
+    let ws = &job["workspace"];
+    assert_eq!(ws["added"], serde_json::json!(["added.txt"]), "{ws:#}");
+    assert_eq!(ws["changed"], serde_json::json!(["notes.txt"]));
+    assert_eq!(ws["removed"], serde_json::json!(["gone.txt"]));
+    // The owner's folder is as it was.
+    assert_eq!(read(dir.path(), "notes.txt"), "one\ntwo\n");
+    assert!(dir.path().join("gone.txt").exists());
+    assert!(!dir.path().join("added.txt").exists());
+
+    let id = job["job_id"].as_str().unwrap();
+    let shown = env.home.ok(&["result", id, "--diff"]).stdout;
+    assert!(shown.contains("-two\n+three"), "{shown}");
+    assert!(
+        shown.contains("A added.txt") && shown.contains("D gone.txt"),
+        "{shown}"
+    );
+
+    // An edit made meanwhile stops the apply; --force overrides it.
+    std::fs::write(dir.path().join("notes.txt"), "mine\n").unwrap();
+    let refused = env.home.run(&["result", id, "--apply"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("notes.txt"), "{}", refused.stderr);
+    assert!(dir.path().join("gone.txt").exists(), "nothing was written");
+    env.home.ok(&["result", id, "--apply", "--force"]);
+    assert_eq!(read(dir.path(), "notes.txt"), "one\nthree\n");
+    assert_eq!(read(dir.path(), "added.txt"), "new\n");
+    assert!(!dir.path().join("gone.txt").exists());
+    assert_eq!(
+        read(dir.path(), "src/main.sh"),
+        "echo hi\n",
+        "untouched files stay"
+    );
+
+    let (_, audit) = env.home.json(&["audit"]);
+    let kinds: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "job.result-applied").count(),
+        2,
+        "the refusal and the apply are both on the record"
+    );
+    let admitted = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "job.admitted")
+        .unwrap();
+    let recorded = &admitted["details"]["job"];
+    assert!(
+        recorded["image_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(recorded["command"][0], "sh");
+    assert_eq!(recorded["workspace"]["files"], 4);
+}
+
+#[test]
+fn the_container_has_no_network_no_key_and_a_placeholder_in_its_environment() {
+    let env = JobHome::new();
+    let child = env.spawn(&["--image", images::tools(), "--", "sleep", "30"]);
+    let (container, _) = env.wait_for_container();
+    let c = inspect(&container);
+    assert_eq!(c["HostConfig"]["NetworkMode"], "none");
+    assert!(!c.to_string().contains(KEY), "the key is in docker inspect");
+    let env_vars = c["Config"]["Env"].to_string();
+    assert!(
+        env_vars.contains("ANTHROPIC_API_KEY=cmm-placeholder-"),
+        "{env_vars}"
+    );
+    assert!(
+        env_vars.contains("ANTHROPIC_BASE_URL=http://127.0.0.1:4141"),
+        "{env_vars}"
+    );
+    assert_eq!(
+        c["Config"]["Entrypoint"],
+        serde_json::json!(["/run/cmm/relay"])
+    );
+    let mounts = c["Mounts"].as_array().unwrap();
+    assert_eq!(
+        mounts.len(),
+        1,
+        "only the read-only gateway folder: {mounts:?}"
+    );
+    assert_eq!(mounts[0]["RW"], false);
+    let listening = docker(&["exec", &container, "cat", "/proc/net/tcp"]);
+    let ports: Vec<&str> = listening
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        ["0100007F:102D"],
+        "only the relay, on 127.0.0.1:4141"
+    );
+    docker(&["kill", "--signal", "TERM", &container]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let env = JobHome::new();
+    let missing = env.execute(&["--image", "cmm-no-such-image:1", "--", "true"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("never pull"), "{}", missing.stderr);
+    assert!(missing.stderr.contains("docker:pull"), "{}", missing.stderr);
+
+    let dir = folder();
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("src/passwd")).unwrap();
+    let linked = env.execute(&[
+        "--image",
+        images::tools(),
+        "--workspace",
+        dir.path().to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(linked.code, 1);
+    assert!(
+        linked.stderr.contains("src/passwd") && linked.stderr.contains("leaves the workspace"),
+        "{}",
+        linked.stderr
+    );
+    std::fs::remove_file(dir.path().join("src/passwd")).unwrap();
+
+    env.home.set(&["workspace.maxBytes=1m"]);
+    std::fs::write(dir.path().join("big.bin"), vec![0u8; 2 << 20]).unwrap();
+    let big = env.execute(&[
+        "--image",
+        images::tools(),
+        "--workspace",
+        dir.path().to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(big.code, 1);
+    assert!(big.stderr.contains("workspace.maxBytes"), "{}", big.stderr);
+
+    // None of these admitted a job or left a folder behind.
+    let (_, status) = env.home.json(&["status"]);
+    assert_eq!(status["usage_today"]["tasks_today"], 0, "{status:#}");
+    let jobs = env.home.path().join("jobs");
+    let left = std::fs::read_dir(&jobs).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "job folders left in {}", jobs.display());
+}
+
+#[test]
+fn a_command_that_is_not_in_the_image_fails_with_its_name() {
+    let env = JobHome::new();
+    let run = env.execute(&[
+        "--json",
+        "--image",
+        images::tools(),
+        "--",
+        "no-such-tool",
+        "x",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let job = &end(&run.stdout)["job"];
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["exit_code"], 127);
+    let detail = job["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`no-such-tool` was not found in the image"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn a_command_filling_its_workspace_is_stopped_at_the_cap() {
+    let env = JobHome::new();
+    env.home.set(&["workspace.maxBytes=4m"]);
+    let dir = folder();
+    let run = env.execute(&[
+        "--json",
+        "--image",
+        images::tools(),
+        "--workspace",
+        dir.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=fill bs=65536 count=1000; sleep 30",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let job = &end(&run.stdout)["job"];
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let detail = job["detail"].as_str().unwrap();
+    assert!(detail.contains("workspace filled its cap"), "{detail}");
+    assert!(
+        job["elapsed_ms"].as_u64().unwrap() < 20_000,
+        "stopped, not timed out"
+    );
+    let kept = Path::new(job["workspace"]["result"].as_str().unwrap()).join("workspace/fill");
+    let size = std::fs::metadata(&kept).map_or(0, |m| m.len());
+    assert!(size <= 4 << 20, "what came back is within the cap: {size}");
+}
+
+#[test]
+fn a_fork_bomb_meets_the_pids_cap_and_the_job_still_ends() {
+    let env = JobHome::new();
+    env.home.set(&["docker.pidsLimit=32"]);
+    let run = env.execute(&[
+        "--json",
+        "--timeout",
+        "5",
+        "--image",
+        images::tools(),
+        "--",
+        "sh",
+        "-c",
+        "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived",
+    ]);
+    let job = &end(&run.stdout)["job"];
+    assert!(
+        matches!(
+            job["state"].as_str(),
+            Some("finished" | "failed" | "timed_out")
+        ),
+        "{job:#}"
+    );
+    let container = job["container_id"].as_str().unwrap();
+    assert!(inspect(container).is_null(), "the container is gone");
+    let log = env
+        .home
+        .ok(&["logs", "--job", job["job_id"].as_str().unwrap()])
+        .stdout;
+    assert!(log.contains("Cannot fork"), "the pids cap held: {log}");
+}
+
+#[test]
+fn a_command_ignoring_sigterm_is_killed_at_its_timeout_and_its_workspace_kept() {
+    let env = JobHome::new();
+    let dir = folder();
+    let run = env.execute(&[
+        "--json",
+        "--timeout",
+        "2",
+        "--image",
+        images::tools(),
+        "--workspace",
+        dir.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo started > progress.txt; while :; do sleep 1; done",
+    ]);
+    assert_eq!(run.code, 1);
+    let job = &end(&run.stdout)["job"];
+    assert_eq!(job["state"], "timed_out", "{job:#}");
+    let elapsed = job["elapsed_ms"].as_u64().unwrap();
+    assert!((2_000..20_000).contains(&elapsed), "{elapsed}");
+    assert_eq!(job["workspace"]["returned"], true, "{job:#}");
+    assert_eq!(
+        job["workspace"]["added"],
+        serde_json::json!(["progress.txt"])
+    );
+}
