@@ -1,52 +1,118 @@
 //! A local stand-in for the Anthropic Messages API, for tests that cannot
-//! reach the internet.
+//! reach the internet. It is the one thing the project's tests mock, so it
+//! must accept everything the real clients (the official SDKs, Claude Code)
+//! send and answer in the real API's shapes, multi-turn tool use included.
 //!
-//! [`MockServer`] serves `POST /v1/messages` over loopback TCP or a Unix
-//! socket from its own runtime thread, so both sync and async tests can use
-//! it. Tests script what the next requests get with [`Scenario`]s, then
+//! [`MockServer`] serves `POST /v1/messages` and `POST
+//! /v1/messages/count_tokens` over loopback TCP or a Unix socket from its own
+//! runtime thread, so both sync and async tests can use it. Tests script what
+//! the next requests get with [`Scenario`]s (or a whole [`Script`]), then
 //! inspect what arrived ([`MockServer::requests`]) and what usage the mock
 //! told the client it consumed ([`MockServer::reported`]) — the figure a
 //! metering gateway must agree with.
 //!
+//! # Layout
+//!
+//! - `lib.rs`: the handle ([`MockServer`]) and what it reports
+//!   ([`Recorded`], [`Reported`]).
+//! - `scenario.rs`: [`Scenario`] and [`ToolCall`], what a test scripts.
+//! - `script.rs`: [`Script`], scenarios from a JSON file, and its format.
+//! - `server.rs`: the runtime thread, connections, and deciding each request
+//!   under one lock; `stream.rs` writes SSE answers out.
+//! - `validate/`: admission (route, key, version, size) and the body checks.
+//! - `plan.rs`: a scenario turned into an answer; `reply.rs`: the default
+//!   reply and its token formulas; `wire.rs`: the JSON and SSE shapes;
+//!   `ratelimit.rs`: the rate-limit headers.
+//!
 //! # Faithful to the real API
 //!
-//! - Routing: anything but `/v1/messages` is `404 not_found_error`; another
-//!   method on that path is `405` (with `allow: POST`). Query strings are
-//!   accepted (clients send `?beta=true`).
-//! - Admission order and errors: `x-api-key` must equal the configured key
-//!   (an empty configured key turns authentication off)
+//! - Routing: anything but `/v1/messages` and `/v1/messages/count_tokens` is
+//!   `404 not_found_error`; another method on those paths is `405` (with
+//!   `allow: POST`). Query strings are accepted (clients send `?beta=true`).
+//! - Admission order and errors: the key, in `x-api-key` or (as the Python
+//!   SDK 2.17 sends it) `Authorization: Bearer KEY`, must equal the
+//!   configured key (an empty configured key turns authentication off)
 //!   (`401 authentication_error`), `anthropic-version` must be present and a
-//!   known version (`400`), the body must fit in 32 MiB (`413
-//!   request_too_large`), and the body is validated with field-naming `400
-//!   invalid_request_error` messages (`model`, `max_tokens`, `messages` with
-//!   roles and content blocks, first message from the user, `system`,
-//!   `stream`, `temperature`, `stop_sequences`, `metadata`).
+//!   known version (`2023-06-01`, `2023-01-01`, `2026-10-21`) (`400`), the
+//!   body must fit in 32 MiB (`413 request_too_large`), and the body is
+//!   validated with field-naming `400 invalid_request_error` messages.
+//! - Body checks: `model`; `max_tokens` (Messages only); `messages` with
+//!   roles `user`, `assistant` and `system` (the last is what Claude Code
+//!   sends mid-conversation), the first from the user, string or block
+//!   contents, `text`, `tool_use` (`id`, `name`, object `input`) and
+//!   `tool_result` (`tool_use_id`, string or block-list `content`,
+//!   boolean `is_error`) blocks; every assistant `tool_use` answered by a
+//!   `tool_result` at the start of the next user message and every
+//!   `tool_result` answering a `tool_use` of the message before, with the
+//!   real API's messages (`messages.N: \`tool_use\` ids were found without
+//!   \`tool_result\` blocks immediately after: …`); `system` (string or text
+//!   blocks); `stream`; `temperature`, `top_p` (0 to 1), `top_k` (≥ 0);
+//!   `stop_sequences`; `metadata` (`user_id` a string); `service_tier`
+//!   (`auto`, `standard_only`); `thinking` (`enabled` with `budget_tokens`
+//!   ≥ 1024 and below `max_tokens` unless the `interleaved-thinking-2025-05-14`
+//!   beta is on, `disabled`, `adaptive`; other keys such as `display` pass);
+//!   `tool_choice` (`auto`, `any`, `tool` with a `name`, `none`); `tools`
+//!   (custom tools with a pattern-checked unique `name` and an
+//!   `input_schema` object, `defer_loading` and other keys passing; server
+//!   tools such as `web_search_20250305`, `web_fetch_20250910` or
+//!   `code_execution_20250825` by `type` and `name`, accepted and never
+//!   run); `context_management` (`edits`, each with a `type`); `container`
+//!   (string or object); `mcp_servers` (`type`, `url`, `name`). With
+//!   thinking enabled or adaptive, a `temperature` other than 1 is refused;
+//!   with thinking enabled, so is a `tool_choice` that forces a call
+//!   (`any`, `tool`). Unknown top-level fields are accepted and ignored.
 //! - Every response carries `request-id: req_…` and the
 //!   `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
-//!   headers (counted over a fixed 60 s window, resets in RFC 3339). Error
-//!   bodies are `{"type":"error","error":{"type","message"},"request_id"}`.
-//! - Replies: the non-streaming `message` object with `usage` (cache
-//!   counters present and zero), and the SSE sequence `message_start`,
-//!   `content_block_start`, `ping`, `content_block_delta`…,
-//!   `content_block_stop`, `message_delta` (cumulative `output_tokens`),
-//!   `message_stop`, each event a separate chunk of a chunked
-//!   `text/event-stream` response; errors after the stream started arrive as
-//!   an `error` event.
+//!   headers (counted over a fixed 60 s window, resets in RFC 3339; token
+//!   counts are not counted against them). Error bodies are
+//!   `{"type":"error","error":{"type","message"},"request_id"}`.
+//! - Replies: the non-streaming `message` object with `content` blocks
+//!   (`text`, `tool_use`), `stop_reason` (`end_turn`, `max_tokens`,
+//!   `tool_use`) and `usage` (cache counters present and zero), and the SSE
+//!   sequence `message_start`, then per block `content_block_start` (a
+//!   `ping` after the first), `content_block_delta`s (`text_delta`, or
+//!   `input_json_delta` whose `partial_json` pieces, the first empty, join
+//!   into the tool input) and `content_block_stop`, then `message_delta`
+//!   (cumulative `output_tokens`) and `message_stop`, each event a separate
+//!   chunk of a chunked `text/event-stream` response; errors after the
+//!   stream started arrive as an `error` event.
+//! - `count_tokens` answers `{"input_tokens": N}`: N is what the next
+//!   Messages request's scenario will report as its input, if it names that
+//!   ([`Scenario::Reply`], [`Scenario::ToolUse`]), else the default reply's
+//!   formula for the same body. It consumes no scenario and adds nothing to
+//!   [`MockServer::reported`]; it is recorded like any request.
 //! - HTTP/1.1 with keep-alive and `Connection: close`.
 //!
 //! # Left out
 //!
-//! Tool use (tools are accepted and ignored; replies are always one text
-//! block), images and documents (accepted, never read), extended thinking,
-//! prompt caching, stop sequences (accepted, never matched), sampling
-//! parameters, model-name checks, OAuth bearer authentication, HTTP/2, and
-//! every other endpoint (token counting, batches, models, files). Rate limits
-//! are reported but never enforced; script [`Scenario::RateLimited`] to get
-//! a 429. Token counts come from the documented formulas in the default
-//! reply (see [`Scenario`]), not from a tokenizer.
+//! Generated content: replies are the default text or what a scenario
+//! scripts; thinking blocks, server tool results, citations and stop
+//! sequences are never produced (the fields asking for them are validated
+//! and ignored). Images and documents are accepted and never read. Not
+//! checked: model names, a forced `tool_choice` with adaptive thinking,
+//! `top_k`/`top_p` with thinking, empty contents, tool
+//! names against `tools`, duplicate `tool_use` ids, where `system` messages
+//! sit and what they hold (Claude Code also sends them with
+//! `tool_addition`/`tool_removal` blocks, `clear_at` or `output_config`,
+//! all accepted unread), and the unknown top-level fields the real API
+//! refuses (the mock ignores them, and ignores `max_tokens`/`stream` in a
+//! token count). Not served: prompt caching, OAuth (a bearer token is only
+//! compared with the configured key), HTTP/2, and every other endpoint
+//! (batches, models, files, and the `HEAD /api/hello` probe Claude Code
+//! sends unless `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` is set, whose
+//! 404 it ignores). `message_delta` carries only `output_tokens` in its
+//! `usage`. Rate limits are reported but never enforced; script
+//! [`Scenario::RateLimited`] to get a 429. Token counts come from the
+//! documented formulas in the default reply (see [`Scenario`]), not from a
+//! tokenizer.
 
+mod plan;
+mod ratelimit;
 mod reply;
+mod scenario;
+mod script;
 mod server;
+mod stream;
 mod validate;
 mod wire;
 
@@ -59,54 +125,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::StatusCode;
-
+pub use scenario::{Scenario, ToolCall};
+pub use script::{Script, ScriptError};
 use server::{Listener, Running, Shared};
-
-/// What the next admitted request gets. Scenarios are consumed in FIFO
-/// order, one per request that passes routing, authentication, the version
-/// check and body validation; rejected requests leave the queue alone. With
-/// the queue empty, requests get the default reply:
-///
-/// - text `"Mock reply to: "` + the first 40 characters of the last user
-///   message's text;
-/// - `input_tokens = ceil(prompt_chars / 4) + 8`, `prompt_chars` being the
-///   character count of the system prompt plus all message text (string
-///   contents and `text` blocks);
-/// - `output_tokens = words(reply) + 1`; if that exceeds `max_tokens`, the
-///   reply is cut to its first `max_tokens - 1` words, `output_tokens =
-///   max_tokens`, and `stop_reason` is `"max_tokens"` instead of
-///   `"end_turn"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scenario {
-    /// Reply with exactly this text and usage (`stop_reason: "end_turn"`),
-    /// streamed or not as the request asks. `max_tokens` is not applied.
-    Reply {
-        text: String,
-        input_tokens: u64,
-        output_tokens: u64,
-    },
-    /// Answer with this status and error body. `retry_after` adds a
-    /// `retry-after: SECONDS` header.
-    Error {
-        status: u16,
-        kind: String,
-        message: String,
-        retry_after: Option<u64>,
-    },
-    /// `429 rate_limit_error` with `retry-after`.
-    RateLimited { retry_after: u64 },
-    /// `529 overloaded_error`.
-    Overloaded,
-    /// For a streaming request: a 200 stream that sends `after_deltas` text
-    /// deltas (the default reply's words, repeated if it has fewer) and then
-    /// an `overloaded_error` `error` event, and ends. A non-streaming request
-    /// gets `500 api_error` instead.
-    MidStreamError { after_deltas: usize },
-    /// Read the request and never answer. Dropping the server still returns
-    /// promptly and closes the connection.
-    Hang,
-}
 
 /// Totals of the usage the mock reported in successful replies: every
 /// non-streaming 200, and every stream that got as far as `message_stop`.
@@ -258,19 +279,42 @@ impl MockServer {
         self.url.clone()
     }
 
-    /// Queues `s` for the next admitted request.
+    /// Queues `s` for the next admitted Messages request.
     ///
     /// # Panics
-    /// If `s` is a [`Scenario::Error`] whose status is not a valid HTTP
-    /// status code, so the mistake surfaces in the test that made it.
+    /// If the mock cannot play `s` (a [`Scenario::Error`] whose status is
+    /// not a valid HTTP status code, a [`Scenario::ToolUse`] without calls or
+    /// with a nameless call or a non-object input), so the mistake surfaces
+    /// in the test that made it.
     pub fn push(&self, s: Scenario) {
-        if let Scenario::Error { status, .. } = &s {
-            assert!(
-                StatusCode::from_u16(*status).is_ok(),
-                "mock-anthropic: {status} is not an HTTP status code"
-            );
-        }
+        checked(&s);
         self.shared.state().queue.push_back(s);
+    }
+
+    /// What every admitted Messages request gets while the queue is empty,
+    /// instead of the default reply. A [`Scenario::ToolUse`] whose calls
+    /// leave `id` empty calls with a fresh id each time, so a test can
+    /// script an agent that never stops.
+    ///
+    /// # Panics
+    /// As [`MockServer::push`].
+    pub fn set_default(&self, s: Scenario) {
+        checked(&s);
+        self.shared.state().default = Some(s);
+    }
+
+    /// Queues a script's scenarios and sets its default, if it has one.
+    ///
+    /// # Panics
+    /// As [`MockServer::push`]; a script from [`Script::load`] or
+    /// [`Script::from_json`] has been checked already and never panics here.
+    pub fn play(&self, script: Script) {
+        for s in script.scenarios {
+            self.push(s);
+        }
+        if let Some(s) = script.default {
+            self.set_default(s);
+        }
     }
 
     /// Pause between successive SSE text deltas (default none), so tests can
@@ -294,6 +338,12 @@ impl MockServer {
     /// Usage totals the mock reported in successful replies so far.
     pub fn reported(&self) -> Reported {
         self.shared.state().reported
+    }
+}
+
+fn checked(s: &Scenario) {
+    if let Some(problem) = s.problem() {
+        panic!("mock-anthropic: {problem}");
     }
 }
 

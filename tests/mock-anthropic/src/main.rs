@@ -4,8 +4,24 @@
 //! Prints the URL (or socket path) as its first stdout line once it is
 //! accepting connections, then serves until SIGTERM, SIGINT or end of stdin.
 //! Stopping on stdin EOF means a parent that dies without cleaning up (and so
-//! closes the pipe) never leaves a mock running. It always gets the default
-//! reply; scripting scenarios needs the library.
+//! closes the pipe) never leaves a mock running.
+//!
+//! Without `--script` every request gets the default reply. `--script FILE`
+//! plays a JSON script instead: its `scenarios` answer the Messages
+//! requests in order, then its `default` (or the default reply) answers the
+//! rest. The format is documented on `mock_anthropic::Script`; for example,
+//! an agent that runs one command and then finishes:
+//!
+//! ```json
+//! {"scenarios": [
+//!   {"type": "tool_use", "calls": [{"name": "Bash", "input": {"command": "echo hi > f.txt"}}],
+//!    "input_tokens": 1200, "output_tokens": 40},
+//!   {"type": "reply", "text": "Done.", "input_tokens": 1300, "output_tokens": 3}
+//! ]}
+//! ```
+//!
+//! A script that cannot be read or parsed stops the mock before it
+//! announces anything, with exit code 2.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -13,11 +29,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mock_anthropic::MockServer;
+use mock_anthropic::{MockServer, Script};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: mock-anthropic (--key KEY | --no-auth) (--listen 127.0.0.1:PORT | --unix PATH) \
-     [--delta-delay-ms N]";
+     [--delta-delay-ms N] [--script FILE]";
 
 enum Endpoint {
     Tcp(SocketAddr),
@@ -28,6 +44,7 @@ struct Args {
     key: String,
     endpoint: Endpoint,
     delta_delay: Duration,
+    script: Option<Script>,
 }
 
 /// Parses `--flag value` and `--flag=value` forms.
@@ -36,6 +53,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut listen = None;
     let mut unix = None;
     let mut delay_ms = 0;
+    let mut script = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
@@ -71,6 +89,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--delta-delay-ms {v}: {e}"))?;
             }
+            "--script" => {
+                let path = PathBuf::from(value()?);
+                // Loaded while parsing, so a bad script is a usage error that
+                // stops the mock before it announces an address.
+                let loaded = Script::load(&path).map_err(|e| format!("--script: {e}"))?;
+                script = Some(loaded);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -83,6 +108,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         key: key.ok_or("--key KEY or --no-auth is required")?,
         endpoint,
         delta_delay: Duration::from_millis(delay_ms),
+        script,
     })
 }
 
@@ -111,6 +137,9 @@ fn main() -> ExitCode {
         }
     };
     server.set_delta_delay(args.delta_delay);
+    if let Some(script) = args.script {
+        server.play(script);
+    }
 
     let result = serve_until_stopped(&server.url());
     // Dropping the server stops it and removes its socket file.

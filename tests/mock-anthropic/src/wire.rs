@@ -1,15 +1,15 @@
-//! The bytes the mock puts on the wire: JSON bodies, SSE events, ids and
-//! timestamps, shaped like the real Messages API's.
+//! The bytes the mock puts on the wire: JSON bodies, SSE events and ids,
+//! shaped like the real Messages API's.
 //!
 //! Everything here is a pure function so the shapes can be read in one place
 //! and compared against the API reference without following control flow.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
+use serde_json::Value;
 
 pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
 pub(crate) const AUTHENTICATION: &str = "authentication_error";
@@ -25,6 +25,7 @@ pub(crate) const OVERLOADED: &str = "overloaded_error";
 pub(crate) enum StopReason {
     EndTurn,
     MaxTokens,
+    ToolUse,
 }
 
 // The shapes below are structs rather than `serde_json::json!` values so that
@@ -53,12 +54,26 @@ impl Usage {
     }
 }
 
-/// A text content block (`type: "text"`) or a text delta (`"text_delta"`).
+/// A content block of an assistant message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
+}
+
+/// What a `content_block_delta` adds to its block.
 #[derive(Serialize)]
-struct Text<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta<'a> {
+    TextDelta { text: &'a str },
+    InputJsonDelta { partial_json: &'a str },
 }
 
 #[derive(Serialize)]
@@ -68,7 +83,7 @@ struct Message<'a> {
     kind: &'static str,
     role: &'static str,
     model: &'a str,
-    content: Vec<Text<'a>>,
+    content: &'a [Block<'a>],
     stop_reason: Option<StopReason>,
     stop_sequence: Option<&'static str>,
     usage: Usage,
@@ -100,6 +115,11 @@ struct OutputUsage {
     output_tokens: u64,
 }
 
+#[derive(Serialize)]
+struct TokenCount {
+    input_tokens: u64,
+}
+
 /// The SSE events; serde writes the `type` tag first, as the API does.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -108,16 +128,16 @@ enum Event<'a> {
         message: Message<'a>,
     },
     ContentBlockStart {
-        index: u32,
-        content_block: Text<'a>,
+        index: usize,
+        content_block: Block<'a>,
     },
     Ping,
     ContentBlockDelta {
-        index: u32,
-        delta: Text<'a>,
+        index: usize,
+        delta: Delta<'a>,
     },
     ContentBlockStop {
-        index: u32,
+        index: usize,
     },
     MessageDelta {
         delta: MessageDeltaBody,
@@ -147,8 +167,8 @@ impl Event<'_> {
 }
 
 fn to_json(value: &impl Serialize) -> String {
-    // Only strings, integers, options and sequences are serialized here, none
-    // of which can fail.
+    // Only strings, integers, JSON values, options and sequences are
+    // serialized here, none of which can fail.
     serde_json::to_string(value).expect("wire shapes always serialize")
 }
 
@@ -156,7 +176,7 @@ fn to_json(value: &impl Serialize) -> String {
 pub(crate) fn message(
     id: &str,
     model: &str,
-    text: &str,
+    content: &[Block<'_>],
     stop_reason: StopReason,
     input_tokens: u64,
     output_tokens: u64,
@@ -166,11 +186,16 @@ pub(crate) fn message(
         kind: "message",
         role: "assistant",
         model,
-        content: vec![Text { kind: "text", text }],
+        content,
         stop_reason: Some(stop_reason),
         stop_sequence: None,
         usage: Usage::new(input_tokens, output_tokens),
     })
+}
+
+/// The body of a `count_tokens` answer.
+pub(crate) fn token_count(input_tokens: u64) -> String {
+    to_json(&TokenCount { input_tokens })
 }
 
 /// The body of every non-2xx response. The API puts the request id in the
@@ -200,7 +225,7 @@ pub(crate) fn message_start(id: &str, model: &str, input_tokens: u64) -> Bytes {
             kind: "message",
             role: "assistant",
             model,
-            content: Vec::new(),
+            content: &[],
             stop_reason: None,
             stop_sequence: None,
             usage: Usage::new(input_tokens, 1),
@@ -208,13 +233,12 @@ pub(crate) fn message_start(id: &str, model: &str, input_tokens: u64) -> Bytes {
     })
 }
 
-pub(crate) fn content_block_start() -> Bytes {
+/// `content_block_start`: the block with nothing in it yet, an empty text
+/// or a `tool_use` whose `input` is `{}` until its deltas arrive.
+pub(crate) fn content_block_start(index: usize, block: Block<'_>) -> Bytes {
     sse(&Event::ContentBlockStart {
-        index: 0,
-        content_block: Text {
-            kind: "text",
-            text: "",
-        },
+        index,
+        content_block: block,
     })
 }
 
@@ -222,18 +246,24 @@ pub(crate) fn ping() -> Bytes {
     sse(&Event::Ping)
 }
 
-pub(crate) fn text_delta(text: &str) -> Bytes {
+pub(crate) fn text_delta(index: usize, text: &str) -> Bytes {
     sse(&Event::ContentBlockDelta {
-        index: 0,
-        delta: Text {
-            kind: "text_delta",
-            text,
-        },
+        index,
+        delta: Delta::TextDelta { text },
     })
 }
 
-pub(crate) fn content_block_stop() -> Bytes {
-    sse(&Event::ContentBlockStop { index: 0 })
+/// A piece of a tool call's input JSON; clients join the pieces and parse
+/// the whole at `content_block_stop`.
+pub(crate) fn input_json_delta(index: usize, partial_json: &str) -> Bytes {
+    sse(&Event::ContentBlockDelta {
+        index,
+        delta: Delta::InputJsonDelta { partial_json },
+    })
+}
+
+pub(crate) fn content_block_stop(index: usize) -> Bytes {
+    sse(&Event::ContentBlockStop { index })
 }
 
 /// `message_delta`: `usage.output_tokens` is the cumulative total for the
@@ -282,56 +312,10 @@ pub(crate) fn new_id(prefix: &str) -> String {
     id
 }
 
-/// `time` as an RFC 3339 UTC timestamp with second precision, the format of
-/// the `anthropic-ratelimit-*-reset` headers.
-pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, secs_of_day) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs_of_day / 3600,
-        secs_of_day % 3600 / 60,
-        secs_of_day % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01, computed in
-/// 400-year eras (each era is exactly 146,097 days) so no calendar table or
-/// date crate is needed. Only non-negative day counts occur here.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so that the leap day ends each year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        let at = |secs| rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
-        assert_eq!(at(1_735_689_600), "2025-01-01T00:00:00Z");
-        assert_eq!(at(4_107_542_400), "2100-03-01T00:00:00Z");
-    }
+    use serde_json::json;
 
     #[test]
     fn ids_have_the_api_shape_and_differ() {
@@ -350,7 +334,7 @@ mod tests {
     fn fields_come_in_the_api_order() {
         assert_eq!(text(ping()), "event: ping\ndata: {\"type\":\"ping\"}\n\n");
         assert_eq!(
-            text(text_delta("hi")),
+            text(text_delta(0, "hi")),
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"
         );
         assert_eq!(
@@ -358,7 +342,14 @@ mod tests {
             "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n"
         );
         assert_eq!(
-            message("msg_1", "m", "t", StopReason::EndTurn, 3, 4),
+            message(
+                "msg_1",
+                "m",
+                &[Block::Text { text: "t" }],
+                StopReason::EndTurn,
+                3,
+                4
+            ),
             r#"{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"t"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":4}}"#
         );
         assert_eq!(
@@ -368,5 +359,28 @@ mod tests {
         assert!(text(message_start("msg_1", "m", 5)).starts_with(
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\""
         ));
+        assert_eq!(token_count(12), r#"{"input_tokens":12}"#);
+    }
+
+    #[test]
+    fn tool_use_shapes() {
+        let input = json!({"command": "ls"});
+        let call = Block::ToolUse {
+            id: "toolu_1",
+            name: "Bash",
+            input: &input,
+        };
+        assert_eq!(
+            text(content_block_start(1, call)),
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"Bash\",\"input\":{\"command\":\"ls\"}}}\n\n"
+        );
+        assert_eq!(
+            text(input_json_delta(1, "{\"com")),
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"com\"}}\n\n"
+        );
+        assert!(
+            message("m1", "m", &[call], StopReason::ToolUse, 1, 2)
+                .contains(r#""content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"ls"}}],"stop_reason":"tool_use""#)
+        );
     }
 }

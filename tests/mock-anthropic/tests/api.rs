@@ -73,12 +73,14 @@ fn authentication_is_required_and_checked() {
     }
     let r = post_with(&server, &wrong_key, b"");
     assert_eq!(r.error().1, "invalid x-api-key");
-    // A bearer token is not an API key.
+    // The Python SDK 2.17 sends the key as a bearer token; a wrong one is
+    // refused like a wrong x-api-key.
     let bearer = [
-        ("authorization", "Bearer sk-ant-api03-test"),
+        ("authorization", "Bearer sk-wrong"),
         ("anthropic-version", "2023-06-01"),
     ];
-    assert_eq!(post_with(&server, &bearer, b"{}").status, 401);
+    let r = post_with(&server, &bearer, b"{}");
+    assert_eq!((r.status, r.error().1.as_str()), (401, "invalid x-api-key"));
     assert_eq!(server.reported(), Reported::default());
 }
 
@@ -111,9 +113,9 @@ fn unknown_paths_and_methods() {
     assert_eq!(r.status, 404);
     assert_eq!(r.error().0, "not_found_error");
     assert_common_headers(&r);
-    // The token counting endpoint is deliberately not mocked.
+    // Batches are not mocked, though they live under the Messages path.
     let r = conn
-        .send("POST", "/v1/messages/count_tokens", &valid_headers(), b"{}")
+        .send("POST", "/v1/messages/batches", &valid_headers(), b"{}")
         .unwrap();
     assert_eq!(r.status, 404);
     // Routing comes before authentication, as on the real API.
@@ -176,8 +178,12 @@ fn body_validation_names_the_field() {
             "messages.0.role:",
         ),
         (
-            with("messages", json!([{"role": "system", "content": "hi"}])),
+            with("messages", json!([{"role": "tool", "content": "hi"}])),
             "messages.0.role:",
+        ),
+        (
+            with("messages", json!([{"role": "system", "content": "hi"}])),
+            "messages: first message",
         ),
         (
             with("messages", json!([{"role": "user"}])),

@@ -1,5 +1,6 @@
-//! The `mock-anthropic` binary: announcing its address, serving, refusing
-//! non-loopback addresses, and stopping on stdin EOF, SIGTERM and SIGINT.
+//! The `mock-anthropic` binary: announcing its address, serving, playing a
+//! script file, refusing non-loopback addresses and bad scripts, and
+//! stopping on stdin EOF, SIGTERM and SIGINT.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Conn, KEY, body, streaming, valid_headers};
+use serde_json::json;
 
 fn spawn(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-anthropic"))
@@ -177,4 +179,105 @@ fn refuses_non_loopback_and_bad_arguments() {
             .unwrap();
         assert!(err.starts_with("mock-anthropic: "), "{args:?}: {err}");
     }
+}
+
+/// A file in the temp dir, unique to this test process and `name`.
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("mock-anthropic-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn a_script_file_plays_a_tool_use_conversation() {
+    let script = temp_file(
+        "script.json",
+        r#"{
+          "scenarios": [
+            {"type": "tool_use", "calls": [{"id": "toolu_01Fixed", "name": "Bash", "input": {"command": "echo hi > f.txt"}}],
+             "input_tokens": 1200, "output_tokens": 40},
+            {"type": "reply", "text": "Done.", "input_tokens": 1300, "output_tokens": 3}
+          ],
+          "default": {"type": "overloaded"}
+        }"#,
+    );
+    let (mut child, mut stdout) = spawn(&[
+        "--key",
+        KEY,
+        "--listen",
+        "127.0.0.1:0",
+        "--script",
+        script.to_str().unwrap(),
+    ]);
+    let url = first_line(&mut stdout);
+    let mut conn = Conn::tcp(&url);
+    let mut send = |request: &serde_json::Value| {
+        conn.send(
+            "POST",
+            "/v1/messages",
+            &valid_headers(),
+            request.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let mut request = body("write hi");
+    let first = send(&request).json();
+    assert_eq!(first["stop_reason"], "tool_use");
+    assert_eq!(first["usage"]["input_tokens"], 1200);
+    assert_eq!(
+        first["content"],
+        json!([{"type": "tool_use", "id": "toolu_01Fixed", "name": "Bash", "input": {"command": "echo hi > f.txt"}}])
+    );
+    request["messages"] = json!([
+        request["messages"][0],
+        {"role": "assistant", "content": first["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01Fixed", "content": ""}]}
+    ]);
+    let second = send(&request).json();
+    assert_eq!(second["content"][0]["text"], "Done.");
+    assert_eq!(second["usage"]["output_tokens"], 3);
+    assert_eq!(send(&request).status, 529, "then the script's default");
+
+    drop(child.stdin.take());
+    assert!(wait(&mut child).success());
+    std::fs::remove_file(script).unwrap();
+}
+
+#[test]
+fn a_bad_script_stops_the_mock_before_it_announces() {
+    let bad = temp_file(
+        "bad.json",
+        r#"{"scenarios": [{"type": "tool_use", "calls": [{"name": "Bash", "input": "ls"}], "input_tokens": 1, "output_tokens": 1}]}"#,
+    );
+    let missing = std::env::temp_dir().join("mock-anthropic-no-such-script.json");
+    for (path, says) in [
+        (
+            &bad,
+            "script scenarios.0: tool call Bash: input must be a JSON object",
+        ),
+        (&missing, "cannot read script"),
+    ] {
+        let (mut child, mut stdout) = spawn(&[
+            "--key",
+            KEY,
+            "--listen",
+            "127.0.0.1:0",
+            "--script",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(wait(&mut child).code(), Some(2));
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        assert!(out.is_empty(), "announced {out:?}");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(err.starts_with("mock-anthropic: --script: "), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::remove_file(bad).unwrap();
 }
