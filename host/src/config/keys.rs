@@ -72,7 +72,7 @@ static SPECS: [Spec; 52] = [
             field!(docker.image),
             TextRule::Name {
                 what: "a Docker image reference",
-                example: "claude-max-market-job:0.1.0",
+                example: "claude-max-market-job:0.2.0",
             },
         ),
     },
