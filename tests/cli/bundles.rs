@@ -120,16 +120,6 @@ impl Desk {
     }
 }
 
-fn audit_kinds(home: &Home) -> Vec<String> {
-    let (_, doc) = home.json(&["audit"]);
-    doc["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn an_authors_first_hour_changes_a_decision() {
     let desk = Desk::new();
@@ -250,7 +240,7 @@ fn an_authors_first_hour_changes_a_decision() {
         .dry_run(&["--prompt", "hi", "--model", "claude-haiku-4-5"]);
     assert_ne!(role(&haiku, "approval")["outcome"], "deny", "{haiku:#}");
 
-    let kinds = audit_kinds(&desk.home);
+    let kinds = desk.home.audit_kinds();
     assert!(kinds.contains(&"trust.added".to_string()));
     assert!(kinds.contains(&"policy.installed".to_string()));
 }
@@ -408,7 +398,9 @@ fn every_refusal_has_its_own_message_and_leaves_the_active_policy() {
     assert_eq!(inspect["signatures"][0]["status"], "valid", "{inspect:#}");
     assert_eq!(inspect["manifest"]["revision"], 1);
 
-    let refusals = audit_kinds(&desk.home)
+    let refusals = desk
+        .home
+        .audit_kinds()
         .iter()
         .filter(|k| *k == "policy.refused")
         .count();
@@ -586,7 +578,7 @@ fn install_and_update_over_http_use_the_etag_and_rollback_is_explicit() {
     desk.home.ok(&["policy", "activate", "acme@3"]);
     assert_eq!(desk.active_limits().0, "acme@3");
 
-    let kinds = audit_kinds(&desk.home);
+    let kinds = desk.home.audit_kinds();
     for kind in [
         "policy.installed",
         "policy.rolled-back",

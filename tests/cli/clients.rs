@@ -5,15 +5,8 @@
 use mock_anthropic::{Scenario, ToolCall};
 use serde_json::{Value, json};
 
-use crate::docker_support::{JobHome, KEY, inspect};
+use crate::docker_support::{JobHome, KEY, inspect, job_end, job_events};
 use crate::images;
-
-/// The last JSON line of `execute --json`: the job's report.
-fn end(stdout: &str) -> Value {
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}):\n{stdout}"))
-}
 
 const SDK_SCRIPT: &str = r#"
 import anthropic
@@ -49,7 +42,7 @@ fn the_python_sdk_streams_and_counts_tokens_unmodified() {
         "sdk.py",
     ]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let doc = end(&run.stdout);
+    let doc = job_end(&run.stdout);
     let output = doc["output"].as_str().unwrap();
     assert!(
         output.contains("Mock reply to: Stream a greeting"),
@@ -79,17 +72,6 @@ fn bash(command: &str) -> ToolCall {
         "Bash",
         json!({ "command": command, "description": "Edit the notes" }),
     )
-}
-
-/// The kinds of the home's audit entries.
-fn audit_kinds(env: &JobHome) -> Vec<String> {
-    let (_, audit) = env.home.json(&["audit"]);
-    audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[test]
@@ -138,10 +120,7 @@ fn claude_code_edits_a_workspace_through_a_scripted_conversation() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = job_events(&stdout);
     let tools: Vec<&Value> = events
         .iter()
         .filter(|e| e["event"] == "tool_call")
@@ -152,7 +131,7 @@ fn claude_code_edits_a_workspace_through_a_scripted_conversation() {
     assert_eq!(answer["text"], "notes.txt now says three.", "{answer:#}");
     assert_eq!(answer["is_error"], false);
 
-    let doc = end(&stdout);
+    let doc = job_end(&stdout);
     let job = &doc["job"];
     assert_eq!(job["state"], "finished", "{doc:#}");
     assert_eq!(job["workspace"]["changed"], json!(["notes.txt"]), "{doc:#}");
@@ -177,7 +156,9 @@ fn claude_code_edits_a_workspace_through_a_scripted_conversation() {
             .map(|r| r.header("anthropic-beta"))
             .collect::<Vec<_>>()
     );
-    let logged = audit_kinds(&env)
+    let logged = env
+        .home
+        .audit_kinds()
         .iter()
         .filter(|k| *k == "gateway.request")
         .count();
@@ -211,7 +192,7 @@ fn an_agent_that_never_stops_ends_at_its_budget() {
         "Keep appending to notes.txt",
     ]);
     assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let doc = end(&run.stdout);
+    let doc = job_end(&run.stdout);
     let job = &doc["job"];
     assert_eq!(job["state"], "out_of_budget", "{doc:#}");
     let used = job["input_tokens"].as_u64().unwrap() + job["output_tokens"].as_u64().unwrap();
@@ -219,10 +200,8 @@ fn an_agent_that_never_stops_ends_at_its_budget() {
     let reported = env.mock.reported();
     assert!(reported.replies >= 2, "it ran a while: {reported:?}");
     assert_eq!(used, reported.input_tokens + reported.output_tokens);
-    let answer = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let answer = job_events(&run.stdout)
+        .into_iter()
         .find(|e| e["event"] == "answer")
         .expect("Claude Code reported how it ended");
     assert_eq!(answer["is_error"], true, "{answer:#}");
@@ -231,4 +210,13 @@ fn an_agent_that_never_stops_ends_at_its_budget() {
         text.contains("budget"),
         "the client saw the gateway's error: {text}"
     );
+    // Before refusing, the gateway shrank max_tokens to what was left.
+    let (_, audit) = env.home.json(&["audit"]);
+    let clamped = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "gateway.request" && e["details"]["clamped"] == true)
+        .count();
+    assert!(clamped >= 1, "{audit:#}");
 }

@@ -5,19 +5,8 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
-use crate::docker_support::{JobHome, KEY, docker, inspect};
+use crate::docker_support::{JobHome, KEY, docker, inspect, job_end};
 use crate::images;
-
-/// The last JSON line of `execute --json`: the job's report.
-fn end(stdout: &str) -> Value {
-    let last = stdout.lines().last().unwrap_or_default();
-    let doc: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}):\n{stdout}"));
-    assert_eq!(doc["event"], "end", "{doc:#}");
-    doc
-}
 
 fn folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +41,7 @@ fn a_command_works_on_a_copy_and_its_changes_land_only_on_request() {
         script,
     ]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let doc = end(&run.stdout);
+    let doc = job_end(&run.stdout);
     let job = &doc["job"];
     assert_eq!(job["state"], "finished", "{doc:#}");
     assert_eq!(job["exit_code"], 0);
@@ -96,18 +85,13 @@ fn a_command_works_on_a_copy_and_its_changes_land_only_on_request() {
         "untouched files stay"
     );
 
-    let (_, audit) = env.home.json(&["audit"]);
-    let kinds: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = env.home.audit_kinds();
     assert_eq!(
-        kinds.iter().filter(|k| **k == "job.result-applied").count(),
+        kinds.iter().filter(|k| *k == "job.result-applied").count(),
         2,
         "the refusal and the apply are both on the record"
     );
+    let (_, audit) = env.home.json(&["audit"]);
     let admitted = audit["entries"]
         .as_array()
         .unwrap()
@@ -229,7 +213,7 @@ fn a_command_that_is_not_in_the_image_fails_with_its_name() {
         "x",
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let job = &end(&run.stdout)["job"];
+    let job = &job_end(&run.stdout)["job"];
     assert_eq!(job["state"], "failed");
     assert_eq!(job["exit_code"], 127);
     let detail = job["detail"].as_str().unwrap();
@@ -256,7 +240,7 @@ fn a_command_filling_its_workspace_is_stopped_at_the_cap() {
         "dd if=/dev/zero of=fill bs=65536 count=1000; sleep 30",
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let job = &end(&run.stdout)["job"];
+    let job = &job_end(&run.stdout)["job"];
     assert_eq!(job["state"], "failed", "{job:#}");
     let detail = job["detail"].as_str().unwrap();
     assert!(detail.contains("workspace filled its cap"), "{detail}");
@@ -284,7 +268,7 @@ fn a_fork_bomb_meets_the_pids_cap_and_the_job_still_ends() {
         "-c",
         "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived",
     ]);
-    let job = &end(&run.stdout)["job"];
+    let job = &job_end(&run.stdout)["job"];
     assert!(
         matches!(
             job["state"].as_str(),
@@ -319,7 +303,7 @@ fn a_command_ignoring_sigterm_is_killed_at_its_timeout_and_its_workspace_kept() 
         "trap '' TERM; echo started > progress.txt; while :; do sleep 1; done",
     ]);
     assert_eq!(run.code, 1);
-    let job = &end(&run.stdout)["job"];
+    let job = &job_end(&run.stdout)["job"];
     assert_eq!(job["state"], "timed_out", "{job:#}");
     let elapsed = job["elapsed_ms"].as_u64().unwrap();
     assert!((2_000..20_000).contains(&elapsed), "{elapsed}");

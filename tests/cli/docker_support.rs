@@ -138,3 +138,18 @@ pub fn inspect(id: &str) -> Value {
 pub fn exists(id: &str) -> bool {
     !inspect(id).is_null()
 }
+
+/// Every line `execute --json` printed, as JSON events.
+pub fn job_events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The last line of `execute --json`: the job's report.
+pub fn job_end(stdout: &str) -> Value {
+    let doc = job_events(stdout).pop().expect("execute printed nothing");
+    assert_eq!(doc["event"], "end", "{doc:#}");
+    doc
+}

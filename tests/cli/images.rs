@@ -119,29 +119,21 @@ fn pip_install(package: &str) -> PathBuf {
         return dir;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
+    let target = dir.to_str().expect("a UTF-8 cache path");
+    pip(
+        &[
             "install",
             "--quiet",
             "--no-compile",
             "--only-binary=:all:",
-        ])
-        .args([
             "--python-version",
             "3.11",
             "--platform",
             "manylinux2014_x86_64",
-        ])
-        .arg("--target")
-        .arg(&dir)
-        .arg(package)
-        .status()
-        .expect("running python3 -m pip (install python3-pip)");
-    assert!(
-        status.success(),
-        "pip could not install {package}; is PyPI reachable?"
+            "--target",
+            target,
+        ],
+        package,
     );
     std::fs::write(dir.join(".complete"), "").unwrap();
     dir
@@ -165,25 +157,38 @@ fn pip_download(package: &str, platform: &str) -> PathBuf {
     if let Some(wheel) = found(&dir) {
         return wheel;
     }
-    let status = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
+    let target = dir.to_str().expect("a UTF-8 cache path");
+    pip(
+        &[
             "download",
             "--quiet",
             "--no-deps",
             "--only-binary=:all:",
-        ])
-        .args(["--python-version", "3.11", "--platform", platform, "-d"])
-        .arg(&dir)
+            "--python-version",
+            "3.11",
+            "--platform",
+            platform,
+            "-d",
+            target,
+        ],
+        package,
+    );
+    found(&dir).expect("pip downloaded the wheel")
+}
+
+/// `python3 -m pip ARGS PACKAGE`, which must succeed.
+fn pip(args: &[&str], package: &str) {
+    let status = Command::new("python3")
+        .args(["-m", "pip"])
+        .args(args)
         .arg(package)
         .status()
         .expect("running python3 -m pip (install python3-pip)");
     assert!(
         status.success(),
-        "pip could not download {package}; is PyPI reachable?"
+        "pip {} {package} failed; is PyPI reachable?",
+        args[0]
     );
-    found(&dir).expect("pip downloaded the wheel")
 }
 
 fn exists(tag: &str) -> bool {

@@ -116,7 +116,7 @@ fn a_job_runs_hardened_without_the_key_and_its_tokens_are_metered() {
         let bytes = std::fs::read(env.home.path().join(file)).unwrap();
         assert!(!contains(&bytes, KEY.as_bytes()), "the key is in {file}");
     }
-    let kinds = audit_kinds(&env.home);
+    let kinds = env.home.audit_kinds();
     for kind in ["job.admitted", "job.started", "job.finished"] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
@@ -140,7 +140,7 @@ fn without_a_key_nothing_is_admitted_and_no_container_starts() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("ANTHROPIC_API_KEY"), "{}", run.stderr);
     assert!(run.stderr.contains("security.apiKeyFile"), "{}", run.stderr);
-    assert!(!audit_kinds(&env.home).iter().any(|k| k.starts_with("job.")));
+    assert!(!env.home.audit_kinds().iter().any(|k| k.starts_with("job.")));
     assert!(env.mock.requests().is_empty());
 }
 
@@ -254,7 +254,8 @@ fn rate_limits_are_retried_and_a_mid_stream_error_fails_the_job() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(env.mock.requests().len(), 2);
     assert!(
-        audit_kinds(&env.home)
+        env.home
+            .audit_kinds()
             .iter()
             .any(|k| k == "gateway.retried")
     );
@@ -475,19 +476,6 @@ fn health_says_what_is_wrong_and_how_to_fix_it() {
 fn metered_input(env: &JobHome, job: &str) -> u64 {
     let (_, doc) = env.home.json(&["logs", "--job", job]);
     doc["job"]["input_tokens"].as_u64().unwrap_or(0)
-}
-
-fn audit_kinds(home: &Home) -> Vec<String> {
-    let (_, doc) = home.json(&["audit", "--format", "json"]);
-    let entries = doc
-        .as_array()
-        .cloned()
-        .or_else(|| doc["entries"].as_array().cloned());
-    entries
-        .unwrap_or_default()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -438,18 +438,6 @@ fn a_provider_killed_mid_task_is_refunded_after_the_timeout_and_never_paid() {
     assert!(!crate::docker_support::exists(&container));
 }
 
-/// The `kind` of every audit row of a home.
-fn audit_kinds(home: &Home) -> Vec<String> {
-    let (code, doc) = home.json(&["audit", "--format", "json"]);
-    assert_eq!(code, 0, "{doc:#}");
-    doc["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
     const TASKS: usize = 6;
@@ -491,7 +479,7 @@ fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
     }
     let mut results = 0;
     for p in providers {
-        let kinds = audit_kinds(&p.home);
+        let kinds = p.home.audit_kinds();
         results += kinds.iter().filter(|k| *k == "market.result").count();
         let id = node_id(&p.home);
         peers.push(Peer { home: p.home, id });
@@ -719,7 +707,9 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
     }
     let run = stop(serving);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let admitted = audit_kinds(&provider.home)
+    let admitted = provider
+        .home
+        .audit_kinds()
         .iter()
         .filter(|k| *k == "job.admitted")
         .count();
@@ -800,7 +790,10 @@ fn the_output_streams_to_the_requester_while_the_job_runs() {
     let mut first = [0; 1];
     assert_eq!(stdout.read(&mut first).unwrap(), 1, "no output at all");
     assert!(
-        !audit_kinds(&provider.home).contains(&"market.result".to_owned()),
+        !provider
+            .home
+            .audit_kinds()
+            .contains(&"market.result".to_owned()),
         "nothing streamed: the first output came after the provider's result"
     );
     let mut rest = Vec::new();

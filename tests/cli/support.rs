@@ -43,6 +43,18 @@ impl Run {
 }
 
 impl Home {
+    /// The `kind` of every audit row, oldest first.
+    pub fn audit_kinds(&self) -> Vec<String> {
+        let (code, doc) = self.json(&["audit"]);
+        assert_eq!(code, 0, "{doc:#}");
+        doc["entries"]
+            .as_array()
+            .expect("audit --json lists entries")
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn new() -> Home {
         Home {
             dir: tempfile::tempdir().expect("creating a temporary home"),

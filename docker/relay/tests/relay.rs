@@ -105,6 +105,17 @@ fn echo_gateway(path: &Path) {
     });
 }
 
+/// A relay for `gateway` on `port`, with a command that outlives the test.
+fn serve(port: u16, gateway: &Path) -> Child {
+    relay(
+        port,
+        &["--gateway", gateway.to_str().unwrap()],
+        &["sleep", "30"],
+    )
+    .spawn()
+    .unwrap()
+}
+
 fn connect(port: u16) -> TcpStream {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -235,13 +246,7 @@ fn bytes_pass_both_ways_with_half_close_and_several_clients_at_once() {
     let gateway = dir.0.join("gateway.sock");
     echo_gateway(&gateway);
     let port = free_port();
-    let mut child = relay(
-        port,
-        &["--gateway", gateway.to_str().unwrap()],
-        &["sleep", "30"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = serve(port, &gateway);
     let clients: Vec<_> = (0..5)
         .map(|i| {
             std::thread::spawn(move || {
@@ -272,13 +277,7 @@ fn a_missing_gateway_is_an_api_shaped_502() {
     let dir = Dir::new("nogateway");
     let port = free_port();
     let gateway = dir.0.join("absent.sock");
-    let mut child = relay(
-        port,
-        &["--gateway", gateway.to_str().unwrap()],
-        &["sleep", "30"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = serve(port, &gateway);
     let mut stream = connect(port);
     stream
         .write_all(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
@@ -343,13 +342,7 @@ fn a_gateway_that_hangs_up_while_its_client_idles_leaves_the_relay_idle() {
             .unwrap();
     });
     let port = free_port();
-    let mut child = relay(
-        port,
-        &["--gateway", gateway.to_str().unwrap()],
-        &["sleep", "30"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = serve(port, &gateway);
     let mut client = connect(port);
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
