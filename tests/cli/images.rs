@@ -3,8 +3,9 @@
 //! is tagged with a hash of what went into it and built only when no image
 //! of that tag exists. Downloads from PyPI (the official `anthropic` SDK,
 //! the wheel that carries Claude Code) are pinned and kept in
-//! `target/cmm-test-cache`. A missing tool or an unreachable PyPI fails the
-//! test with what to install; it never skips it.
+//! `~/.cache/claude-max-market-tests` (or `$CMM_TEST_CACHE`). A missing tool
+//! or an unreachable PyPI fails the test with what to install; it never
+//! skips it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,8 +28,16 @@ const TOOLS: [&str; 16] = [
     "test", "true", "printf",
 ];
 
+/// Outside the checkout, so a fresh clone on the same machine (as CI makes)
+/// downloads nothing again; `CMM_TEST_CACHE` moves it.
 fn cache() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../cmm-test-cache");
+    let dir = std::env::var_os("CMM_TEST_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| Path::new(&home).join(".cache/claude-max-market-tests"))
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("../cmm-test-cache"));
     std::fs::create_dir_all(&dir).expect("creating the test cache");
     dir
 }
@@ -95,7 +104,8 @@ pub fn claude_code() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
         let wheel = pip_download(CLAUDE_AGENT_SDK, "manylinux_2_17_x86_64");
-        let digest = hex::encode(&Sha256::digest(wheel.to_string_lossy().as_bytes())[..6]);
+        let bytes = std::fs::read(&wheel).expect("reading the cached wheel");
+        let digest = hex::encode(&Sha256::digest(&bytes)[..6]);
         let tag = format!("cmm-test-claude-code:{digest}");
         if !exists(&tag) {
             Home::new().ok(&[
