@@ -313,3 +313,29 @@ fn a_command_ignoring_sigterm_is_killed_at_its_timeout_and_its_workspace_kept() 
         serde_json::json!(["progress.txt"])
     );
 }
+
+#[test]
+fn logs_follow_a_running_command_and_keep_both_streams() {
+    let env = JobHome::new();
+    let child = env.spawn(&[
+        "--image",
+        images::tools(),
+        "--",
+        "sh",
+        "-c",
+        "echo first; sleep 2; echo oops >&2; echo second",
+    ]);
+    let (_, job) = env.wait_for_container();
+    let follow = env.home.run(&["logs", "--job", &job, "--follow"]);
+    assert_eq!(follow.code, 0, "{}", follow.stderr);
+    let all = format!("{}{}", follow.stdout, follow.stderr);
+    for line in ["first", "oops", "second"] {
+        assert!(all.contains(line), "{line} missing from: {all}");
+    }
+    assert!(child.wait_with_output().unwrap().status.success());
+    let stored = env.home.ok(&["logs", "--job", &job]).stdout;
+    assert!(
+        stored.contains("first") && stored.contains("second"),
+        "{stored}"
+    );
+}
