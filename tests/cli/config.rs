@@ -103,3 +103,73 @@ fn usage_errors_exit_2() {
     assert_eq!(home.run(&["execute", "--dry-run"]).code, 2);
     assert_eq!(home.run(&["no-such-command"]).code, 2);
 }
+
+#[test]
+fn settings_changed_at_once_by_several_processes_all_land() {
+    let home = Home::new();
+    let assignments = [
+        "limits.dailyTasks=7",
+        "limits.dailyTokens=7777",
+        "limits.timeoutSecs=77",
+        "limits.concurrentJobs=3",
+        "docker.pidsLimit=77",
+        "workspace.maxFiles=777",
+        "market.slots=7",
+        "policy.timeoutMs=77",
+    ];
+    let spawn = |assignment: &str| {
+        home.command()
+            .args(["config", "--set", assignment])
+            .output()
+            .expect("running config --set")
+    };
+    std::thread::scope(|s| {
+        let runs: Vec<_> = assignments
+            .iter()
+            .map(|a| s.spawn(move || spawn(a)))
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    });
+    for assignment in assignments {
+        let (key, value) = assignment.split_once('=').unwrap();
+        let got = home.ok(&["config", "--get", key]).stdout;
+        assert_eq!(got.trim(), value, "{key} was lost");
+    }
+
+    // The same key from many processes: each audit row's previous value is
+    // the value the row before it set.
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (1..=8)
+            .map(|n| s.spawn(move || spawn(&format!("limits.requestsPerJob={n}"))))
+            .collect();
+        for run in runs {
+            assert!(run.join().unwrap().status.success());
+        }
+    });
+    let (_, audit) = home.json(&["audit"]);
+    let changes: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "config.set")
+        .flat_map(|e| e["details"]["changes"].as_array().unwrap().clone())
+        .filter(|c| c["key"] == "limits.requestsPerJob")
+        .map(|c| {
+            (
+                c["from"].as_str().unwrap().to_owned(),
+                c["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 8, "{changes:?}");
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1, "{changes:?}");
+    }
+    let last = home
+        .ok(&["config", "--get", "limits.requestsPerJob"])
+        .stdout;
+    assert_eq!(last.trim(), changes[7].1);
+}

@@ -1,5 +1,11 @@
 //! Reading and changing settings. Every change is audited before the file is
 //! written; if the audit row cannot be written, the setting does not change.
+//! Changes hold an exclusive lock on the data folder's `config.lock` from
+//! reading the file to writing it, so two processes changing settings at
+//! once both land, and each audit row's `from` is the value it replaced.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::json;
@@ -29,6 +35,10 @@ pub struct Entry {
 /// Applies `KEY=VALUE` assignments all or nothing: every value is validated
 /// before anything is written.
 pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Change>, OpsError> {
+    let path = ctx.home.config_path();
+    let _lock = lock(&ctx.home.root().join(LOCK_FILE))?;
+    // What this process read at start may be stale by now.
+    ctx.settings = Settings::load(&path)?;
     let mut next = ctx.settings.clone();
     let mut changes = Vec::new();
     for (key, value) in assignments {
@@ -48,7 +58,6 @@ pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Ch
     }
     ctx.store
         .append_audit("config.set", "config", &json!({ "changes": changes }))?;
-    let path = ctx.home.config_path();
     if let Err(e) = next.save(&path) {
         // The row above announced a change that did not happen; say so.
         let detail = json!({ "changes": changes, "error": e.to_string() });
@@ -58,6 +67,26 @@ pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Ch
     }
     ctx.settings = next;
     Ok(changes)
+}
+
+/// Beside `config.toml`, never replaced, so every writer locks the same file.
+const LOCK_FILE: &str = "config.lock";
+
+/// Waits for the exclusive lock; it is released when the file is dropped,
+/// or by the kernel if the process dies holding it.
+fn lock(path: &Path) -> Result<File, OpsError> {
+    let write = |source| OpsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(write)?;
+    file.lock().map_err(write)?;
+    Ok(file)
 }
 
 /// The current value of one key.
