@@ -228,3 +228,85 @@ fn an_old_node_key_is_a_compliance_warning() {
         "{finding}"
     );
 }
+
+/// Hidden temporary outputs in `dir`, as an interrupted run would leave.
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect()
+}
+
+/// `encrypt` caught halfway: reading from a FIFO that has had its first MiB,
+/// with its temporary output written. The writer keeps the FIFO open.
+fn halfway(home: &Home, dir: &Path) -> (std::process::Child, std::fs::File) {
+    use std::io::Write;
+    let fifo = dir.join("input");
+    let c_path = std::ffi::CString::new(arg(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let child = home
+        .command()
+        .args(["encrypt", "--input", arg(&fifo), "--output"])
+        .arg(dir.join("sealed.cmmenc"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&vec![7u8; 1 << 20]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while temporaries(dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no temporary output");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, writer)
+}
+
+#[test]
+fn an_interrupted_encryption_leaves_no_temporary_file() {
+    let home = Home::new();
+    home.ok(&["keys", "show"]);
+    for (signal, code) in [
+        (libc::SIGINT, 130),
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+    ] {
+        let dir = tempfile::tempdir_in(home.path()).unwrap();
+        let (child, writer) = halfway(&home, dir.path());
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        drop(writer);
+        assert_eq!(out.status.code(), Some(code), "signal {signal}: {out:?}");
+        assert_eq!(
+            temporaries(dir.path()),
+            Vec::<String>::new(),
+            "signal {signal}"
+        );
+        assert!(!dir.path().join("sealed.cmmenc").exists());
+    }
+}
+
+#[test]
+fn a_temporary_file_left_by_a_killed_run_is_removed_by_the_next() {
+    let home = Home::new();
+    home.ok(&["keys", "show"]);
+    let dir = tempfile::tempdir_in(home.path()).unwrap();
+    let (mut child, writer) = halfway(&home, dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(writer);
+    assert_eq!(temporaries(dir.path()).len(), 1, "SIGKILL cannot be caught");
+
+    let plain = write(&home, "plain.txt", b"hello");
+    home.ok(&[
+        "encrypt",
+        "--input",
+        arg(&plain),
+        "--output",
+        arg(&dir.path().join("sealed.cmmenc")),
+    ]);
+    assert_eq!(temporaries(dir.path()), Vec::<String>::new());
+    assert!(dir.path().join("sealed.cmmenc").exists());
+}

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::crypto;
 use crate::ops::crypt::Recipient;
 use crate::ops::{self, Context};
 
@@ -32,6 +35,7 @@ pub struct DecryptArgs {
 }
 
 pub fn encrypt(home: Option<PathBuf>, args: EncryptArgs, out: &Output) -> anyhow::Result<Finish> {
+    remove_partial_output_on_signals()?;
     let mut ctx = Context::open(home)?;
     let recipients: Vec<Recipient> = args.recipient.iter().map(|r| Recipient::parse(r)).collect();
     let sealed = ops::crypt::encrypt(&mut ctx, &args.input, args.output, &recipients)?;
@@ -53,6 +57,7 @@ pub fn encrypt(home: Option<PathBuf>, args: EncryptArgs, out: &Output) -> anyhow
 }
 
 pub fn decrypt(home: Option<PathBuf>, args: DecryptArgs, out: &Output) -> anyhow::Result<Finish> {
+    remove_partial_output_on_signals()?;
     let mut ctx = Context::open(home)?;
     let opened = ops::crypt::decrypt(&mut ctx, &args.input, args.output)?;
     out.emit(&opened, |w| {
@@ -65,4 +70,34 @@ pub fn decrypt(home: Option<PathBuf>, args: DecryptArgs, out: &Output) -> anyhow
         )
     })?;
     Ok(Finish::Done)
+}
+
+/// An interrupted `encrypt` or `decrypt` leaves nothing behind: on SIGINT,
+/// SIGTERM or SIGHUP the temporary output is removed before the process
+/// ends with 128 + the signal's number, as a shell reports it. The signals
+/// are taken before any work starts, so none is missed.
+fn remove_partial_output_on_signals() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut interrupt, mut terminate, mut hangup) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    })?;
+    std::thread::spawn(move || {
+        let code = runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => 130,
+                _ = terminate.recv() => 143,
+                _ = hangup.recv() => 129,
+            }
+        });
+        crypto::remove_pending_outputs();
+        eprintln!("interrupted; the partial output was removed");
+        std::process::exit(code);
+    });
+    Ok(())
 }

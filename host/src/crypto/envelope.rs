@@ -545,9 +545,15 @@ pub fn decrypt_file(
     })
 }
 
+/// How a temporary output's name ends; it starts with `.` and the output's
+/// name.
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// Runs `work` from `input` into a 0600 temporary file next to `output`,
 /// then fsyncs it and renames it over `output`. If `work` fails, the
-/// temporary file is deleted (when the `NamedTempFile` drops).
+/// temporary file is deleted (when the `NamedTempFile` drops); a signal
+/// handler can delete it through `fsutil::remove_pending`, and a process
+/// killed outright leaves it for the next run for the same output to sweep.
 fn with_atomic_output<T>(
     input: &Path,
     output: &Path,
@@ -574,11 +580,18 @@ fn with_atomic_output<T>(
     let mut prefix = OsString::from(".");
     prefix.push(output.file_name().unwrap_or_default());
     prefix.push(".");
+    if let Some(prefix) = prefix.to_str() {
+        fsutil::sweep_stale(dir, prefix, TEMP_SUFFIX);
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
-        .suffix(".tmp")
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(file_err("create a temporary file in", dir))?;
+    // Held until the file is renamed or removed: it tells a later run's
+    // sweep that this file is not stale.
+    tmp.as_file().lock().map_err(file_err("lock", tmp.path()))?;
+    let _pending = fsutil::Pending::register(tmp.path());
     let result = work(&mut reader, tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()

@@ -22,6 +22,7 @@ pub use envelope::{
     DEFAULT_SEGMENT_SIZE, DecryptSummary, EncryptSummary, EnvelopeError, decrypt, decrypt_file,
     encrypt, encrypt_file,
 };
+pub use fsutil::remove_pending as remove_pending_outputs;
 pub use keys::{DEFAULT_KEY_BITS, KeyError, NodeKey, PublicKey};
 pub use keystore::{KeyInfo, KeyStore, Rotation};
 pub use rng::RngError;
