@@ -445,11 +445,15 @@ fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
     let mut cluster = NatsCluster::start(dir.path(), 3);
     let urls = cluster.url_list();
 
-    let requester = funded_requester(&urls, 500, &["market.replicas=3"]);
+    // Failover takes the stream's new leader and every client's consumer
+    // some seconds to settle, more on a loaded machine: a task posted just
+    // after may wait that long for its claim.
+    let settings = ["market.replicas=3", "market.claimWaitSecs=90"];
+    let requester = funded_requester(&urls, 500, &settings);
     let issuer = requester.id.clone();
 
     let providers: Vec<JobHome> = (0..2)
-        .map(|_| provider_home(&urls, &issuer, &["market.replicas=3"]))
+        .map(|_| provider_home(&urls, &issuer, &settings))
         .collect();
     let serving: Vec<Child> = providers
         .iter()
@@ -552,9 +556,12 @@ impl Events {
 
 #[test]
 fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
-    use claude_max_market::crypto::NodeKey;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use claude_max_market::crypto::{NodeKey, PublicKey};
     use claude_max_market::market::message::seal;
-    use claude_max_market::market::types::{Bid, Body};
+    use claude_max_market::market::types::{Bid, Body, TaskResult};
+    use sha2::{Digest, Sha256};
 
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
@@ -597,6 +604,31 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let subject = format!("cmm.bid.{task}");
     rt.block_on(raw.publish(&subject, &subject, forged))
         .unwrap();
+    // So is a result signed by anyone but the claimed provider, though it is
+    // sealed to the requester and comes first on the task's result subject.
+    let pem = requester.home.path().join("requester.pem");
+    requester
+        .home
+        .ok(&["keys", "export-public", "--out", pem.to_str().unwrap()]);
+    let to = PublicKey::from_pem(&std::fs::read_to_string(&pem).unwrap()).unwrap();
+    let forgery = b"a result nobody ran";
+    let mut sealed = Vec::new();
+    claude_max_market::crypto::encrypt(&forgery[..], &mut sealed, &[to], 1 << 16).unwrap();
+    let (forged, _) = seal(
+        &mallory,
+        Body::Result(TaskResult {
+            task: task.clone(),
+            state: "finished".into(),
+            sha256: hex::encode(Sha256::digest(forgery)),
+            payload: B64.encode(&sealed),
+            input_tokens: 1,
+            output_tokens: 1,
+        }),
+    )
+    .unwrap();
+    let subject = format!("cmm.result.{task}");
+    rt.block_on(raw.publish(&subject, &subject, forged))
+        .unwrap();
     let placed = requester.json(&["bid", "--task-id", &task, "--max-price", "60"]);
     assert_eq!(placed["previous"], 18);
     assert_eq!(events.next("bid-raised", &["claimed"])["bid"], 60);
@@ -613,6 +645,13 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let accounts = &requester.json(&["market", "ledger"])["accounts"];
     assert_eq!(accounts[&requester.id]["available"], 100 - 55);
     assert_eq!(accounts[&provider_id]["earned"], 55);
+    let shown = requester.json(&["market", "result", &task]);
+    assert_eq!(shown["provider"], provider_id.as_str(), "{shown:#}");
+    assert_eq!(
+        shown["output"].as_str().map(str::trim),
+        doc["output"].as_str().map(str::trim),
+        "{shown:#}"
+    );
 
     assert_eq!(stop(serving).code, 0);
     let stats = provider.home.json(&["market", "stats"]).1;

@@ -225,23 +225,37 @@ pub struct ResultView {
     pub note: Option<String>,
 }
 
-/// A task's result from the results stream.
+/// A task's result from the results stream: only the one its claimed
+/// provider signed (the provider the escrow locked to, or the one this node
+/// recorded), since anyone can publish on a task's result subject.
 pub fn result(ctx: &mut Context, task: &str) -> Result<ResultView, OpsError> {
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
+    let mut ledger = peer.ledger();
+    rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+    let claimed = match ledger.escrow(task) {
+        Some(escrow) => Some(escrow.provider.clone()),
+        None => ctx.store.market_task(task)?.and_then(|row| row.counterpart),
+    };
+    let Some(provider) = claimed else {
+        return Err(OpsError::UnknownTask {
+            task: task.to_owned(),
+            hint: " that a provider has claimed".into(),
+        });
+    };
     let mut results = Feed::new(RESULTS_STREAM, format!("cmm.result.{task}"), None);
     let (from, r) = results
         .poll(&rt, &peer, &mut ctx.store)?
         .into_iter()
         .find_map(|m| match m.body {
-            Body::Result(r) if r.task == task => Some((m.from, r)),
+            Body::Result(r) if r.task == task && m.from == provider => Some((m.from, r)),
             _ => None,
         })
         .ok_or_else(|| OpsError::UnknownTask {
             task: task.to_owned(),
-            hint:
-                " result that verifies (none delivered yet, or older than the results stream keeps)"
-                    .into(),
+            hint: " result from its provider that verifies (none delivered yet, or older \
+                   than the results stream keeps)"
+                .into(),
         })?;
     let keys = keys::decryption_keys(ctx)?;
     let (output, note) = match open_sealed(&keys, &r.payload, "the result") {
