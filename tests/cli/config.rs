@@ -97,6 +97,33 @@ fn every_change_is_audited() {
 }
 
 #[test]
+fn a_credential_is_never_a_setting_and_never_reaches_the_audit_log() {
+    let home = Home::opted_in();
+    let key = "sk-ant-api03-a-real-looking-key-0123456789abcdef";
+    for assignment in [
+        format!("market.user={key}"),
+        format!("api.baseUrl=https://{key}@example.com"),
+    ] {
+        let run = home.run(&["config", "--set", &assignment]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("looks like an Anthropic credential"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(key), "the error repeats no key");
+    }
+    let (_, audit) = home.json(&["audit"]);
+    assert!(!audit.to_string().contains("sk-ant-"), "{audit:#}");
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap_or_default();
+    assert!(!config.contains("sk-ant-"));
+    // So compliance still admits jobs.
+    let (code, check) = home.json(&["compliance-check"]);
+    assert_eq!(code, 0, "{check:#}");
+    assert_eq!(check["critical_failures"], 0, "{check:#}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let home = Home::new();
     assert_eq!(home.run(&["limits", "--daily", "many"]).code, 2);

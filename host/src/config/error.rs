@@ -41,6 +41,16 @@ pub enum ConfigError {
         key: String,
         suggestion: Option<String>,
     },
+    /// A value shaped like an Anthropic credential. Settings are copied into
+    /// the audit log, which is append-only, so one must never hold a key;
+    /// the value is not repeated here for the same reason.
+    #[error(
+        "the value for {key} looks like an Anthropic credential, and settings never hold \
+         credentials (every change is on the audit log); put the key in a 0600 file and set \
+         security.apiKeyFile, or in ANTHROPIC_API_KEY; market passwords and tokens go in the \
+         variables market.passwordEnv and market.tokenEnv name"
+    )]
+    Credential { key: String },
     /// A value the key does not accept.
     #[error("invalid value '{value}' for {key}: expected {expected}")]
     InvalidValue {

@@ -66,6 +66,11 @@ impl Settings {
     /// refused and the settings stay as they were.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let info = find(key)?;
+        if crate::gateway::credentials_in(value.as_bytes()) > 0 {
+            return Err(ConfigError::Credential {
+                key: info.name.to_string(),
+            });
+        }
         if info.access.write(self, value) {
             return Ok(());
         }

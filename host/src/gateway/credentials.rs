@@ -17,6 +17,36 @@ use std::path::{Path, PathBuf};
 
 use reqwest::header::HeaderValue;
 
+/// Every Anthropic credential starts so: API keys (`sk-ant-api03-…`), OAuth
+/// tokens from a subscription (`sk-ant-oat01-…`), admin keys. What follows is
+/// a long run of URL-safe characters, which is what tells a credential from
+/// a mention of the prefix.
+pub const CREDENTIAL_PREFIX: &[u8] = b"sk-ant-";
+const CREDENTIAL_MIN_TAIL: usize = 20;
+
+/// Counts credential-shaped strings in `bytes`: the prefix followed by a
+/// long run of URL-safe characters.
+pub fn credentials_in(bytes: &[u8]) -> usize {
+    let tail_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..]
+        .windows(CREDENTIAL_PREFIX.len())
+        .position(|w| w == CREDENTIAL_PREFIX)
+    {
+        let tail_start = at + offset + CREDENTIAL_PREFIX.len();
+        let tail = bytes[tail_start..]
+            .iter()
+            .take_while(|b| tail_char(b))
+            .count();
+        if tail >= CREDENTIAL_MIN_TAIL {
+            found += 1;
+        }
+        at = tail_start + tail;
+    }
+    found
+}
+
 /// The environment variable the caller reads and passes to [`load_api_key`].
 pub const API_KEY_ENV: &str = "ANTHROPIC_API_KEY";
 
@@ -336,5 +366,22 @@ mod tests {
         assert!(!format!("{err} {err:?}").contains(KEY));
         let err = ApiKey::new(&format!("{KEY}\u{7f}")).expect_err("control char");
         assert!(!format!("{err} {err:?}").contains(KEY));
+    }
+
+    #[test]
+    fn credential_shapes_are_counted_and_mentions_are_not() {
+        assert_eq!(
+            credentials_in(b"x = \"sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAA\""),
+            1
+        );
+        assert_eq!(
+            credentials_in(
+                b"sk-ant-oat01-abcdefghij_KLMNOPQRST-uvw and sk-ant-api03-0123456789abcdefghijk"
+            ),
+            2
+        );
+        assert_eq!(credentials_in(b"keys start with sk-ant- and then more"), 0);
+        assert_eq!(credentials_in(b"sk-ant-short"), 0);
+        assert_eq!(credentials_in(b""), 0);
     }
 }

@@ -52,7 +52,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use body::INPUT_OVERHEAD_TOKENS;
-pub use credentials::{API_KEY_ENV, ApiKey, CredentialError, KeySource, load_api_key};
+pub use credentials::{
+    API_KEY_ENV, ApiKey, CREDENTIAL_PREFIX, CredentialError, KeySource, credentials_in,
+    load_api_key,
+};
 pub use meter::{GatewayEvent, Meter, Metered, RequestRecord};
 pub use policy::JobGrant;
 pub use upstream::{RetryPolicy, Upstream};

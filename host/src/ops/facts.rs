@@ -3,18 +3,12 @@
 //! ones on every job; `compliance-check` adds whole-file scans and the
 //! Docker daemon's mode.
 
+use crate::gateway::{CREDENTIAL_PREFIX, credentials_in};
 use crate::policy::{Fact, FactStatus};
 use crate::runner::{EngineVersion, Hardening};
 use crate::store::{ConsentState, POLICY_ROLES};
 
 use super::{Context, OpsError, terms};
-
-/// Every Anthropic credential starts so: API keys (`sk-ant-api03-…`), OAuth
-/// tokens from a subscription (`sk-ant-oat01-…`), admin keys. What follows is
-/// a long run of URL-safe characters, which is what tells a credential from
-/// a mention of the prefix.
-const CREDENTIAL_PREFIX: &[u8] = b"sk-ant-";
-const CREDENTIAL_MIN_TAIL: usize = 20;
 
 /// How many job starts `job-hardening` looks back over.
 const HARDENING_LOOKBACK: usize = 5;
@@ -345,51 +339,5 @@ fn subscription_fact(ctx: &Context) -> Fact {
             FactStatus::Ok,
         ),
         Err(_) => fact(NAME, "no credential configured for jobs", FactStatus::Ok),
-    }
-}
-
-/// Counts credential-shaped strings: the prefix followed by a long run of
-/// URL-safe characters.
-fn credentials_in(bytes: &[u8]) -> usize {
-    let tail_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
-    let mut found = 0;
-    let mut at = 0;
-    while let Some(offset) = find(&bytes[at..], CREDENTIAL_PREFIX) {
-        let tail_start = at + offset + CREDENTIAL_PREFIX.len();
-        let tail = bytes[tail_start..]
-            .iter()
-            .take_while(|b| tail_char(b))
-            .count();
-        if tail >= CREDENTIAL_MIN_TAIL {
-            found += 1;
-        }
-        at = tail_start + tail;
-    }
-    found
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::credentials_in;
-
-    #[test]
-    fn credential_shapes_are_counted_and_mentions_are_not() {
-        assert_eq!(
-            credentials_in(b"x = \"sk-ant-api03-AAAAAAAAAAAAAAAAAAAAAAAAAAAA\""),
-            1
-        );
-        assert_eq!(
-            credentials_in(
-                b"sk-ant-oat01-abcdefghij_KLMNOPQRST-uvw and sk-ant-api03-0123456789abcdefghijk"
-            ),
-            2
-        );
-        assert_eq!(credentials_in(b"keys start with sk-ant- and then more"), 0);
-        assert_eq!(credentials_in(b"sk-ant-short"), 0);
-        assert_eq!(credentials_in(b""), 0);
     }
 }
