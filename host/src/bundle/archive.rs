@@ -77,6 +77,21 @@ impl Bundle {
         for entry in entries {
             let mut entry = entry.map_err(|e| read_error(&e))?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            // The format is plain ustar: a PAX or GNU extension header could
+            // give an entry another name (or size) than its own header says,
+            // so that what a reader of the headers sees is not what is read.
+            let extended = entry
+                .pax_extensions()
+                .map_err(|e| read_error(&e))?
+                .is_some()
+                || entry.header().as_ustar().is_none()
+                || entry.path_bytes() != entry.header().path_bytes();
+            if extended {
+                return Err(corrupt(format!(
+                    "'{name}' is not a plain ustar entry (a PAX or GNU extension, or another \
+                     tar format); a bundle is ustar regular files only"
+                )));
+            }
             if entry.header().entry_type() != tar::EntryType::Regular {
                 return Err(corrupt(format!(
                     "'{name}' is not a regular file; a bundle holds only flat files"
@@ -308,12 +323,50 @@ mod tests {
     fn raw(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for (name, data) in entries {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            builder.append_data(&mut header, name, *data).unwrap();
+            builder.append_data(&mut ustar(data), name, *data).unwrap();
         }
         builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_and_gnu_entries_are_refused() {
+        let b = bundle();
+        let m = b.manifest_bytes.clone();
+        let wasm = b.component(&b.manifest.roles[0]).to_vec();
+
+        // A PAX header renaming the next entry to the component's name.
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_data(&mut ustar(&m), "manifest.json", &m[..])
+            .unwrap();
+        builder
+            .append_pax_extensions([("path", &b"approval.wasm"[..])])
+            .unwrap();
+        builder
+            .append_data(&mut ustar(&wasm), "other.wasm", &wasm[..])
+            .unwrap();
+        let pax = builder.into_inner().unwrap();
+        let err = Bundle::read(&pax).unwrap_err();
+        assert!(err.to_string().contains("not a plain ustar entry"), "{err}");
+
+        // A GNU-format header.
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut gnu = tar::Header::new_gnu();
+        gnu.set_size(m.len() as u64);
+        gnu.set_mode(0o644);
+        builder
+            .append_data(&mut gnu, "manifest.json", &m[..])
+            .unwrap();
+        let gnu = builder.into_inner().unwrap();
+        let err = Bundle::read(&gnu).unwrap_err();
+        assert!(err.to_string().contains("not a plain ustar entry"), "{err}");
+    }
+
+    fn ustar(data: &[u8]) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header
     }
 
     #[test]
