@@ -227,3 +227,17 @@ fn a_plugin_built_for_an_older_contract_is_refused_naming_both_versions() {
         "the default stays active: {doc:#}"
     );
 }
+
+#[test]
+fn a_flood_of_findings_is_refused_and_names_the_cap() {
+    let home = permissive_home();
+    let path = fixture("flood");
+    home.ok(&["policy", "set", "compliance", path.to_str().unwrap()]);
+    let run = home.run(&["compliance-check"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("2000 findings, over the cap of 256"),
+        "{}",
+        run.stderr
+    );
+}

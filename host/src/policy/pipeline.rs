@@ -24,6 +24,10 @@ use super::plugin::{PluginMeta, PluginPre};
 use super::role::Role;
 use super::sandbox::{PluginSettings, PluginState};
 
+/// The most findings a compliance plugin may report: far more than there
+/// are facts to judge, far fewer than a report can show.
+pub const MAX_FINDINGS: usize = 256;
+
 /// Everything the roles are told about one job.
 #[derive(Clone, Debug)]
 pub struct DecisionInput {
@@ -148,9 +152,9 @@ impl Pipeline {
     }
 
     /// Asks the compliance plugin to judge `facts` on their own, outside
-    /// any job: what `compliance-check` reports. A plugin that fails, or
-    /// answers more than `policy.maxAnswerBytes` in one message, is a
-    /// `Failure` like any decision's.
+    /// any job: what `compliance-check` reports. A plugin that fails,
+    /// answers more than `policy.maxAnswerBytes` in one message or more
+    /// than [`MAX_FINDINGS`] findings, is a `Failure` like any decision's.
     pub fn findings(&mut self, facts: &[Fact]) -> Result<Vec<ComplianceFinding>, Failure> {
         let reuse = self.engine.isolation() == Isolation::Reuse;
         let max = self.engine.limits().max_answer_bytes;
@@ -166,6 +170,13 @@ impl Pipeline {
                 _ => unreachable!("the compliance slot holds a compliance plugin"),
             },
         )?;
+        if found.len() > MAX_FINDINGS {
+            return Err(Failure::invalid_output(
+                plugin.role,
+                &plugin.meta.name,
+                &format!("{} findings, over the cap of {MAX_FINDINGS}", found.len()),
+            ));
+        }
         if let Some(long) = found.iter().find(|f| f.message.len() + f.id.len() > max) {
             return Err(Failure::invalid_output(
                 plugin.role,
