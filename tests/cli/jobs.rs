@@ -178,7 +178,7 @@ fn an_ask_without_a_terminal_is_denied_with_how_to_approve() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(run.status.code(), Some(3), "a denial's code: {stderr}");
     assert!(stderr.contains("--approve-all"), "{stderr}");
     assert!(stderr.contains("no terminal"), "{stderr}");
     assert!(env.mock.requests().is_empty());

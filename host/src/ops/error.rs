@@ -108,11 +108,15 @@ pub enum OpsError {
 
 impl OpsError {
     /// True when the operation was refused by policy or consent, which the
-    /// binary reports with its own exit code.
+    /// binary reports with its own exit code. An approval that asks with no
+    /// one to answer is a refusal too: the job did not get its approval.
     pub fn is_denial(&self) -> bool {
         matches!(
             self,
-            OpsError::Denied { .. } | OpsError::NotOptedIn | OpsError::TermsNotAccepted { .. }
+            OpsError::Denied { .. }
+                | OpsError::NotOptedIn
+                | OpsError::TermsNotAccepted { .. }
+                | OpsError::NoOneToAsk { .. }
         )
     }
 }
