@@ -339,3 +339,15 @@ fn logs_follow_a_running_command_and_keep_both_streams() {
         "{stored}"
     );
 }
+
+#[test]
+fn docker_cpu_millis_is_a_hard_cpu_cap_on_the_container() {
+    let env = JobHome::new();
+    env.home.set(&["docker.cpuMillis=1500"]);
+    let child = env.spawn(&["--image", images::tools(), "--", "sleep", "2"]);
+    let (container, _) = env.wait_for_container();
+    let host_config = &inspect(&container)["HostConfig"];
+    assert_eq!(host_config["NanoCpus"], 1_500_000_000u64, "{host_config:#}");
+    assert_eq!(host_config["CpuShares"], 512);
+    assert!(child.wait_with_output().unwrap().status.success());
+}

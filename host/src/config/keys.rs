@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 52] = [
+static SPECS: [Spec; 53] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -80,6 +80,11 @@ static SPECS: [Spec; 52] = [
         name: "docker.memory",
         description: "Memory cap of a job container (Docker refuses less than 6m)",
         access: Access::Size(field!(docker.memory), ByteSize::mib(6)),
+    },
+    Spec {
+        name: "docker.cpuMillis",
+        description: "Hard CPU cap of a job container in thousandths of a CPU (1500 is 1.5 CPUs); 0 for none beyond docker.cpuShares",
+        access: Access::U32(field!(docker.cpu_millis), IntRange::new(0, 1_024_000)),
     },
     Spec {
         name: "docker.cpuShares",

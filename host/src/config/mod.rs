@@ -116,6 +116,7 @@ mod tests {
             ("api.maxRetries", "0"),
             ("docker.image", "job:2"),
             ("docker.memory", "2g"),
+            ("docker.cpuMillis", "2000"),
             ("docker.cpuShares", "1024"),
             ("docker.pidsLimit", "128"),
             ("docker.tmpfsSize", "1536k"),
@@ -304,7 +305,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 52);
+        assert_eq!(names.len(), 53);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

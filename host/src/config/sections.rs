@@ -35,6 +35,8 @@ pub struct DockerSettings {
     pub image: String,
     pub memory: ByteSize,
     pub cpu_shares: u32,
+    /// A hard cap in thousandths of a CPU; 0 for none beyond the weight.
+    pub cpu_millis: u32,
     pub pids_limit: u32,
     pub tmpfs_size: ByteSize,
 }
@@ -47,6 +49,7 @@ impl Default for DockerSettings {
             // workspace and /tmp tmpfs count against this cap too.
             memory: ByteSize::mib(1024),
             cpu_shares: 512,
+            cpu_millis: 0,
             pids_limit: 256,
             tmpfs_size: ByteSize::mib(128),
         }

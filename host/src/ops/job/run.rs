@@ -454,7 +454,11 @@ fn container(
         user: format!("{uid}:{gid}"),
         memory_bytes: ctx.settings.docker.memory.0,
         cpu_shares: ctx.settings.docker.cpu_shares,
-        nano_cpus: None,
+        // Whole CPUs and fractions as Docker counts them: a billionth each.
+        nano_cpus: match ctx.settings.docker.cpu_millis {
+            0 => None,
+            millis => Some(u64::from(millis) * 1_000_000),
+        },
         pids_limit: ctx.settings.docker.pids_limit,
         tmpfs_bytes: ctx.settings.docker.tmpfs_size.0,
         gateway_dir: folder.path().to_path_buf(),
