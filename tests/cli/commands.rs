@@ -351,3 +351,28 @@ fn docker_cpu_millis_is_a_hard_cpu_cap_on_the_container() {
     assert_eq!(host_config["CpuShares"], 512);
     assert!(child.wait_with_output().unwrap().status.success());
 }
+
+#[test]
+fn jobs_lists_the_newest_first_with_what_they_ran() {
+    let env = JobHome::new();
+    let empty = env.home.ok(&["jobs"]).stdout;
+    assert!(empty.contains("no jobs yet"), "{empty}");
+    env.execute(&["--image", images::tools(), "--", "true"]);
+    env.execute(&["--image", images::tools(), "--", "sh", "-c", "exit 4"]);
+    let (code, doc) = env.home.json(&["jobs"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let jobs = doc.as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{doc:#}");
+    assert_eq!(jobs[0]["state"], "failed", "newest first: {doc:#}");
+    assert_eq!(jobs[0]["exit_code"], 4);
+    assert_eq!(jobs[1]["state"], "finished");
+    let text = env.home.ok(&["jobs", "--limit", "1"]).stdout;
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("sh -c exit 4"), "{text}");
+    let unknown = env.home.run(&["logs", "--job", "nope"]);
+    assert!(
+        unknown.stderr.contains("`claude-max-market jobs`"),
+        "{}",
+        unknown.stderr
+    );
+}

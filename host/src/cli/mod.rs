@@ -11,6 +11,7 @@ mod crypt;
 mod docker;
 mod execute;
 mod health;
+mod jobs;
 mod keys;
 mod limits;
 mod logs;
@@ -73,6 +74,8 @@ pub enum Command {
     Config(config::Args),
     /// Run a Claude job: policy pipeline, then a locked-down container.
     Execute(execute::Args),
+    /// List the newest jobs: id, state, tokens and what they ran.
+    Jobs(jobs::Args),
     /// Show a job's output (default: the newest job).
     Logs(logs::Args),
     /// What a job changed in its workspace; --diff shows it, --apply copies it into your folder.
@@ -138,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Status => status::run(home, &out),
         Command::Config(args) => config::run(home, args, &out),
         Command::Execute(args) => execute::run(home, args, &out),
+        Command::Jobs(args) => jobs::run(home, args, &out),
         Command::Logs(args) => logs::run(home, args, &out),
         Command::Result(args) => result::run(home, args, &out),
         Command::DockerBuild(args) => docker::build(home, args, &out),

@@ -19,6 +19,7 @@ pub mod execute;
 mod facts;
 pub mod health;
 pub mod job;
+pub mod job_list;
 pub mod keys;
 mod labels;
 pub mod limits;

@@ -74,7 +74,7 @@ pub enum StoreError {
     #[error("a job with id {job_id} was already admitted; submit it under a new id")]
     JobExists { job_id: String },
 
-    #[error("no job with id {job_id}; `claude-max-market status` lists recent jobs")]
+    #[error("no job with id {job_id}; `claude-max-market jobs` lists recent jobs")]
     JobNotFound { job_id: String },
 
     #[error("job {job_id} has already ended (or never started); it cannot change state again")]
