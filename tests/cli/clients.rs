@@ -2,6 +2,8 @@
 //! and Claude Code, each in its own image, talking to the gateway through
 //! the relay on the container's loopback, with the mock as the upstream.
 
+use std::path::Path;
+
 use mock_anthropic::{Scenario, ToolCall};
 use serde_json::{Value, json};
 
@@ -67,6 +69,21 @@ fn notes() -> tempfile::TempDir {
     dir
 }
 
+/// `execute --json` arguments for Claude Code on `dir`, then `rest`.
+fn claude_code_on<'a>(dir: &'a Path, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--json",
+        "--agent",
+        "claude-code",
+        "--image",
+        images::claude_code(),
+        "--workspace",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
 fn bash(command: &str) -> ToolCall {
     ToolCall::new(
         "Bash",
@@ -96,17 +113,10 @@ fn claude_code_edits_a_workspace_through_a_scripted_conversation() {
         input_tokens: 2500,
         output_tokens: 9,
     });
-    let child = env.spawn(&[
-        "--json",
-        "--agent",
-        "claude-code",
-        "--image",
-        images::claude_code(),
-        "--workspace",
-        dir.path().to_str().unwrap(),
-        "--prompt",
-        "Replace two with three in notes.txt",
-    ]);
+    let child = env.spawn(&claude_code_on(
+        dir.path(),
+        &["--prompt", "Replace two with three in notes.txt"],
+    ));
     let (container, _) = env.wait_for_container();
     let running = inspect(&container);
     assert_eq!(running["HostConfig"]["NetworkMode"], "none");
@@ -178,19 +188,16 @@ fn an_agent_that_never_stops_ends_at_its_budget() {
         output_tokens: 50,
     });
     let budget = 60_000u64;
-    let run = env.execute(&[
-        "--json",
-        "--agent",
-        "claude-code",
-        "--image",
-        images::claude_code(),
-        "--workspace",
-        dir.path().to_str().unwrap(),
-        "--budget-tokens",
-        &budget.to_string(),
-        "--prompt",
-        "Keep appending to notes.txt",
-    ]);
+    let budget_arg = budget.to_string();
+    let run = env.execute(&claude_code_on(
+        dir.path(),
+        &[
+            "--budget-tokens",
+            &budget_arg,
+            "--prompt",
+            "Keep appending to notes.txt",
+        ],
+    ));
     assert_ne!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let doc = job_end(&run.stdout);
     let job = &doc["job"];

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::config::Settings;
 use crate::policy::{
-    Budget, ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Image, Isolation,
-    Job, JobSource, MarketContext, Outcome, Pipeline, PluginMeta, PluginOrigin, PluginPre,
-    PolicyEngine, Role, Slot, Usage, Workspace,
+    Budget, CredentialKind, DecisionInput, Fact, FactStatus, Image, Isolation, Job, JobSource,
+    MarketContext, Outcome, Pipeline, PluginMeta, PluginOrigin, PluginPre, PolicyEngine, Role,
+    Slot, Usage, Workspace,
 };
 
+use super::job::admit::limits_of;
 use super::policy_bundle::{load_plugin, read_bundle_file};
 use super::{Context, OpsError};
 
@@ -532,7 +533,6 @@ fn input_for(
     market: &MarketSpec,
     facts: &[FactSpec],
 ) -> DecisionInput {
-    let l = &settings.limits;
     DecisionInput {
         job: Job {
             id: "policy-test".into(),
@@ -577,14 +577,7 @@ fn input_for(
             tasks_today: usage.tasks_today,
             tokens_today: usage.tokens_today,
             running_jobs: usage.running_jobs,
-            limits: ConfiguredLimits {
-                daily_tasks: l.daily_tasks,
-                daily_tokens: l.daily_tokens,
-                max_tokens_per_task: l.max_tokens_per_task,
-                requests_per_job: l.requests_per_job,
-                concurrent_jobs: l.concurrent_jobs,
-                timeout_secs: l.timeout_secs,
-            },
+            limits: limits_of(settings),
         },
         market: MarketContext {
             slots: market.slots,

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::policy::{
     ConfiguredLimits, DecisionInput, Fact, MarketContext, Outcome, Pipeline, PipelineDecision,
     Role, RoleDecision, Usage,
@@ -163,7 +164,7 @@ pub fn admit_market(
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
-    let limits = limits_of(ctx);
+    let limits = limits_of(&ctx.settings);
     let record = request.record();
     let mut decision: Option<PipelineDecision> = None;
     let mut price = None;
@@ -237,7 +238,12 @@ pub fn dry_run(
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
     let usage = ctx.store.usage_snapshot(today())?;
-    let decision = pipeline.decide(&decision_input(request, &usage, limits_of(ctx), facts));
+    let decision = pipeline.decide(&decision_input(
+        request,
+        &usage,
+        limits_of(&ctx.settings),
+        facts,
+    ));
     ctx.store
         .record_verdict(&request.record(), "job.dry-run", &verdict(&decision))?;
     Ok((usage, decision))
@@ -298,7 +304,7 @@ pub(crate) fn admit_with(
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
-    let limits = limits_of(ctx);
+    let limits = limits_of(&ctx.settings);
     let record = request.record();
     let mut decision = None;
     // The pipeline runs inside the store's IMMEDIATE transaction, on the
@@ -356,8 +362,9 @@ fn decision_input(
     }
 }
 
-pub(crate) fn limits_of(ctx: &Context) -> ConfiguredLimits {
-    let l = &ctx.settings.limits;
+/// The node's limits as the policies are told them.
+pub(crate) fn limits_of(settings: &Settings) -> ConfiguredLimits {
+    let l = &settings.limits;
     ConfiguredLimits {
         daily_tasks: l.daily_tasks,
         daily_tokens: l.daily_tokens,

@@ -138,7 +138,7 @@ fn offer(ctx: &Context, opts: &AdvertiseOptions, busy: u32) -> Result<Offer, Ops
             let usage = ctx.store.usage_snapshot(today())?;
             let input = DecisionInput {
                 job: largest.policy_job(),
-                usage: usage_of(&usage, limits_of(ctx)),
+                usage: usage_of(&usage, limits_of(&ctx.settings)),
                 market: MarketContext {
                     slots,
                     load: f64::from(busy) / f64::from(slots),

@@ -445,7 +445,7 @@ fn choose(
         } else {
             let input = DecisionInput {
                 job: job.policy_job(),
-                usage: usage_of(&usage, limits_of(ctx)),
+                usage: usage_of(&usage, limits_of(&ctx.settings)),
                 market: MarketContext {
                     slots: o.offer.slots,
                     load: f64::from(o.offer.busy) / f64::from(o.offer.slots.max(1)),
