@@ -73,6 +73,12 @@ impl Home {
         self.root.join("config.toml")
     }
 
+    /// Beside `config.toml`, never replaced, so every writer of the
+    /// settings locks the same file.
+    pub fn config_lock_path(&self) -> PathBuf {
+        self.root.join("config.lock")
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.root.join("state.db")
     }

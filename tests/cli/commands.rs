@@ -85,19 +85,12 @@ fn a_command_works_on_a_copy_and_its_changes_land_only_on_request() {
         "untouched files stay"
     );
 
-    let kinds = env.home.audit_kinds();
     assert_eq!(
-        kinds.iter().filter(|k| *k == "job.result-applied").count(),
+        env.home.audit_of("job.result-applied").len(),
         2,
         "the refusal and the apply are both on the record"
     );
-    let (_, audit) = env.home.json(&["audit"]);
-    let admitted = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "job.admitted")
-        .unwrap();
+    let admitted = env.home.audit_of("job.admitted").remove(0);
     let recorded = &admitted["details"]["job"];
     assert!(
         recorded["image_id"]

@@ -43,13 +43,26 @@ impl Run {
 }
 
 impl Home {
+    /// Every audit row, oldest first, as `audit --json` lists them.
+    pub fn audit_entries(&self) -> Vec<Value> {
+        let (code, mut doc) = self.json(&["audit"]);
+        assert_eq!(code, 0, "{doc:#}");
+        match doc["entries"].take() {
+            Value::Array(entries) => entries,
+            other => panic!("audit --json lists no entries: {other:#}"),
+        }
+    }
+
+    /// The audit rows of one `kind`, oldest first.
+    pub fn audit_of(&self, kind: &str) -> Vec<Value> {
+        let mut entries = self.audit_entries();
+        entries.retain(|e| e["kind"] == kind);
+        entries
+    }
+
     /// The `kind` of every audit row, oldest first.
     pub fn audit_kinds(&self) -> Vec<String> {
-        let (code, doc) = self.json(&["audit"]);
-        assert_eq!(code, 0, "{doc:#}");
-        doc["entries"]
-            .as_array()
-            .expect("audit --json lists entries")
+        self.audit_entries()
             .iter()
             .map(|e| e["kind"].as_str().unwrap().to_owned())
             .collect()

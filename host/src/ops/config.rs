@@ -36,7 +36,7 @@ pub struct Entry {
 /// before anything is written.
 pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Change>, OpsError> {
     let path = ctx.home.config_path();
-    let _lock = lock(&ctx.home.root().join(LOCK_FILE))?;
+    let _lock = lock(&ctx.home.config_lock_path())?;
     // What this process read at start may be stale by now.
     ctx.settings = Settings::load(&path)?;
     let mut next = ctx.settings.clone();
@@ -68,9 +68,6 @@ pub fn set(ctx: &mut Context, assignments: &[(String, String)]) -> Result<Vec<Ch
     ctx.settings = next;
     Ok(changes)
 }
-
-/// Beside `config.toml`, never replaced, so every writer locks the same file.
-const LOCK_FILE: &str = "config.lock";
 
 /// Waits for the exclusive lock; it is released when the file is dropped,
 /// or by the kernel if the process dies holding it.

@@ -139,6 +139,24 @@ fn stops_on_sigint() {
     assert!(wait(&mut child).success());
 }
 
+/// Runs the mock with `args` to its end, checks it announced nothing, and
+/// returns how it exited and what it said on stderr.
+fn refused(args: &[&str]) -> (ExitStatus, String) {
+    let (mut child, mut stdout) = spawn(args);
+    let status = wait(&mut child);
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(out.is_empty(), "{args:?} announced {out:?}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
 #[test]
 fn refuses_non_loopback_and_bad_arguments() {
     for args in [
@@ -164,19 +182,8 @@ fn refuses_non_loopback_and_bad_arguments() {
         ][..],
         &["--key", KEY, "--listen", "127.0.0.1:0", "--verbose"][..],
     ] {
-        let (mut child, mut stdout) = spawn(args);
-        let status = wait(&mut child);
+        let (status, err) = refused(args);
         assert!(!status.success(), "{args:?} was accepted");
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).unwrap();
-        assert!(out.is_empty(), "{args:?} announced {out:?}");
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
         assert!(err.starts_with("mock-anthropic: "), "{args:?}: {err}");
     }
 }
@@ -257,7 +264,7 @@ fn a_bad_script_stops_the_mock_before_it_announces() {
         ),
         (&missing, "cannot read script"),
     ] {
-        let (mut child, mut stdout) = spawn(&[
+        let (status, err) = refused(&[
             "--key",
             KEY,
             "--listen",
@@ -265,17 +272,7 @@ fn a_bad_script_stops_the_mock_before_it_announces() {
             "--script",
             path.to_str().unwrap(),
         ]);
-        assert_eq!(wait(&mut child).code(), Some(2));
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).unwrap();
-        assert!(out.is_empty(), "announced {out:?}");
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        assert_eq!(status.code(), Some(2));
         assert!(err.starts_with("mock-anthropic: --script: "), "{err}");
         assert!(err.contains(says), "{err}");
     }
