@@ -48,6 +48,32 @@ fn a_tampered_cache_entry_is_discarded_and_rebuilt() {
     );
 }
 
+#[test]
+fn a_genuine_entry_copied_over_another_plugins_is_recompiled() {
+    let home = Home::new();
+    home.ok(&["status"]);
+    let entries = cache_entries(&home);
+    let (donor, victim) = (&entries[0], &entries[1]);
+    let swapped = std::fs::read(donor).unwrap();
+    std::fs::write(victim, &swapped).unwrap();
+
+    let (code, doc) = home.json(&["status"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(
+        doc["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "ok"),
+        "{doc:#}"
+    );
+    assert_ne!(
+        std::fs::read(victim).unwrap(),
+        swapped,
+        "the entry was compiled again from its own plugin"
+    );
+}
+
 fn cache_entries(home: &Home) -> Vec<std::path::PathBuf> {
     let mut entries: Vec<_> = std::fs::read_dir(home.path().join("cache"))
         .unwrap()

@@ -5,7 +5,9 @@
 //! become native code. So an entry is only trusted if it carries a MAC made
 //! with this home's secret cache key, which only the host writes: a file
 //! dropped into the folder by anyone else is discarded and recompiled, as is
-//! a corrupt or incompatible entry.
+//! a corrupt or incompatible entry. The MAC covers the entry's name, which
+//! holds the digest of the wasm it was compiled from, so one genuine entry
+//! copied over another cannot run under the other plugin's name.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
@@ -66,11 +68,11 @@ impl CompileCache {
             .len()
             .checked_sub(MAC_LEN)
             .map(|split| bytes.split_at(split))
-            .filter(|(payload, tag)| self.mac(payload).verify_slice(tag).is_ok());
+            .filter(|(payload, tag)| self.mac(name, payload).verify_slice(tag).is_ok());
         let Some((payload, _)) = verified else {
             tracing::warn!(
                 entry = name,
-                "discarding a compile cache entry this host did not write"
+                "discarding a compile cache entry this host did not write for this plugin"
             );
             let _ = self.dir.remove_file(name);
             return None;
@@ -88,7 +90,7 @@ impl CompileCache {
     }
 
     fn store(&self, name: &str, payload: &[u8]) -> io::Result<()> {
-        let tag = self.mac(payload).finalize().into_bytes();
+        let tag = self.mac(name, payload).finalize().into_bytes();
         // Unique per writer: threads of one process may compile the same
         // plugin at once, and must not write into each other's temp file.
         let tmp = format!("{name}.tmp{:016x}", rand::random::<u64>());
@@ -99,8 +101,12 @@ impl CompileCache {
         self.dir.rename(&tmp, &self.dir, name)
     }
 
-    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+    /// Over the entry name (length-prefixed, so no name and payload split
+    /// the same bytes two ways) and the compiled bytes.
+    fn mac(&self, name: &str, payload: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(&(name.len() as u64).to_be_bytes());
+        mac.update(name.as_bytes());
         mac.update(payload);
         mac
     }
