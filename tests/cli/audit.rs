@@ -56,3 +56,93 @@ fn report_formats_and_output_file() {
     assert!(future["entries"].as_array().unwrap().is_empty());
     assert_eq!(home.run(&["audit", "--since", "yesterday"]).code, 2);
 }
+
+#[test]
+fn a_log_cut_back_to_a_consistent_state_fails_against_an_anchored_head() {
+    let home = Home::opted_in();
+    home.ok(&["limits", "--daily", "9"]);
+    let anchor = home.path().join("anchored-head.json");
+    home.ok(&["audit", "head", "--output", anchor.to_str().unwrap()]);
+    let (code, doc) = home.json(&["audit", "--verify", "--against", anchor.to_str().unwrap()]);
+    assert_eq!(code, 0, "{doc:#}");
+    let anchored = doc["anchored_seq"].as_i64().unwrap();
+    assert!(anchored >= 3, "{doc:#}");
+
+    // Cut the log below the anchored row and move the head to match, so the
+    // chain alone still verifies.
+    let keep = anchored - 2;
+    home.tamper_audit(&format!(
+        "DELETE FROM audit_log WHERE seq > {keep};
+         UPDATE audit_head SET seq = {keep}, hash = (SELECT hash FROM audit_log WHERE seq = {keep})"
+    ));
+    assert!(home.ok(&["audit", "--verify"]).stdout.contains("intact"));
+    let run = home.run(&["audit", "--verify", "--against", anchor.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("row {anchored} of the anchored head is gone")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_altered_anchor_is_refused() {
+    let home = Home::opted_in();
+    let text = home.ok(&["audit", "head"]).stdout;
+    let mut head: serde_json::Value = serde_json::from_str(&text).unwrap();
+    head["seq"] = (head["seq"].as_i64().unwrap() - 1).into();
+    let anchor = home.path().join("altered-head.json");
+    std::fs::write(&anchor, head.to_string()).unwrap();
+    let run = home.run(&["audit", "--verify", "--against", anchor.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("signature does not verify"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_broken_chain_denies_jobs_until_a_new_chain_records_the_break() {
+    let home = Home::opted_in();
+    home.set(&["limits.dailyTasks=3"]);
+    home.forge_audit_row(2);
+    let denied = home.run(&["execute", "--dry-run", "--prompt", "hello"]);
+    assert_eq!(denied.code, 3, "{denied:?}");
+    assert!(denied.stdout.contains("audit --recover"), "{denied:?}");
+    assert!(
+        home.run(&["audit", "head"])
+            .stderr
+            .contains("broken at row 2")
+    );
+
+    let unconfirmed = home.run(&["audit", "--recover"]);
+    assert_ne!(unconfirmed.code, 0);
+    assert!(
+        unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+
+    let (code, restart) = home.json(&["audit", "--recover", "--yes"]);
+    assert_eq!(code, 0, "{restart:#}");
+    assert_eq!(restart["kind"], "audit.chain_restarted");
+    assert_eq!(restart["details"]["break"]["seq"], 2);
+    assert_eq!(
+        restart["details"]["row_at_break"]["details"],
+        r#"{"forged":true}"#
+    );
+
+    let verify = home.ok(&["audit", "--verify"]).stdout;
+    assert!(verify.contains("restarted at row"), "{verify}");
+    let run = home.run(&["execute", "--dry-run", "--prompt", "hello"]);
+    assert_ne!(run.code, 3, "{run:?}");
+    let again = home.run(&["audit", "--recover", "--yes"]);
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("nothing to recover"),
+        "{}",
+        again.stderr
+    );
+}

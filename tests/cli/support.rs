@@ -14,6 +14,7 @@ pub struct Home {
 }
 
 /// What one run of the binary gave.
+#[derive(Debug)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -131,8 +132,16 @@ impl Home {
     }
 
     /// Rewrites one audit row's details as an attacker holding the file
-    /// would: around the append-only triggers, which they can drop.
+    /// would.
     pub fn forge_audit_row(&self, seq: i64) {
+        self.tamper_audit(&format!(
+            "UPDATE audit_log SET details = '{{\"forged\":true}}' WHERE seq = {seq}"
+        ));
+    }
+
+    /// Runs `sql` on the state file as an attacker holding it would: around
+    /// the audit log's append-only triggers, which they can drop.
+    pub fn tamper_audit(&self, sql: &str) {
         let db = rusqlite::Connection::open(self.path().join("state.db")).unwrap();
         let triggers: Vec<String> = db
             .prepare(
@@ -146,11 +155,7 @@ impl Home {
         for t in triggers {
             db.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
         }
-        db.execute(
-            "UPDATE audit_log SET details = '{\"forged\":true}' WHERE seq = ?1",
-            [seq],
-        )
-        .unwrap();
+        db.execute_batch(sql).unwrap();
     }
 
     pub fn set(&self, assignments: &[&str]) {

@@ -49,8 +49,18 @@ pub enum OpsError {
     Denied { reason: String },
     #[error("{0}")]
     PluginRefused(Failure),
-    #[error("the audit chain is broken at row {seq}: {reason}")]
+    #[error(
+        "the audit chain is broken at row {seq}: {reason}; `audit --recover` starts a new chain that records the break and its evidence"
+    )]
     ChainBroken { seq: i64, reason: String },
+    #[error(transparent)]
+    Anchor(#[from] crate::crypto::AnchorError),
+    #[error("the audit log no longer holds the anchored head: {reason}")]
+    AnchorMismatch { reason: String },
+    #[error(
+        "the anchored head was signed by node {node}, which is neither a key of this node nor named on its log; make anchors with `audit head` on this node"
+    )]
+    ForeignAnchor { node: String },
     #[error(transparent)]
     Runner(#[from] RunnerError),
     #[error(transparent)]

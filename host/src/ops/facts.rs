@@ -189,14 +189,26 @@ fn job_log_credentials_fact(ctx: &Context) -> Fact {
 fn audit_fact(ctx: &Context) -> Result<Fact, OpsError> {
     let chain = ctx.store.verify_audit()?;
     Ok(match chain.broken {
-        None => fact(
-            "audit-chain",
-            format!("{} rows, chain intact", chain.rows),
-            FactStatus::Ok,
-        ),
+        None => {
+            let restarted = match chain.restarts.last() {
+                Some(r) => format!(
+                    " (restarted at row {} after a break at row {})",
+                    r.seq, r.repaired.seq
+                ),
+                None => String::new(),
+            };
+            fact(
+                "audit-chain",
+                format!("{} rows, chain intact{restarted}", chain.rows),
+                FactStatus::Ok,
+            )
+        }
         Some(b) => fact(
             "audit-chain",
-            format!("broken at row {}: {}", b.seq, b.reason),
+            format!(
+                "broken at row {}: {}; `audit --recover` starts a new chain that records the break",
+                b.seq, b.reason
+            ),
             FactStatus::Failed,
         ),
     })

@@ -4,9 +4,9 @@
 //! commit or fail together. It must offer no way to edit or delete a row, and
 //! it does not decide what gets audited; callers do.
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::chain::{self, ChainWalk, StoredRow};
@@ -34,6 +34,15 @@ pub struct ChainStatus {
     pub head: Option<String>,
     /// The first break found, if any.
     pub broken: Option<ChainBreak>,
+    /// Where the chain was restarted after a break, oldest first.
+    pub restarts: Vec<ChainRestart>,
+}
+
+/// A restart row and the break it recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainRestart {
+    pub seq: i64,
+    pub repaired: ChainBreak,
 }
 
 /// Where and how the chain stops holding.
@@ -55,7 +64,18 @@ pub(super) fn append(
     details: &Value,
 ) -> Result<AuditEntry, StoreError> {
     let (head_seq, prev_hash) = read_head(conn)?;
-    let seq = head_seq + 1;
+    append_at(conn, head_seq + 1, prev_hash, kind, subject, details)
+}
+
+/// Appends row `seq` linked to `prev_hash` and moves the head to it.
+fn append_at(
+    conn: &Connection,
+    seq: i64,
+    prev_hash: String,
+    kind: &str,
+    subject: &str,
+    details: &Value,
+) -> Result<AuditEntry, StoreError> {
     let ts = now()?;
     let details = chain::canonical(details);
     let hash = chain::row_hash(&prev_hash, seq, &ts, kind, subject, &details);
@@ -205,19 +225,95 @@ impl Store {
             .conn
             .unchecked_transaction()
             .during("reading the audit log")?;
-        let mut stmt = snapshot
-            .prepare(&format!("{SELECT_ROWS} ORDER BY seq"))
-            .during("reading the audit log")?;
-        let mut walk = ChainWalk::new();
-        for row in stmt
-            .query_map([], read_row)
-            .during("reading the audit log")?
-        {
-            walk.step(row.during("reading the audit log")?);
-        }
-        let (head_seq, head_hash) = read_head(&snapshot)?;
-        Ok(walk.finish(head_seq, &head_hash))
+        Ok(walk(&snapshot)?.0)
     }
+
+    /// Starts a new chain after a break: appends a restart row linked to the
+    /// newest row present that records the break, the head it was compared
+    /// with and the broken row as it now reads, and moves the head to it.
+    /// Nothing is removed. `None` when the chain is intact.
+    pub fn restart_audit_chain(&mut self) -> Result<Option<AuditEntry>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .during("starting an audit chain restart")?;
+        let (status, (last_seq, last_hash)) = walk(&tx)?;
+        let Some(broken) = status.broken else {
+            return Ok(None);
+        };
+        let (head_seq, head_hash) = read_head(&tx)?;
+        let evidence = json!({
+            "break": broken,
+            "head_before": { "seq": head_seq, "hash": head_hash },
+            "last_present": { "seq": last_seq, "hash": last_hash },
+            "rows_present": status.rows,
+            "row_at_break": stored_row(&tx, broken.seq)?,
+        });
+        let entry = append_at(
+            &tx,
+            last_seq + 1,
+            last_hash,
+            chain::RESTART_KIND,
+            "audit",
+            &evidence,
+        )?;
+        tx.commit().during("committing an audit chain restart")?;
+        Ok(Some(entry))
+    }
+
+    /// Whether the log still holds row `seq` with hash `hash`, as an
+    /// anchored head kept elsewhere says it did; the reason when not.
+    pub fn audit_holds(&self, seq: i64, hash: &str) -> Result<Result<(), String>, StoreError> {
+        let stored: Option<String> = self
+            .conn
+            .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [seq], |row| {
+                row.get(0)
+            })
+            .optional()
+            .during("reading the audit log")?;
+        Ok(match stored {
+            Some(stored) if stored == hash => Ok(()),
+            Some(_) => Err(format!(
+                "row {seq} differs from the anchored head: the log was rewritten"
+            )),
+            None => Err(format!(
+                "row {seq} of the anchored head is gone: the log was cut or replaced"
+            )),
+        })
+    }
+}
+
+/// The chain's status and the newest row present.
+fn walk(conn: &Connection) -> Result<(ChainStatus, (i64, String)), StoreError> {
+    let mut stmt = conn
+        .prepare(&format!("{SELECT_ROWS} ORDER BY seq"))
+        .during("reading the audit log")?;
+    let mut walk = ChainWalk::new();
+    for row in stmt
+        .query_map([], read_row)
+        .during("reading the audit log")?
+    {
+        walk.step(row.during("reading the audit log")?);
+    }
+    let (last_seq, last_hash) = walk.last_present();
+    let last = (last_seq, last_hash.to_owned());
+    let (head_seq, head_hash) = read_head(conn)?;
+    Ok((walk.finish(head_seq, &head_hash), last))
+}
+
+/// Row `seq` exactly as stored, for the evidence of a break.
+fn stored_row(conn: &Connection, seq: i64) -> Result<Option<Value>, StoreError> {
+    conn.query_row(&format!("{SELECT_ROWS} WHERE seq = ?1"), [seq], read_row)
+        .optional()
+        .during("reading the audit log")
+        .map(|row| {
+            row.map(|r| {
+                json!({
+                    "seq": r.seq, "ts": r.ts, "kind": r.kind, "subject": r.subject,
+                    "details": r.details, "prev_hash": r.prev_hash, "hash": r.hash,
+                })
+            })
+        })
 }
 
 #[cfg(test)]
@@ -240,7 +336,9 @@ mod tests {
     /// the append-only triggers dropped.
     fn tamper(dir: &tempfile::TempDir, sql: &str) {
         let conn = raw_conn(&dir.path().join("state.db"));
-        conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        conn.execute_batch(
+            "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;",
+        )
             .unwrap();
         conn.execute_batch(sql).unwrap();
     }
@@ -350,6 +448,92 @@ mod tests {
             .unwrap();
         let broken = store.verify_audit().unwrap().broken.expect("gap detected");
         assert_eq!(broken.reason, "row 3 is missing (seq jumps from 2 to 4)");
+    }
+
+    #[test]
+    fn a_restart_records_an_edit_and_the_chain_holds_again_until_the_next() {
+        let (dir, mut store) = store_with_rows(4);
+        assert!(store.restart_audit_chain().unwrap().is_none(), "intact");
+        tamper(
+            &dir,
+            r#"UPDATE audit_log SET details = '{"n":99}' WHERE seq = 2"#,
+        );
+        let restart = store.restart_audit_chain().unwrap().expect("a restart");
+        assert_eq!(restart.seq, 5);
+        assert_eq!(restart.kind, chain::RESTART_KIND);
+        assert_eq!(restart.details["break"]["seq"], 2);
+        assert_eq!(restart.details["row_at_break"]["details"], r#"{"n":99}"#);
+        store.append_audit("test.row", "after", &json!({})).unwrap();
+        let status = store.verify_audit().unwrap();
+        assert_eq!(status.broken, None);
+        assert_eq!(status.restarts.len(), 1);
+        assert_eq!(status.restarts[0].seq, 5);
+        assert_eq!(status.restarts[0].repaired.seq, 2);
+
+        tamper(&dir, r#"UPDATE audit_log SET subject = 'x' WHERE seq = 6"#);
+        let broken = store.verify_audit().unwrap().broken.expect("a new break");
+        assert_eq!(broken.seq, 6);
+    }
+
+    #[test]
+    fn a_restart_after_a_cut_tail_links_to_the_last_row_present() {
+        let (dir, mut store) = store_with_rows(5);
+        tamper(&dir, "DELETE FROM audit_log WHERE seq >= 4");
+        let restart = store.restart_audit_chain().unwrap().expect("a restart");
+        assert_eq!(restart.seq, 4);
+        assert_eq!(restart.details["head_before"]["seq"], 5);
+        assert!(restart.details["row_at_break"].is_null());
+        store.append_audit("test.row", "after", &json!({})).unwrap();
+        let status = store.verify_audit().unwrap();
+        assert_eq!((status.rows, status.broken), (5, None));
+        assert_eq!(status.restarts[0].repaired.seq, 4);
+    }
+
+    #[test]
+    fn a_restart_recording_another_break_hides_nothing() {
+        let (dir, store) = store_with_rows(3);
+        tamper(
+            &dir,
+            r#"UPDATE audit_log SET details = '{"n":7}' WHERE seq = 1"#,
+        );
+        let last: String = raw_conn(&dir.path().join("state.db"))
+            .query_row("SELECT hash FROM audit_log WHERE seq = 3", [], |r| r.get(0))
+            .unwrap();
+        let details = json!({"break": {"seq": 3, "reason": "made up"}});
+        let hash = chain::row_hash(&last, 4, "t", chain::RESTART_KIND, "audit", &details);
+        tamper(
+            &dir,
+            &format!(
+                "INSERT INTO audit_log VALUES (4, 't', '{}', 'audit', '{details}', '{last}', '{hash}');
+                 UPDATE audit_head SET seq = 4, hash = '{hash}'",
+                chain::RESTART_KIND
+            ),
+        );
+        let status = store.verify_audit().unwrap();
+        assert_eq!(status.broken.expect("still broken").seq, 1);
+        assert!(status.restarts.is_empty());
+    }
+
+    #[test]
+    fn the_log_is_checked_against_an_anchored_row() {
+        let (dir, store) = store_with_rows(3);
+        let hash = store.audit_entries(None).unwrap()[1].hash.clone();
+        assert_eq!(store.audit_holds(2, &hash).unwrap(), Ok(()));
+        assert!(
+            store
+                .audit_holds(2, "00")
+                .unwrap()
+                .unwrap_err()
+                .contains("rewritten")
+        );
+        tamper(&dir, "DELETE FROM audit_log WHERE seq >= 2");
+        assert!(
+            store
+                .audit_holds(2, &hash)
+                .unwrap()
+                .unwrap_err()
+                .contains("gone")
+        );
     }
 
     #[test]

@@ -8,13 +8,23 @@
 //! (with the separately stored head) cutting off the newest rows is detected.
 //! Someone who can rewrite the whole file can recompute every hash and the head
 //! too; the chain detects edits and removals, not a full rewrite. Catching that
-//! needs the head hash kept somewhere the attacker cannot reach.
+//! needs the head hash kept somewhere the attacker cannot reach: `audit
+//! head` signs it for keeping elsewhere, and `audit --verify --against`
+//! checks the log still holds it.
+//!
+//! A broken chain is never silently mended. A restart row (kind
+//! [`RESTART_KIND`]) links to the last row present and records the break it
+//! found; the walk accepts it only if that is exactly the break it found
+//! itself, so the record of a past break cannot hide a later one.
 
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::audit::{ChainBreak, ChainStatus};
+use super::audit::{ChainBreak, ChainRestart, ChainStatus};
+
+/// The kind of the row that starts a new chain after a break.
+pub const RESTART_KIND: &str = "audit.chain_restarted";
 
 /// The `prev_hash` of the first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -92,6 +102,7 @@ pub(super) struct ChainWalk {
     last_seq: i64,
     last_hash: String,
     broken: Option<ChainBreak>,
+    restarts: Vec<ChainRestart>,
 }
 
 impl ChainWalk {
@@ -101,19 +112,47 @@ impl ChainWalk {
             last_seq: 0,
             last_hash: GENESIS_HASH.to_owned(),
             broken: None,
+            restarts: Vec::new(),
         }
     }
 
     pub fn step(&mut self, row: StoredRow) {
         self.rows += 1;
-        if self.broken.is_none() {
+        if row.kind == RESTART_KIND {
+            self.restart(&row);
+        } else if self.broken.is_none() {
             self.broken = check_row(self.last_seq, &self.last_hash, &row);
         }
         self.last_seq = row.seq;
         self.last_hash = row.hash;
     }
 
-    /// Compares the end of the chain with the head recorded at the last append.
+    /// A sound restart row that records the break found so far ends it. A
+    /// walk that found none accepts one too: it records a break at the
+    /// head, which the head it was compared with no longer shows. A restart
+    /// recording another break leaves the real one reported.
+    fn restart(&mut self, row: &StoredRow) {
+        if let Some(broken) = check_row(self.last_seq, &self.last_hash, row) {
+            self.broken.get_or_insert(broken);
+            return;
+        }
+        let Some(recorded) = recorded_break(&row.details) else {
+            let reason = format!("row {}: a chain restart that records no break", row.seq);
+            self.broken.get_or_insert(ChainBreak {
+                seq: row.seq,
+                reason,
+            });
+            return;
+        };
+        match self.broken.take() {
+            Some(found) if found != recorded => self.broken = Some(found),
+            _ => self.restarts.push(ChainRestart {
+                seq: row.seq,
+                repaired: recorded,
+            }),
+        }
+    }
+
     pub fn finish(mut self, head_seq: i64, head_hash: &str) -> ChainStatus {
         if self.broken.is_none() {
             self.broken = check_head(self.last_seq, &self.last_hash, head_seq, head_hash);
@@ -122,8 +161,25 @@ impl ChainWalk {
             rows: self.rows,
             head: (self.rows > 0).then_some(self.last_hash),
             broken: self.broken,
+            restarts: self.restarts,
         }
     }
+
+    /// The newest row present, whatever the head says: where a restart
+    /// links on.
+    pub fn last_present(&self) -> (i64, &str) {
+        (self.last_seq, &self.last_hash)
+    }
+}
+
+/// The break a restart row's details record under `break`.
+fn recorded_break(details: &str) -> Option<ChainBreak> {
+    let details: Value = serde_json::from_str(details).ok()?;
+    let recorded = details.get("break")?;
+    Some(ChainBreak {
+        seq: recorded.get("seq")?.as_i64()?,
+        reason: recorded.get("reason")?.as_str()?.to_owned(),
+    })
 }
 
 fn check_row(last_seq: i64, last_hash: &str, row: &StoredRow) -> Option<ChainBreak> {

@@ -34,7 +34,7 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, UtcOffset};
 
 pub use admission::{Admission, Budget, DecisionRecord, NewJob, Outcome, Verdict, WorkspaceRecord};
-pub use audit::{AuditEntry, ChainBreak, ChainStatus};
+pub use audit::{AuditEntry, ChainBreak, ChainRestart, ChainStatus};
 pub use bundles::{BundleChange, BundleRevision, BundleSource, TrustedKeyRow};
 pub use chain::GENESIS_HASH;
 pub use consent::{ConsentEvent, ConsentState};
