@@ -164,6 +164,22 @@ fn a_rotated_key_decrypts_within_its_grace_period_and_not_after() {
 }
 
 #[test]
+fn rotating_a_market_nodes_key_needs_confirmation() {
+    let home = Home::new();
+    home.set(&["market.url=nats://127.0.0.1:1"]);
+    let old = node_id(&home);
+    let run = home.run(&["keys", "rotate"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("balance"), "{}", run.stderr);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    assert_eq!(node_id(&home), old, "nothing rotated");
+
+    let (code, rotated) = home.json(&["keys", "rotate", "--yes"]);
+    assert_eq!(code, 0, "{rotated:#}");
+    assert_ne!(node_id(&home), old);
+}
+
+#[test]
 fn a_passphrase_protected_key_needs_its_variable() {
     let home = Home::new();
     home.set(&["security.keyPassphraseEnv=CMM_TEST_KEY_PASS"]);

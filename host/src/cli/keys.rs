@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::ops::{self, Context};
 
-use super::{Finish, Output};
+use super::{Finish, Output, prompt};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -17,7 +17,12 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Make a new current pair; the old one decrypts for security.keyRotationDays more days.
-    Rotate,
+    /// On a market node the new id starts with no balance: asks first.
+    Rotate {
+        /// Rotate without a prompt, also on a market node.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<Finish> {
@@ -55,8 +60,14 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
                 None => write!(w, "{pem}"),
             })?;
         }
-        Command::Rotate => {
-            let rotated = ops::keys::rotate(&mut ctx)?;
+        Command::Rotate { yes } => {
+            let confirmed = yes
+                || !ops::keys::on_the_market(&ctx)?
+                || (prompt::interactive()
+                    && prompt::confirm(
+                        "This node trades on the market; the new key is a new market identity with no balance. Rotate?",
+                    )?);
+            let rotated = ops::keys::rotate(&mut ctx, confirmed)?;
             out.emit(&rotated, |w| {
                 writeln!(
                     w,

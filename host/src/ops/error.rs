@@ -45,6 +45,10 @@ pub enum OpsError {
     NotOptedIn,
     #[error("{what} needs confirmation: pass --yes to confirm without a prompt")]
     NeedsConfirmation { what: &'static str },
+    #[error(
+        "this node trades on the market as {node}: its balance, reputation and tasks stay with that id, and after rotating the market sees a new node with none of them; pass --yes to rotate anyway"
+    )]
+    RotationAbandonsMarketIdentity { node: String },
     #[error("denied by policy: {reason}")]
     Denied { reason: String },
     #[error("{0}")]

@@ -133,8 +133,17 @@ pub struct Rotated {
     pub new: KeyView,
 }
 
-pub fn rotate(ctx: &mut Context) -> Result<Rotated, OpsError> {
-    current(ctx)?;
+/// Makes a new current pair. On a market node the node id is its market
+/// identity (balance, reputation, tasks in flight), which the new id does not
+/// inherit, so there `confirmed` must be true (the CLI takes it from `--yes`
+/// or a prompt).
+pub fn rotate(ctx: &mut Context, confirmed: bool) -> Result<Rotated, OpsError> {
+    let (_, info, _) = current(ctx)?;
+    if !confirmed && on_the_market(ctx)? {
+        return Err(OpsError::RotationAbandonsMarketIdentity {
+            node: info.short_id().to_owned(),
+        });
+    }
     let keys = store(ctx)?;
     let now = OffsetDateTime::now_utc();
     let grace = ctx.settings.security.key_rotation_days;
@@ -152,6 +161,12 @@ pub fn rotate(ctx: &mut Context) -> Result<Rotated, OpsError> {
         old: view(&rotation.old, now, grace),
         new: view(&rotation.new, now, grace),
     })
+}
+
+/// Whether the node id may hold a market balance: a market is configured or
+/// this node has traded.
+pub fn on_the_market(ctx: &Context) -> Result<bool, OpsError> {
+    Ok(!ctx.settings.market.url.is_empty() || !ctx.store.market_tasks(1)?.is_empty())
 }
 
 fn view(info: &KeyInfo, now: OffsetDateTime, grace_days: u32) -> KeyView {
