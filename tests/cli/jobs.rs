@@ -473,6 +473,50 @@ fn health_says_what_is_wrong_and_how_to_fix_it() {
     assert!(run.stdout.contains("ANTHROPIC_API_KEY"), "{}", run.stdout);
 }
 
+#[test]
+fn health_asks_the_upstream_whether_it_answers_and_takes_the_key() {
+    let env = JobHome::new();
+    let upstream = |key: &str| -> Value {
+        let out = env
+            .home
+            .command()
+            .env("ANTHROPIC_API_KEY", key)
+            .args(["--json", "health"])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "gateway upstream")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(upstream(KEY)["status"], "ok");
+    assert_eq!(
+        env.mock.requests().len(),
+        1,
+        "one token count, nothing billed"
+    );
+
+    let refused = upstream("sk-ant-api03-not-the-owners-key");
+    assert_eq!(refused["status"], "fail", "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("401"),
+        "{refused}"
+    );
+
+    // Nothing listens on the discard port of loopback.
+    env.home.set(&["api.baseUrl=http://127.0.0.1:9"]);
+    let down = upstream(KEY);
+    assert_eq!(down["status"], "fail", "{down}");
+    assert!(
+        down["detail"].as_str().unwrap().contains("unreachable"),
+        "{down}"
+    );
+}
+
 fn metered_input(env: &JobHome, job: &str) -> u64 {
     let (_, doc) = env.home.json(&["logs", "--job", job]);
     doc["job"]["input_tokens"].as_u64().unwrap_or(0)

@@ -58,7 +58,7 @@ pub use credentials::{
 };
 pub use meter::{GatewayEvent, Meter, Metered, RequestRecord};
 pub use policy::JobGrant;
-pub use upstream::{RetryPolicy, Upstream};
+pub use upstream::{Probe, RetryPolicy, Upstream};
 
 use meter::Ledger;
 use service::Shared;

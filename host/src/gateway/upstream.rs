@@ -31,6 +31,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// ten); a streaming one sends pings far more often than this.
 const READ_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a probe waits for each of its connection and its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Statuses that mean "try again later": rate limited, overloaded.
 const RETRYABLE: [u16; 2] = [429, 529];
 
@@ -41,6 +44,75 @@ pub struct Upstream {
     pub base_url: String,
     pub key: ApiKey,
     pub retry: RetryPolicy,
+}
+
+/// What asking the upstream found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// It counted a one-word message with the owner's key.
+    Ready,
+    /// It answered with an error status and this message.
+    Refused { status: u16, message: String },
+    /// No answer: refused connection, DNS, TLS or a timeout.
+    Unreachable { reason: String },
+}
+
+impl Upstream {
+    /// Asks the upstream to count the tokens of a one-word message for
+    /// `model`: free, and one request checks the address, the key and the
+    /// model. Not retried: a probe reports what is, now.
+    pub async fn probe(&self, model: &str) -> Result<Probe, GatewayError> {
+        let client = UpstreamClient::new(self.clone())?;
+        let sent = Sent {
+            endpoint: Endpoint::CountTokens,
+            query: None,
+            version: None,
+            betas: &[],
+        };
+        let body = serde_json::json!({
+            "model": model,
+            "messages": [{ "role": "user", "content": "ping" }],
+        });
+        let request = client
+            .http
+            .post(client.url(&sent))
+            .headers(client.upstream_headers(&sent))
+            .body(body.to_string())
+            .send();
+        let reply = match tokio::time::timeout(PROBE_TIMEOUT, request).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                return Ok(Probe::Unreachable {
+                    reason: error_chain(&e),
+                });
+            }
+            Err(_) => {
+                return Ok(Probe::Unreachable {
+                    reason: format!("no answer within {} s", PROBE_TIMEOUT.as_secs()),
+                });
+            }
+        };
+        let status = reply.status();
+        if status.is_success() {
+            return Ok(Probe::Ready);
+        }
+        let text = tokio::time::timeout(PROBE_TIMEOUT, reply.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_owned))
+            .unwrap_or(text)
+            .chars()
+            .take(300)
+            .collect();
+        Ok(Probe::Refused {
+            status: status.as_u16(),
+            message,
+        })
+    }
 }
 
 /// How 429/529 replies and failed connections are retried.

@@ -8,7 +8,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 
 use serde::Serialize;
 
-use crate::gateway::KeySource;
+use crate::gateway::{KeySource, Probe, RetryPolicy, Upstream};
 use crate::runner::Docker;
 
 use super::context::runtime;
@@ -91,7 +91,7 @@ pub fn run(ctx: &mut Context) -> Result<Health, OpsError> {
     checks.push(folder_check(ctx));
     checks.push(database_check(ctx));
     checks.push(policies_check(ctx)?);
-    checks.push(upstream_check(ctx));
+    checks.push(upstream_check(ctx, &runtime));
     Ok(Health {
         healthy: checks.iter().all(|c| c.status != CheckStatus::Fail),
         checks,
@@ -248,24 +248,62 @@ fn policies_check(ctx: &Context) -> Result<Check, OpsError> {
     })
 }
 
-fn upstream_check(ctx: &Context) -> Check {
+/// Asks the upstream itself: a key on disk says nothing about whether the
+/// API answers or takes it.
+fn upstream_check(ctx: &Context, runtime: &tokio::runtime::Runtime) -> Check {
+    const NAME: &str = "gateway upstream";
     let base = &ctx.settings.api.base_url;
-    match ctx.api_key() {
-        Ok((_, source)) => {
-            let from = match source {
-                KeySource::Env => "ANTHROPIC_API_KEY".to_owned(),
-                KeySource::File(path) => path.display().to_string(),
-            };
-            Check::ok(
-                "gateway upstream",
-                format!("{base}, with the API key from {from}"),
-            )
+    let (key, source) = match ctx.api_key() {
+        Ok(found) => found,
+        Err(e) => {
+            return Check::with(
+                NAME,
+                CheckStatus::Fail,
+                format!("{base}, but no usable API key"),
+                e.to_string(),
+            );
         }
-        Err(e) => Check::with(
-            "gateway upstream",
-            CheckStatus::Fail,
-            format!("{base}, but no usable API key"),
-            e.to_string(),
+    };
+    let from = match source {
+        KeySource::Env => "ANTHROPIC_API_KEY".to_owned(),
+        KeySource::File(path) => path.display().to_string(),
+    };
+    let upstream = Upstream {
+        base_url: base.clone(),
+        key,
+        retry: RetryPolicy::default(),
+    };
+    let model = &ctx.settings.api.default_model;
+    let fix_address = "check api.baseUrl and this machine's route to it".to_owned();
+    match runtime.block_on(upstream.probe(model)) {
+        Ok(Probe::Ready) => Check::ok(
+            NAME,
+            format!("{base} answers, with the API key from {from}"),
         ),
+        Ok(Probe::Refused { status, message }) if status == 429 || status == 529 => Check::with(
+            NAME,
+            CheckStatus::Warn,
+            format!("{base} is busy ({status}): {message}"),
+            "jobs wait and retry; nothing to fix here unless it lasts".into(),
+        ),
+        Ok(Probe::Refused { status, message }) if status == 401 || status == 403 => Check::with(
+            NAME,
+            CheckStatus::Fail,
+            format!("{base} refused the API key from {from} ({status}): {message}"),
+            format!("put a valid key in {from}"),
+        ),
+        Ok(Probe::Refused { status, message }) => Check::with(
+            NAME,
+            CheckStatus::Fail,
+            format!("{base} answered {status} to a token count for {model}: {message}"),
+            "check api.baseUrl and api.defaultModel".into(),
+        ),
+        Ok(Probe::Unreachable { reason }) => Check::with(
+            NAME,
+            CheckStatus::Fail,
+            format!("{base} is unreachable: {reason}"),
+            fix_address,
+        ),
+        Err(e) => Check::with(NAME, CheckStatus::Fail, e.to_string(), fix_address),
     }
 }
