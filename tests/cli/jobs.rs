@@ -402,6 +402,13 @@ fn sigterm_cancels_the_job_and_removes_its_container() {
     assert!(!exists(&container), "the container is removed");
     let (_, logs) = env.home.json(&["logs", "--job", &job]);
     assert_eq!(logs["job"]["state"], "cancelled");
+    let (_, usage) = env.home.json(&["usage"]);
+    let totals = &usage["totals"];
+    assert_eq!(
+        (&totals["tasks"], &totals["cancelled"], &totals["failed"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{usage:#}"
+    );
 }
 
 #[test]

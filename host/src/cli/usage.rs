@@ -64,31 +64,33 @@ fn print(w: &mut dyn Write, r: &UsageReport) -> io::Result<()> {
     writeln!(
         w,
         "  {} tasks, {} in + {} out tokens, {} succeeded, {} failed ({rate} success), \
-         duration p50 {} p95 {}",
+         {} cancelled, duration p50 {} p95 {}",
         t.tasks,
         thousands(t.input_tokens),
         thousands(t.output_tokens),
         t.succeeded,
         t.failed,
+        t.cancelled,
         ms(t.duration_p50_ms),
         ms(t.duration_p95_ms),
     )?;
     writeln!(w)?;
     writeln!(
         w,
-        "{:<10} {:>5} {:>9} {:>9} {:>4} {:>4} {:>7} {:>7}",
-        "day", "tasks", "in", "out", "ok", "fail", "p50", "p95"
+        "{:<10} {:>5} {:>9} {:>9} {:>4} {:>4} {:>6} {:>7} {:>7}",
+        "day", "tasks", "in", "out", "ok", "fail", "cancel", "p50", "p95"
     )?;
     for d in &r.days {
         writeln!(
             w,
-            "{:<10} {:>5} {:>9} {:>9} {:>4} {:>4} {:>7} {:>7}",
+            "{:<10} {:>5} {:>9} {:>9} {:>4} {:>4} {:>6} {:>7} {:>7}",
             d.day.to_string(),
             d.tasks,
             thousands(d.input_tokens),
             thousands(d.output_tokens),
             d.succeeded,
             d.failed,
+            d.cancelled,
             ms(d.duration_p50_ms),
             ms(d.duration_p95_ms),
         )?;

@@ -9,9 +9,10 @@
 //!
 //! * A job belongs to the UTC day it was admitted ([`JobSample::day`]).
 //! * *succeeded* = state `finished`; *failed* = `failed`, `timed_out` or
-//!   `aborted`. Every other state (`cancelled`, the live states `admitted`
-//!   and `running`, and any state this module does not know) counts as a
-//!   task but as neither outcome, so `succeeded + failed <= tasks`.
+//!   `aborted`; *cancelled* = `cancelled` (stopped by its owner: neither a
+//!   success nor a failure, so outside the success rate). The live states
+//!   `admitted` and `running`, and any state this module does not know,
+//!   count as tasks only, so `succeeded + failed + cancelled <= tasks`.
 //! * Percentiles use the **nearest-rank** method over the ascending
 //!   durations of the jobs that have one: the p-th percentile of `n` values
 //!   is the value at 1-based rank `ceil(p/100 * n)` (at least 1). It always
@@ -33,10 +34,12 @@
 //!   "to": "2026-11-20",
 //!   "days": [
 //!     { "day": "2026-11-18", "tasks": 0, "input_tokens": 0, "output_tokens": 0,
-//!       "succeeded": 0, "failed": 0, "duration_p50_ms": null, "duration_p95_ms": null }
+//!       "succeeded": 0, "failed": 0, "cancelled": 0, "duration_p50_ms": null,
+//!       "duration_p95_ms": null }
 //!   ],
 //!   "totals": { "tasks": 3, "input_tokens": 1200, "output_tokens": 340,
-//!               "succeeded": 2, "failed": 1, "success_rate": 0.6666666666666666,
+//!               "succeeded": 2, "failed": 1, "cancelled": 0,
+//!               "success_rate": 0.6666666666666666,
 //!               "duration_p50_ms": 4100, "duration_p95_ms": 9000 },
 //!   "models": [ { "model": "claude-opus-4", "tasks": 3, "tokens": 1540, "share": 1.0 } ]
 //! }
@@ -86,6 +89,7 @@ pub struct DayUsage {
     pub output_tokens: u64,
     pub succeeded: u32,
     pub failed: u32,
+    pub cancelled: u32,
     pub duration_p50_ms: Option<u64>,
     pub duration_p95_ms: Option<u64>,
 }
@@ -99,6 +103,7 @@ pub struct Totals {
     pub output_tokens: u64,
     pub succeeded: u32,
     pub failed: u32,
+    pub cancelled: u32,
     /// `succeeded / (succeeded + failed)`; `None` when both are zero.
     pub success_rate: Option<f64>,
     pub duration_p50_ms: Option<u64>,
@@ -156,6 +161,7 @@ pub fn summarize(samples: &[JobSample], today: Date, days: u32) -> UsageReport {
             output_tokens: bucket.output_tokens,
             succeeded: bucket.succeeded,
             failed: bucket.failed,
+            cancelled: bucket.cancelled,
             duration_p50_ms: nearest_rank(&bucket.durations, 50),
             duration_p95_ms: nearest_rank(&bucket.durations, 95),
         });
@@ -172,6 +178,7 @@ pub fn summarize(samples: &[JobSample], today: Date, days: u32) -> UsageReport {
         output_tokens: all.output_tokens,
         succeeded: all.succeeded,
         failed: all.failed,
+        cancelled: all.cancelled,
         success_rate: (decided > 0).then(|| f64::from(all.succeeded) / decided as f64),
         duration_p50_ms: nearest_rank(&all.durations, 50),
         duration_p95_ms: nearest_rank(&all.durations, 95),
@@ -204,6 +211,7 @@ pub fn summarize(samples: &[JobSample], today: Date, days: u32) -> UsageReport {
 enum Outcome {
     Succeeded,
     Failed,
+    Cancelled,
     Neither,
 }
 
@@ -211,6 +219,7 @@ fn outcome(state: &str) -> Outcome {
     match state {
         "finished" => Outcome::Succeeded,
         "failed" | "timed_out" | "aborted" => Outcome::Failed,
+        "cancelled" => Outcome::Cancelled,
         _ => Outcome::Neither,
     }
 }
@@ -223,6 +232,7 @@ struct Bucket {
     output_tokens: u64,
     succeeded: u32,
     failed: u32,
+    cancelled: u32,
     durations: Vec<u64>,
 }
 
@@ -234,6 +244,7 @@ impl Bucket {
         match outcome(&sample.state) {
             Outcome::Succeeded => self.succeeded = self.succeeded.saturating_add(1),
             Outcome::Failed => self.failed = self.failed.saturating_add(1),
+            Outcome::Cancelled => self.cancelled = self.cancelled.saturating_add(1),
             Outcome::Neither => {}
         }
         if let Some(ms) = sample.duration_ms {
@@ -424,9 +435,10 @@ mod tests {
         ];
         let report = summarize(&samples, d, 1);
         let t = &report.totals;
-        assert_eq!((t.tasks, t.succeeded, t.failed), (9, 3, 3));
+        assert_eq!((t.tasks, t.succeeded, t.failed, t.cancelled), (9, 3, 3, 1));
         assert_eq!(t.success_rate, Some(0.5));
-        assert_eq!((report.days[0].succeeded, report.days[0].failed), (3, 3));
+        let day = &report.days[0];
+        assert_eq!((day.succeeded, day.failed, day.cancelled), (3, 3, 1));
     }
 
     #[test]
@@ -520,12 +532,14 @@ mod tests {
             "to": "2026-11-20",
             "days": [
                 { "day": "2026-11-19", "tasks": 0, "input_tokens": 0, "output_tokens": 0,
-                  "succeeded": 0, "failed": 0, "duration_p50_ms": null, "duration_p95_ms": null },
+                  "succeeded": 0, "failed": 0, "cancelled": 0, "duration_p50_ms": null,
+                  "duration_p95_ms": null },
                 { "day": "2026-11-20", "tasks": 2, "input_tokens": 1200, "output_tokens": 340,
-                  "succeeded": 1, "failed": 1, "duration_p50_ms": 4100, "duration_p95_ms": 9000 }
+                  "succeeded": 1, "failed": 1, "cancelled": 0, "duration_p50_ms": 4100,
+                  "duration_p95_ms": 9000 }
             ],
             "totals": { "tasks": 2, "input_tokens": 1200, "output_tokens": 340,
-                        "succeeded": 1, "failed": 1, "success_rate": 0.5,
+                        "succeeded": 1, "failed": 1, "cancelled": 0, "success_rate": 0.5,
                         "duration_p50_ms": 4100, "duration_p95_ms": 9000 },
             "models": [ { "model": "claude-opus-4", "tasks": 2, "tokens": 1540, "share": 1.0 } ]
         });
