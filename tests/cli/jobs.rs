@@ -402,6 +402,11 @@ fn sigterm_cancels_the_job_and_removes_its_container() {
     assert!(!exists(&container), "the container is removed");
     let (_, logs) = env.home.json(&["logs", "--job", &job]);
     assert_eq!(logs["job"]["state"], "cancelled");
+    let output = logs["job"]["output_tokens"].as_u64().unwrap_or(0);
+    assert!(
+        output < 100,
+        "charged what the upstream made, not the 8192 it might have: {logs:#}"
+    );
     let (_, usage) = env.home.json(&["usage"]);
     let totals = &usage["totals"];
     assert_eq!(

@@ -271,6 +271,14 @@ impl Reservation {
         self.set(Some(input), self.output.max(self.max_tokens));
     }
 
+    /// Charges what was seen of a reply the gateway cut when the job ended:
+    /// its output so far, and its input as reported or else as bounded (the
+    /// upstream took the input whether or not it said so yet).
+    pub fn charge_seen(&mut self) {
+        let input = self.input.unwrap_or(self.input_bound);
+        self.set(Some(input), self.output);
+    }
+
     fn set(&mut self, input: Option<u64>, output: u64) {
         let mut state = self.ledger.lock();
         let before = state.totals;

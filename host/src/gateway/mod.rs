@@ -61,6 +61,7 @@ pub use policy::JobGrant;
 pub use upstream::{Probe, RetryPolicy, Upstream};
 
 use meter::Ledger;
+use relay::Drains;
 use service::Shared;
 use upstream::UpstreamClient;
 
@@ -111,6 +112,8 @@ pub struct Gateway {
     socket_path: PathBuf,
     ledger: Arc<Ledger>,
     stop: watch::Sender<bool>,
+    /// Replies read on after their client hung up.
+    drains: Drains,
     /// `None` once shut down.
     accept_loop: Option<JoinHandle<()>>,
 }
@@ -148,16 +151,19 @@ impl Gateway {
             "gateway listening"
         );
         let ledger = Ledger::new(grant, meter);
+        let (stop, stopped) = watch::channel(false);
+        let drains = Drains::new(stopped.clone());
         let shared = Arc::new(Shared {
             ledger: Arc::clone(&ledger),
             upstream,
+            drains: drains.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
         let accept_loop = tokio::spawn(accept_loop(listener, shared, stopped));
         Ok(Gateway {
             socket_path: socket_path.to_owned(),
             ledger,
             stop,
+            drains,
             accept_loop: Some(accept_loop),
         })
     }
@@ -172,8 +178,8 @@ impl Gateway {
     }
 
     /// Stops accepting, gives replies in flight up to 2 s to finish (then
-    /// cuts them off, charging any without final usage their reservation),
-    /// removes the socket file and returns the final totals.
+    /// cuts them off, charging each what was seen of it), removes the socket
+    /// file and returns the final totals.
     pub async fn shutdown(mut self) -> Metered {
         self.stop.send_replace(true);
         remove_socket(&self.socket_path);
@@ -182,6 +188,8 @@ impl Gateway {
         {
             tracing::error!(error = %e, "the gateway's accept loop failed");
         }
+        // Replies whose client hung up settle at the stop signal.
+        self.drains.settled().await;
         self.ledger.totals()
     }
 }

@@ -6,13 +6,18 @@
 //! is parsed incrementally: `message_start` carries the input tokens,
 //! `message_delta` the cumulative output. A JSON reply is read when it ends.
 //!
-//! A successful reply that ends without its final usage (the client hung
-//! up, or the upstream connection broke) is charged its whole reservation:
-//! the upstream may have generated up to `max_tokens`, and charging only
-//! what was seen would let a client dodge the budget by disconnecting just
-//! before the last event. A token count's reply carries no usage and is
-//! charged nothing. Every reply, once over, is reported to the [`Meter`]
-//! as one [`RequestRecord`] for the audit log.
+//! A client that hangs up mid-reply does not end the upstream's reply: it
+//! is read on to its end in the background, with its reservation held, so
+//! it is charged what the upstream reports, and disconnecting early dodges
+//! nothing. When the gateway stops (the job ended, was killed or timed out)
+//! the replies still open are cut: closing the upstream connection stops the
+//! generation, so each is charged what was seen of it (its input bound when
+//! not even `message_start` came), not tokens the upstream never made. A
+//! reply that ended or broke off without its final usage while the gateway
+//! ran is charged its whole reservation: the upstream may have generated up
+//! to `max_tokens`. A token count's reply carries no usage and is charged
+//! nothing. Every reply, once over, is reported to the [`Meter`] as one
+//! [`RequestRecord`] for the audit log.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +30,10 @@ use hyper::body::Frame;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::meter::{GatewayEvent, Ledger, RequestRecord, Reservation};
 use super::service::{BoxError, GatewayBody};
@@ -44,6 +53,7 @@ pub(crate) fn relay(
     reservation: Reservation,
     mut record: RequestRecord,
     ledger: Arc<Ledger>,
+    drains: &Drains,
 ) -> Response<GatewayBody> {
     let status = reply.status();
     let headers = client_headers(reply.headers());
@@ -73,8 +83,11 @@ pub(crate) fn relay(
         done: false,
     };
     let stream = Relay {
-        upstream: reply.bytes_stream().boxed(),
-        meter,
+        reply: Some(Reply {
+            upstream: reply.bytes_stream().boxed(),
+            meter,
+        }),
+        drains: drains.clone(),
     };
     let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
     *response.status_mut() = status;
@@ -109,39 +122,130 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Where replies whose client hung up are read to their end, and the
+/// gateway's stop signal that cuts them.
+#[derive(Clone)]
+pub(crate) struct Drains {
+    tasks: Arc<Mutex<JoinSet<()>>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Drains {
+    pub fn new(stop: watch::Receiver<bool>) -> Drains {
+        Drains {
+            tasks: Arc::default(),
+            stop,
+        }
+    }
+
+    fn spawn(&self, reply: Reply) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Settled drains are collected here, so the set holds only live ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(reply.drain(self.stop.clone()));
+    }
+
+    /// Waits for every drain; after the stop signal each settles at once.
+    pub async fn settled(&self) {
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
 struct Relay {
+    /// `None` once handed to a drain.
+    reply: Option<Reply>,
+    drains: Drains,
+}
+
+struct Reply {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     meter: ReplyMeter,
+}
+
+impl Reply {
+    /// Reads the rest of the reply for its usage, until it ends or the
+    /// gateway stops.
+    async fn drain(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                biased;
+                () = super::stop_requested(&mut stop) => {
+                    self.meter.finish(End::Cut);
+                    return;
+                }
+                chunk = self.upstream.next() => match chunk {
+                    Some(Ok(chunk)) => self.meter.feed(&chunk),
+                    Some(Err(_)) => {
+                        self.meter.finish(End::Broken);
+                        return;
+                    }
+                    None => {
+                        self.meter.finish(End::Complete);
+                        return;
+                    }
+                },
+            }
+        }
+    }
 }
 
 impl Stream for Relay {
     type Item = Result<Frame<Bytes>, BoxError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        match this.upstream.poll_next_unpin(cx) {
+        let Some(reply) = self.get_mut().reply.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match reply.upstream.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.meter.feed(&chunk);
+                reply.meter.feed(&chunk);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(error))) => {
                 tracing::warn!(
-                    job_id = %this.meter.ledger.grant().job_id,
+                    job_id = %reply.meter.ledger.grant().job_id,
                     %error,
                     "the upstream reply broke off"
                 );
-                this.meter.finish(false);
+                reply.meter.finish(End::Broken);
                 // An error frame makes hyper abort the response, so the
                 // client sees a truncated reply rather than a complete one.
                 Poll::Ready(Some(Err(Box::new(error))))
             }
             Poll::Ready(None) => {
-                this.meter.finish(true);
+                reply.meter.finish(End::Complete);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+impl Drop for Relay {
+    /// The client hung up, or the gateway cut the connection: the rest of
+    /// the reply is read in the background for its usage.
+    fn drop(&mut self) {
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        if reply.meter.done || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        self.drains.spawn(reply);
+    }
+}
+
+/// How a reply's body ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The upstream ended it.
+    Complete,
+    /// The upstream connection failed.
+    Broken,
+    /// The gateway stopped and closed the upstream connection.
+    Cut,
 }
 
 enum Reader {
@@ -279,14 +383,14 @@ impl ReplyMeter {
         });
     }
 
-    /// Settles the reply once: `clean` when the upstream body ended normally.
-    fn finish(&mut self, clean: bool) {
+    /// Settles the reply once.
+    fn finish(&mut self, end: End) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let mut body = None;
         if let Reader::Json { buffer, overflow } = &mut self.reader
-            && clean
+            && end == End::Complete
             && !*overflow
         {
             body = serde_json::from_slice::<Value>(&std::mem::take(buffer)).ok();
@@ -297,12 +401,16 @@ impl ReplyMeter {
                 self.final_usage |= self.meter_usage(usage);
             }
             if !self.final_usage && !self.stream_error {
-                tracing::warn!(
-                    job_id = %self.ledger.grant().job_id,
-                    clean,
-                    "reply ended without its final usage; charging the request's whole max_tokens"
-                );
-                self.reservation.charge_reserved();
+                if end == End::Cut {
+                    self.reservation.charge_seen();
+                } else {
+                    tracing::warn!(
+                        job_id = %self.ledger.grant().job_id,
+                        broken = end == End::Broken,
+                        "reply ended without its final usage; charging the request's whole max_tokens"
+                    );
+                    self.reservation.charge_reserved();
+                }
             }
         } else if !self.status.is_success() {
             let error_type = body
@@ -323,9 +431,10 @@ impl ReplyMeter {
 }
 
 impl Drop for ReplyMeter {
-    /// The client hung up, or the connection was aborted at shutdown.
+    /// Dropped unsettled only where no drain could be started (no runtime):
+    /// nothing is known of the rest of the reply.
     fn drop(&mut self) {
-        self.finish(false);
+        self.finish(End::Broken);
     }
 }
 

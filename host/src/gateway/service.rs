@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::body::Body;
 use super::meter::{GatewayEvent, Ledger, RequestRecord, Reservation};
 use super::policy::{Endpoint, Refusal, check, check_query, filter_betas, quoted};
-use super::relay::relay;
+use super::relay::{Drains, relay};
 use super::upstream::{Sent, Unreachable, UpstreamClient};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +40,7 @@ const COUNT_MARGIN_MIN: u64 = 64;
 pub(crate) struct Shared {
     pub ledger: Arc<Ledger>,
     pub upstream: UpstreamClient,
+    pub drains: Drains,
 }
 
 enum Failure {
@@ -190,7 +191,13 @@ async fn serve(
         "forwarding request"
     );
     let reply = shared.upstream.send(&sent, raw, ledger.meter()).await?;
-    Ok(relay(reply, reservation, record, Arc::clone(ledger)))
+    Ok(relay(
+        reply,
+        reservation,
+        record,
+        Arc::clone(ledger),
+        &shared.drains,
+    ))
 }
 
 /// Admits a message request: with the input bounded by the body's size

@@ -791,7 +791,7 @@ async fn unreachable_upstream_is_a_502_naming_it() {
 }
 
 #[tokio::test]
-async fn client_hanging_up_mid_stream_is_charged_its_reservation() {
+async fn client_hanging_up_mid_stream_is_charged_what_the_upstream_reports() {
     let (reply, go) = gated_stream(&sse_head(25, 0), &sse_tail(&[40]));
     let h = harness(vec![reply]).await;
     let mut client = Client::connect(&h.socket).await;
@@ -802,11 +802,32 @@ async fn client_hanging_up_mid_stream_is_charged_its_reservation() {
     drop(body);
     drop(client);
     let _ = go.send(());
-    eventually("the reservation is charged", || {
-        h.gateway.totals().output_tokens == 300
+    // The reply is read on to its end with its reservation held, so the
+    // whole budget minus that is all another request could have.
+    eventually("the rest of the reply is metered", || {
+        h.gateway.totals().output_tokens == 40
     })
     .await;
     assert_eq!(h.gateway.totals().input_tokens, 25);
+}
+
+#[tokio::test]
+async fn a_reply_whose_client_hung_up_is_cut_at_shutdown_and_charged_what_was_seen() {
+    let (reply, _go) = gated_stream(&sse_head(25, 0), &sse_tail(&[40]));
+    let h = harness(vec![reply]).await;
+    let mut client = Client::connect(&h.socket).await;
+    let response: Response<Incoming> = client.post(&[], &body(MODEL, 300, true)).await;
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    read_until(&mut body, &mut seen, START_DONE).await;
+    drop(body);
+    drop(client);
+    let totals = h.gateway.shutdown().await;
+    assert_eq!(
+        (totals.input_tokens, totals.output_tokens),
+        (25, 1),
+        "what message_start said, not the 300 max_tokens the upstream never made"
+    );
 }
 
 #[tokio::test]
@@ -901,13 +922,13 @@ async fn shutdown_cuts_off_a_stuck_stream_after_the_grace_period() {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    // Cut off before its final usage: charged the whole max_tokens.
+    // Cut off before its final usage: charged what was seen of it.
     assert_eq!(
         totals,
         Metered {
             requests: 1,
             input_tokens: 25,
-            output_tokens: 300,
+            output_tokens: 1,
             ..Metered::default()
         }
     );
