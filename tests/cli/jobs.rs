@@ -313,6 +313,11 @@ fn logs_show_the_stored_output_and_follow_a_running_job() {
 
     let all = env.home.ok(&["logs"]);
     assert!(all.stdout.contains("Mock reply to: Say hello"));
+    assert!(
+        all.stdout.lines().any(|l| l.starts_with("worker: ")),
+        "the worker's status line stands on its own: {}",
+        all.stdout
+    );
     let last = env.home.ok(&["logs", "--tail", "1"]);
     assert_eq!(last.stdout.lines().count(), 1, "{}", last.stdout);
     let unknown = env.home.run(&["logs", "--job", "nope"]);
