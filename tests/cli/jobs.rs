@@ -542,3 +542,69 @@ fn metered_input(env: &JobHome, job: &str) -> u64 {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn no_job_and_no_day_goes_past_its_tokens_whatever_the_prompt_holds() {
+    let env = JobHome::new();
+    env.home.set(&[
+        "limits.dailyTokens=200000",
+        "limits.maxTokensPerTask=1000000",
+        "compliance.maxPromptBytes=2000000",
+    ]);
+    // 600,000 characters: the mock counts 150,008 input tokens.
+    let prompt = env.home.path().join("big-prompt.txt");
+    std::fs::write(&prompt, "word ".repeat(120_000)).unwrap();
+    let prompt = prompt.to_str().unwrap();
+    let used = |job: &Value| {
+        job["input_tokens"].as_u64().unwrap_or(0) + job["output_tokens"].as_u64().unwrap_or(0)
+    };
+
+    let small = env.execute(&["--file", prompt, "--budget-tokens", "100"]);
+    assert_eq!(small.code, 1, "{small:?}");
+    assert!(small.stderr.contains("out of budget"), "{small:?}");
+    assert!(used(&env.newest_job()) <= 100);
+    assert_eq!(
+        env.mock.reported().input_tokens,
+        0,
+        "the upstream never ran the prompt for a 100-token job"
+    );
+
+    let big = env.execute(&["--file", prompt, "--budget-tokens", "190000"]);
+    assert_eq!(big.code, 0, "{big:?}");
+    // What the day has left is admitted, and the gateway holds it there.
+    let rest = env.execute(&["--file", prompt, "--budget-tokens", "40000"]);
+    assert_eq!(rest.code, 1, "{rest:?}");
+    assert!(rest.stderr.contains("out of budget"), "{rest:?}");
+    assert!(used(&env.newest_job()) <= 40_000);
+
+    let (_, usage) = env.home.json(&["usage", "--days", "1"]);
+    let totals = &usage["totals"];
+    let day = totals["input_tokens"].as_u64().unwrap() + totals["output_tokens"].as_u64().unwrap();
+    assert!(day > 150_000, "one job ran: {usage:#}");
+    assert!(day <= 200_000, "the day's cap held: {usage:#}");
+    assert_eq!(
+        (&totals["tasks"], &totals["succeeded"]),
+        (&3.into(), &1.into()),
+        "{usage:#}"
+    );
+}
+
+#[test]
+fn absurd_upstream_usage_is_saturated_and_the_job_still_settles() {
+    let env = JobHome::new();
+    env.mock.push(Scenario::Reply {
+        text: "counted wrong".into(),
+        input_tokens: (1u64 << 63) + 5,
+        output_tokens: 3,
+    });
+    env.execute(&["--prompt", PROMPT]);
+    let job = env.newest_job();
+    assert!(
+        !matches!(job["state"].as_str(), Some("admitted" | "running")),
+        "{job:#}"
+    );
+    assert_eq!(job["input_tokens"], i64::MAX, "{job:#}");
+    let (code, usage) = env.home.json(&["usage"]);
+    assert_eq!(code, 0, "{usage:#}");
+    assert_eq!(usage["totals"]["tasks"], 1);
+}
