@@ -217,3 +217,42 @@ fn every_dry_run_decision_is_on_the_audit_log() {
         "{text}"
     );
 }
+
+#[test]
+fn the_nodes_model_and_auto_approve_rules_hold_whatever_approval_plugin_is_active() {
+    let home = Home::opted_in();
+    let allow_all = crate::support::fixture("allow_approval");
+    home.ok(&["policy", "set", "approval", allow_all.to_str().unwrap()]);
+
+    let (code, doc) = home.dry_run(&["--prompt", "hi", "--approve-all"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let approval = role(&doc, "approval");
+    assert_eq!(
+        doc["decision"], "ask",
+        "--approve-all does not count: {doc:#}"
+    );
+    assert!(
+        approval["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compliance.allowAutoApprove is false"),
+        "{approval}"
+    );
+
+    home.set(&["compliance.allowAutoApprove=true"]);
+    let (_, doc) = home.dry_run(&["--prompt", "hi", "--approve-all"]);
+    assert_eq!(doc["decision"], "allow", "{doc:#}");
+    let (code, doc) = home.dry_run(&[
+        "--prompt",
+        "hi",
+        "--approve-all",
+        "--model",
+        "claude-made-up-9",
+    ]);
+    assert_eq!(code, 3, "{doc:#}");
+    let approval = role(&doc, "approval");
+    assert_eq!(approval["outcome"], "deny");
+    let reason = approval["reason"].as_str().unwrap();
+    assert!(reason.starts_with("node rule: "), "{reason}");
+    assert!(reason.contains("compliance.allowedModels"), "{reason}");
+}

@@ -17,13 +17,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::policy::{
-    CompileCache, Pipeline, PluginMeta, PluginOrigin, PluginPre, PolicyEngine, Role, Slot, defaults,
+    CompileCache, NodeRules, Pipeline, PluginMeta, PluginOrigin, PluginPre, PolicyEngine, Role,
+    Slot, defaults,
 };
 use crate::store::ActivePolicy;
 
 use super::policy_bundle::{load_plugin, reassemble};
 use super::{Context, OpsError, now_rfc3339, policy_trust};
 use crate::bundle::TrustedKey;
+use crate::config::ComplianceSettings;
 
 /// Largest component `policy set` accepts; real policies are tens of KiB.
 const MAX_COMPONENT_BYTES: u64 = 32 << 20;
@@ -57,7 +59,20 @@ pub fn pipeline(ctx: &Context, engine: &Arc<PolicyEngine>) -> Result<Pipeline, O
             load_slot(ctx, engine, cache.as_ref(), &trusted, role, chosen)
         })
         .collect();
-    Ok(Pipeline::new(engine.clone(), slots, ctx.settings.flatten()))
+    Ok(Pipeline::new(engine.clone(), slots, ctx.settings.flatten())
+        .with_node_rules(node_rules(&ctx.settings.compliance)))
+}
+
+/// The `compliance.*` settings the host holds every decision to.
+fn node_rules(c: &ComplianceSettings) -> NodeRules {
+    NodeRules {
+        allowed_models: c.allowed_models.clone(),
+        max_prompt_bytes: Some(c.max_prompt_bytes),
+        allow_auto_approve: c.allow_auto_approve,
+        allow_egress: c.allow_egress,
+        allowed_images: c.allowed_images.clone(),
+        restrict_local_images: c.restrict_local_images,
+    }
 }
 
 fn load_slot(

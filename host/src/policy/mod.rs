@@ -21,6 +21,7 @@ pub mod defaults;
 mod engine;
 mod failure;
 mod imports;
+mod node_rules;
 mod outcome;
 mod pipeline;
 mod plugin;
@@ -34,6 +35,7 @@ pub use bindings::{
 pub use cache::CompileCache;
 pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
+pub use node_rules::NodeRules;
 pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
 pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot};
 pub use plugin::{LoadError, OWN_CONFIG_PREFIX, PluginMeta, PluginOrigin, PluginPre};

@@ -5,6 +5,7 @@
 //! the job denied; otherwise any ask makes it ask; only four clean answers
 //! allow it. Every role is asked even after a deny, so a dry run shows all.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use super::bindings::{
 use super::call::{Live, RoleGuest};
 use super::engine::{Isolation, PolicyEngine};
 use super::failure::{Failure, FailureClass};
+use super::node_rules::NodeRules;
 use super::outcome::{
     ComplianceFinding, Grant, Outcome, Quote, RoleDecision, RoleResult, Severity,
 };
@@ -102,10 +104,12 @@ impl Slot {
     }
 }
 
-/// The active plugin per role, validated against the current settings.
+/// The active plugin per role, validated against the current settings,
+/// and the node's own rules around them.
 pub struct Pipeline {
     engine: Arc<PolicyEngine>,
     slots: Vec<Slot>,
+    rules: NodeRules,
 }
 
 impl Pipeline {
@@ -130,7 +134,18 @@ impl Pipeline {
                 }
             }
         }
-        Pipeline { engine, slots }
+        Pipeline {
+            engine,
+            slots,
+            rules: NodeRules::default(),
+        }
+    }
+
+    /// Holds every decision to the node's own rules, whatever the plugins
+    /// answer.
+    pub fn with_node_rules(mut self, rules: NodeRules) -> Pipeline {
+        self.rules = rules;
+        self
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -140,7 +155,16 @@ impl Pipeline {
     /// Asks every role about `input` and combines the answers.
     #[tracing::instrument(skip_all, fields(job_id = %input.job.id))]
     pub fn decide(&mut self, input: &DecisionInput) -> PipelineDecision {
-        let roles: Vec<RoleDecision> = (0..self.slots.len()).map(|i| self.ask(i, input)).collect();
+        let shown = match self.rules.shown(&input.job) {
+            Cow::Borrowed(_) => Cow::Borrowed(input),
+            Cow::Owned(job) => Cow::Owned(DecisionInput {
+                job,
+                ..input.clone()
+            }),
+        };
+        let mut roles: Vec<RoleDecision> =
+            (0..self.slots.len()).map(|i| self.ask(i, &shown)).collect();
+        self.rules.enforce(&input.job, &mut roles);
         let decision = if roles.iter().any(|r| r.outcome == Outcome::Deny) {
             Outcome::Deny
         } else if roles.iter().any(|r| r.outcome == Outcome::Ask) {
