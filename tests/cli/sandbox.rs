@@ -241,3 +241,57 @@ fn a_flood_of_findings_is_refused_and_names_the_cap() {
         run.stderr
     );
 }
+
+/// Installs `fixture` for approval from a signed bundle whose role table
+/// holds `limits` (bundle.toml lines), and returns the approval decision.
+fn approval_from_bundle(home: &Home, fixture_name: &str, limits: &str) -> serde_json::Value {
+    let desk = tempfile::tempdir().unwrap();
+    let key = desk.path().join("ops");
+    let key = key.to_str().unwrap();
+    home.ok(&["policy", "keygen", "--out", key]);
+    let toml = desk.path().join("bundle.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "name = \"spinner\"\nrevision = 1\n[roles.approval]\ncomponent = \"{}\"\n{limits}\n",
+            fixture(fixture_name).display()
+        ),
+    )
+    .unwrap();
+    let bundle = desk.path().join("spinner.cmmpol");
+    let bundle = bundle.to_str().unwrap();
+    home.ok(&["policy", "build", toml.to_str().unwrap(), "--out", bundle]);
+    home.ok(&["policy", "sign", bundle, "--key", &format!("{key}.pem")]);
+    home.ok(&["policy", "trust", "add", &format!("{key}.pub")]);
+    home.ok(&["policy", "install", bundle]);
+    let (_, doc) = home.dry_run(&["--prompt", "hello"]);
+    role(&doc, "approval").clone()
+}
+
+#[test]
+fn a_limit_that_is_hit_is_named_where_it_was_set() {
+    // No fuel line: the node's cap is what applies, and what to raise.
+    let home = permissive_home();
+    home.set(&["policy.fuel=100000", "policy.timeoutMs=5000"]);
+    let node = approval_from_bundle(&home, "spin", "");
+    assert_failed(&node, "out-of-fuel");
+    let reason = node["reason"].as_str().unwrap();
+    assert!(reason.contains("(100000 units)"), "{reason}");
+    assert!(reason.contains("raise policy.fuel"), "{reason}");
+
+    // The bundle asks for less than the node allows: that is what to raise.
+    let home = permissive_home();
+    home.set(&["policy.timeoutMs=5000"]);
+    let asked = approval_from_bundle(&home, "spin", "fuel = 50000");
+    assert_failed(&asked, "out-of-fuel");
+    let reason = asked["reason"].as_str().unwrap();
+    assert!(reason.contains("(50000 units)"), "{reason}");
+    assert!(
+        reason.contains("the `fuel` its bundle asks for"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("20000000 units"),
+        "the node's cap: {reason}"
+    );
+}

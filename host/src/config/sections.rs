@@ -270,7 +270,7 @@ pub struct PolicySettings {
 impl Default for PolicySettings {
     fn default() -> Self {
         PolicySettings {
-            fuel: 10_000_000,
+            fuel: 20_000_000,
             timeout_ms: 50,
             memory_mib: 16,
             max_answer_bytes: 65536,

@@ -67,8 +67,8 @@ pub fn keygen(out: &Path, passphrase: Option<&str>) -> Result<KeyPair, OpsError>
 
 /// Builds an unsigned bundle from `source` (a folder with `bundle.toml`, or
 /// the file) and writes it to `out`. Limits `bundle.toml` leaves unset are
-/// `defaults` (the host's built-in sandbox limits, so a bundle does not
-/// depend on the settings of the machine it was built on).
+/// `defaults`: the ceiling, so that each node's own caps decide them, and a
+/// bundle does not depend on the machine it was built on.
 pub fn build(source: &Path, out: &Path, defaults: &SandboxLimits) -> Result<Written, OpsError> {
     let defaults = RoleLimits {
         fuel: defaults.fuel,

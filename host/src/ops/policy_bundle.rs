@@ -625,7 +625,9 @@ impl Evaluation {
         for entry in &m.roles {
             let plugin =
                 load_plugin(engine, cache.as_ref(), bundle, entry).map_err(|e| match e {
-                    LoadError::Compile { .. } => ("compile", e.to_string()),
+                    LoadError::Compile { .. } | LoadError::StartingMemory { .. } => {
+                        ("compile", e.to_string())
+                    }
                     LoadError::WrongRole { .. }
                     | LoadError::Link { .. }
                     | LoadError::WitVersion { .. } => ("wit", e.to_string()),

@@ -337,10 +337,16 @@ fn load_subject(
             }
         }
         // Every role failed; the first error names the approval world, so
-        // show the compile error if there was one, else a summary.
+        // show why it would not compile if that was it, else a summary.
         let detail = errors
             .iter()
-            .find(|e| matches!(e, crate::policy::LoadError::Compile { .. }))
+            .find(|e| {
+                matches!(
+                    e,
+                    crate::policy::LoadError::Compile { .. }
+                        | crate::policy::LoadError::StartingMemory { .. }
+                )
+            })
             .map_or_else(
                 || format!("{} implements none of the role worlds (approval-policy, limits-policy, pricing-policy, compliance-policy)", path.display()),
                 ToString::to_string,

@@ -65,7 +65,14 @@ impl PluginPre {
     }
 
     fn failure(&self, err: &wasmtime::Error, state: &PluginState) -> Failure {
-        Failure::from_call(err, state, self.role, &self.meta.name, &self.limits)
+        Failure::from_call(
+            err,
+            state,
+            self.role,
+            &self.meta.name,
+            &self.limits,
+            &self.node_limits,
+        )
     }
 
     /// Runs `f` on an instance of this plugin. With `warm`, the instance in it

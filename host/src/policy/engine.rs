@@ -53,9 +53,12 @@ pub struct SandboxLimits {
 }
 
 impl Default for SandboxLimits {
+    /// Enough for an ordinary Python policy (componentize-py's interpreter
+    /// burns about 11.5 million units starting up in a fresh instance), and
+    /// far below what would keep a core busy.
     fn default() -> Self {
         SandboxLimits {
-            fuel: 10_000_000,
+            fuel: 20_000_000,
             timeout: Duration::from_millis(50),
             memory_bytes: 16 << 20,
             max_answer_bytes: 64 << 10,
@@ -64,6 +67,15 @@ impl Default for SandboxLimits {
 }
 
 impl SandboxLimits {
+    /// The most any setting or bundle can ask for. A bundle that leaves a
+    /// limit unset asks for this, so the node's own cap is what applies.
+    pub const CEILING: SandboxLimits = SandboxLimits {
+        fuel: 10_000_000_000,
+        timeout: Duration::from_secs(10),
+        memory_bytes: 1024 << 20,
+        max_answer_bytes: 16 << 20,
+    };
+
     /// The smaller of each limit: what a bundle's request becomes on a
     /// node with its own caps.
     pub fn narrowed(&self, requested: &SandboxLimits) -> SandboxLimits {

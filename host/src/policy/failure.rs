@@ -67,46 +67,72 @@ impl Failure {
         }
     }
 
-    /// Classifies an error from instantiating or calling a guest.
+    /// Classifies an error from instantiating or calling a guest. `limits`
+    /// are what the call ran under, `node` the node's own caps: where a
+    /// bundle asked for less, the bundle's value is the one to raise.
     pub(crate) fn from_call(
         err: &wasmtime::Error,
         state: &PluginState,
         role: Role,
         plugin: &str,
         limits: &SandboxLimits,
+        node: &SandboxLimits,
     ) -> Failure {
         let who = format!("{role} plugin '{plugin}'");
         if state.memory_exceeded() {
             let mib = limits.memory_bytes >> 20;
+            let raise = raise(
+                limits.memory_bytes < node.memory_bytes,
+                "memory_mib",
+                "policy.memoryMiB",
+                &format!("{} MiB", node.memory_bytes >> 20),
+            );
             return Failure::new(
                 FailureClass::Memory,
-                format!(
-                    "{who} tried to use more than its {mib} MiB of memory; fix the plugin or raise policy.memoryMiB"
-                ),
+                format!("{who} tried to use more than its {mib} MiB of memory; {raise}"),
             );
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::OutOfFuel) => Failure::new(
-                FailureClass::OutOfFuel,
-                format!(
-                    "{who} ran out of fuel ({} units); fix the plugin or raise policy.fuel",
-                    limits.fuel
-                ),
-            ),
-            Some(Trap::Interrupt) => Failure::new(
-                FailureClass::Timeout,
-                format!(
-                    "{who} ran past its {} ms deadline; fix the plugin or raise policy.timeoutMs",
-                    limits.timeout.as_millis()
-                ),
-            ),
-            _ => Failure::new(
-                FailureClass::Trap,
-                format!(
-                    "{who} trapped: {}; fix the plugin or run `policy reset {role}`",
-                    root_cause(err)
-                ),
-            ),
+            Some(Trap::OutOfFuel) => {
+                let raise = raise(
+                    limits.fuel < node.fuel,
+                    "fuel",
+                    "policy.fuel",
+                    &format!("{} units", node.fuel),
+                );
+                Failure::new(
+                    FailureClass::OutOfFuel,
+                    format!("{who} ran out of fuel ({} units); {raise}", limits.fuel),
+                )
+            }
+            Some(Trap::Interrupt) => {
+                let raise = raise(
+                    limits.timeout < node.timeout,
+                    "timeout_ms",
+                    "policy.timeoutMs",
+                    &format!("{} ms", node.timeout.as_millis()),
+                );
+                Failure::new(
+                    FailureClass::Timeout,
+                    format!(
+                        "{who} ran past its {} ms deadline; {raise}",
+                        limits.timeout.as_millis()
+                    ),
+                )
+            }
+            _ => {
+                let wrote = state
+                    .stderr
+                    .last_lines()
+                    .map_or(String::new(), |lines| format!(" after writing: {lines}"));
+                Failure::new(
+                    FailureClass::Trap,
+                    format!(
+                        "{who} trapped: {}{wrote}; fix the plugin or run `policy reset {role}`",
+                        root_cause(err)
+                    ),
+                )
+            }
         }
     }
 
@@ -117,6 +143,19 @@ impl Failure {
                 "{role} plugin '{plugin}' gave an answer the host refuses: {what}; fix the plugin"
             ),
         )
+    }
+}
+
+/// What to raise for a limit that was hit: the bundle's own value when it
+/// asked for less than the node allows, else the node's setting.
+fn raise(bundle_set_it: bool, bundle_key: &str, setting: &str, node_value: &str) -> String {
+    if bundle_set_it {
+        format!(
+            "that is the `{bundle_key}` its bundle asks for (this node allows {node_value}): fix \
+             the plugin, or raise `{bundle_key}` in the bundle's bundle.toml and rebuild it"
+        )
+    } else {
+        format!("fix the plugin or raise {setting} (`claude-max-market config --set {setting}=…`)")
     }
 }
 

@@ -27,6 +27,7 @@ mod pipeline;
 mod plugin;
 mod role;
 mod sandbox;
+mod stderr;
 
 pub use bindings::{
     Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, Job, JobSource,

@@ -67,6 +67,15 @@ pub enum LoadError {
         detail: String,
     },
     #[error(
+        "{role} plugin '{plugin}' starts with {needs_mib} MiB of memory, more than the {cap_mib} MiB policy.memoryMiB allows; raise it with `claude-max-market config --set policy.memoryMiB={needs_mib}` (or more, for what it grows to)"
+    )]
+    StartingMemory {
+        role: Role,
+        plugin: String,
+        needs_mib: u64,
+        cap_mib: u64,
+    },
+    #[error(
         "'{plugin}' is not a plugin for the {role} role: it does not export {missing} (it exports: {found}); build it for the {world} world in wit/"
     )]
     WrongRole {
@@ -95,6 +104,16 @@ pub enum LoadError {
     },
 }
 
+/// The bytes of memory a module starts with, when compiling failed because
+/// that is over the memory cap: the engine's pooling allocator refuses such
+/// a module up front (wasmtime 48's message names "minimum byte size").
+fn starting_memory(detail: &str) -> Option<u64> {
+    const MARK: &str = "minimum byte size of ";
+    let rest = &detail[detail.find(MARK)? + MARK.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// The role-specific export of a plugin, resolved once at load time.
 #[derive(Clone)]
 pub(crate) enum RoleExports {
@@ -113,6 +132,8 @@ pub struct PluginPre {
     /// What each call may use: the engine's limits, or tighter ones a
     /// bundle asked for.
     pub(crate) limits: SandboxLimits,
+    /// The node's own caps, to tell which side set a limit that was hit.
+    pub(crate) node_limits: SandboxLimits,
     /// The plugin's own configuration from its bundle, as `plugin.<key>`.
     own_config: Vec<(String, String)>,
     pub(crate) label: Arc<str>,
@@ -137,10 +158,21 @@ impl PluginPre {
             Some(cache) => cache.load_or_compile(engine.engine(), &digest, wasm),
             None => Component::new(engine.engine(), wasm),
         };
-        let component = compiled.map_err(|e| LoadError::Compile {
-            role,
-            plugin: name.to_string(),
-            detail: format!("{e:#}"),
+        let component = compiled.map_err(|e| {
+            let detail = format!("{e:#}");
+            match starting_memory(&detail) {
+                Some(bytes) => LoadError::StartingMemory {
+                    role,
+                    plugin: name.to_string(),
+                    needs_mib: bytes.div_ceil(1 << 20),
+                    cap_mib: (engine.limits().memory_bytes >> 20) as u64,
+                },
+                None => LoadError::Compile {
+                    role,
+                    plugin: name.to_string(),
+                    detail,
+                },
+            }
         })?;
         if let Some(found) = foreign_package(engine, &component) {
             return Err(LoadError::WitVersion {
@@ -172,6 +204,7 @@ impl PluginPre {
         Ok(PluginPre {
             role,
             limits: *engine.limits(),
+            node_limits: *engine.limits(),
             own_config: Vec::new(),
             label: format!("{role}:{name}").into(),
             meta: PluginMeta {

@@ -3,7 +3,8 @@
 //! A plugin gets no ambient capability: the WASI context has no preopened
 //! directories, no environment, no arguments, no sockets, and clocks frozen at
 //! zero (the `clock` import is the only time a plugin sees). A wasip2 guest
-//! still links, and every attempt to reach outside simply fails.
+//! still links, and every attempt to reach outside simply fails. Its stderr
+//! goes nowhere but a small tail that explains a failure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::engine::{PolicyEngine, SandboxLimits};
+use super::stderr::StderrTail;
 
 /// Log messages one call may emit before the rest are dropped, so a plugin
 /// cannot flood the host's log.
@@ -54,6 +56,7 @@ pub struct PluginState {
     pub(crate) settings: Arc<PluginSettings>,
     pub(crate) label: Arc<str>,
     pub(crate) logs_left: u32,
+    pub(crate) stderr: StderrTail,
 }
 
 impl PluginState {
@@ -149,10 +152,12 @@ pub(crate) fn new_store(
     settings: Arc<PluginSettings>,
     label: Arc<str>,
 ) -> wasmtime::Result<Store<PluginState>> {
+    let stderr = StderrTail::default();
     let state = PluginState {
         wasi: WasiCtx::builder()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
+            .stderr(stderr.clone())
             .build(),
         table: ResourceTable::new(),
         limiter: CappedMemory {
@@ -165,6 +170,7 @@ pub(crate) fn new_store(
         settings,
         label,
         logs_left: LOG_BUDGET,
+        stderr,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -180,6 +186,7 @@ pub(crate) fn arm(store: &mut Store<PluginState>, limits: &SandboxLimits) -> was
     let state = store.data_mut();
     state.logs_left = LOG_BUDGET;
     state.limiter.exceeded = false;
+    state.stderr.clear();
     Ok(())
 }
 

@@ -87,7 +87,7 @@ pub fn keygen(args: KeygenArgs, out: &Output) -> anyhow::Result<Finish> {
 }
 
 pub fn build(args: BuildArgs, out: &Output) -> anyhow::Result<Finish> {
-    let written = policy_author::build(&args.source, &args.out, &SandboxLimits::default())?;
+    let written = policy_author::build(&args.source, &args.out, &SandboxLimits::CEILING)?;
     out.emit(&written, |w| {
         writeln!(
             w,
