@@ -30,7 +30,7 @@ const TOOLS: [&str; 16] = [
 
 /// Outside the checkout, so a fresh clone on the same machine (as CI makes)
 /// downloads nothing again; `CMM_TEST_CACHE` moves it.
-fn cache() -> PathBuf {
+pub fn cache() -> PathBuf {
     let dir = std::env::var_os("CMM_TEST_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
