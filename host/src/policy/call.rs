@@ -37,15 +37,20 @@ impl PluginPre {
         engine: &PolicyEngine,
         settings: &Arc<PluginSettings>,
     ) -> Result<Live, Failure> {
-        let mut store =
-            sandbox::new_store(engine, &self.limits, settings.clone(), self.label.clone())
-                .map_err(|e| {
-                    let message = format!(
-                        "{} plugin '{}' could not get a sandbox: {e:#}",
-                        self.role, self.meta.name
-                    );
-                    Failure::new(FailureClass::Trap, message)
-                })?;
+        let mut store = sandbox::new_store(
+            engine,
+            &self.limits,
+            settings.clone(),
+            self.label.clone(),
+            &self.entropy,
+        )
+        .map_err(|e| {
+            let message = format!(
+                "{} plugin '{}' could not get a sandbox: {e:#}",
+                self.role, self.meta.name
+            );
+            Failure::new(FailureClass::Trap, message)
+        })?;
         match self.resolve(&mut store) {
             Ok(guests) => Ok(Live { store, guests }),
             Err(e) => Err(self.failure(&e, store.data())),

@@ -15,7 +15,7 @@ use super::bindings::{approval, compliance, config_check, limits, pricing};
 use super::cache::CompileCache;
 use super::engine::{PolicyEngine, SandboxLimits};
 use super::role::Role;
-use super::sandbox::{PluginSettings, PluginState};
+use super::sandbox::{Entropy, PluginSettings, PluginState};
 use crate::wit::{WIT_PACKAGE, package_name, wit_version};
 
 /// Where a plugin's own (bundle) configuration appears among its settings.
@@ -137,6 +137,8 @@ pub struct PluginPre {
     /// The plugin's own configuration from its bundle, as `plugin.<key>`.
     own_config: Vec<(String, String)>,
     pub(crate) label: Arc<str>,
+    /// What WASI's random interfaces give this plugin, fixed by its digest.
+    pub(crate) entropy: Arc<Entropy>,
     pub(crate) pre: InstancePre<PluginState>,
     pub(crate) config_check: config_check::GuestIndices,
     pub(crate) exports: RoleExports,
@@ -207,6 +209,7 @@ impl PluginPre {
             node_limits: *engine.limits(),
             own_config: Vec::new(),
             label: format!("{role}:{name}").into(),
+            entropy: Arc::new(Entropy::of(&digest)),
             meta: PluginMeta {
                 name: name.to_string(),
                 digest,

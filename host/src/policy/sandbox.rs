@@ -5,13 +5,22 @@
 //! zero (the `clock` import is the only time a plugin sees). A wasip2 guest
 //! still links, and every attempt to reach outside simply fails. Its stderr
 //! goes nowhere but a small tail that explains a failure.
+//!
+//! Nor is WASI's randomness a source of difference: language runtimes ask
+//! for random bytes as they start (Python seeds its string hashes), so the
+//! bytes are served from a stream fixed by the plugin's digest, and the same
+//! plugin decides the same way on every node, in every instance.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView,
+};
 
 use super::engine::{PolicyEngine, SandboxLimits};
 use super::stderr::StderrTail;
@@ -145,18 +154,47 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
+/// Bytes of the random stream a plugin's WASI randomness cycles through.
+const ENTROPY_BYTES: usize = 1024;
+
+/// The random bytes and seed a plugin's WASI context serves, derived once
+/// per plugin from its digest (SHA-256 in counter mode).
+pub(crate) struct Entropy {
+    bytes: Vec<u8>,
+    seed: u128,
+}
+
+impl Entropy {
+    pub fn of(digest: &str) -> Entropy {
+        let block = |counter: u64| {
+            let mut hash = Sha256::new();
+            hash.update(b"claude-max-market plugin entropy\n");
+            hash.update(digest.as_bytes());
+            hash.update(counter.to_be_bytes());
+            hash.finalize()
+        };
+        let bytes = (0..(ENTROPY_BYTES / 32) as u64).flat_map(block).collect();
+        let seed = u128::from_be_bytes(block(u64::MAX)[..16].try_into().expect("16 bytes"));
+        Entropy { bytes, seed }
+    }
+}
+
 /// Builds a store for one plugin with every limit armed.
 pub(crate) fn new_store(
     engine: &PolicyEngine,
     limits: &SandboxLimits,
     settings: Arc<PluginSettings>,
     label: Arc<str>,
+    entropy: &Entropy,
 ) -> wasmtime::Result<Store<PluginState>> {
     let stderr = StderrTail::default();
     let state = PluginState {
         wasi: WasiCtx::builder()
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
+            .secure_random(Deterministic::new(entropy.bytes.clone()))
+            .insecure_random(Deterministic::new(entropy.bytes.clone()))
+            .insecure_random_seed(entropy.seed)
             .stderr(stderr.clone())
             .build(),
         table: ResourceTable::new(),
