@@ -883,3 +883,19 @@ fn a_task_for_a_busy_provider_waits_for_its_slot() {
     assert_eq!(claimed["task"], waiting["task"]);
     assert_eq!(stop(serving).code, 0);
 }
+
+#[test]
+fn a_server_without_jetstream_is_named_as_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_without_jetstream(dir.path());
+    let home = Home::new();
+    home.set(&[&format!("market.url={}", server.url())]);
+    let run = home.run(&["market", "offers"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("does not have JetStream enabled")
+            && run.stderr.contains("nats-server -js"),
+        "{}",
+        run.stderr
+    );
+}

@@ -47,15 +47,28 @@ impl NatsServer {
     /// Starts a standalone server with JetStream in `dir` and waits until
     /// JetStream is up.
     pub fn start(dir: &Path) -> NatsServer {
+        NatsServer::start_standalone(dir, true)
+    }
+
+    /// Starts a standalone server without JetStream (what a plain
+    /// `nats-server` runs) and waits until it takes clients.
+    pub fn start_without_jetstream(dir: &Path) -> NatsServer {
+        NatsServer::start_standalone(dir, false)
+    }
+
+    fn start_standalone(dir: &Path, jetstream: bool) -> NatsServer {
         fs::create_dir_all(dir).expect("creating the NATS server folder");
+        let ready: &dyn Fn(&NatsServer) -> bool = if jetstream {
+            &NatsServer::standalone_ready
+        } else {
+            &|s: &NatsServer| s.answers_as_itself() && s.healthy()
+        };
         for attempt in 1..=START_ATTEMPTS {
             let [port, monitor_port] = free_ports::<2>();
-            let mut server = NatsServer::configure(dir, "cmm-test", port, monitor_port, None);
+            let mut server =
+                NatsServer::configure(dir, "cmm-test", port, monitor_port, None, jetstream);
             server.spawn();
-            match server.wait_ready(
-                Instant::now() + START_TIMEOUT,
-                &NatsServer::standalone_ready,
-            ) {
+            match server.wait_ready(Instant::now() + START_TIMEOUT, ready) {
                 Ok(()) => return server,
                 Err(NotReady::Exited(_)) if attempt < START_ATTEMPTS => server.kill(),
                 Err(NotReady::Exited(why) | NotReady::TimedOut(why)) => panic!("{why}"),
@@ -72,6 +85,7 @@ impl NatsServer {
         port: u16,
         monitor_port: u16,
         cluster: Option<(u16, &[u16])>,
+        jetstream: bool,
     ) -> NatsServer {
         let server = NatsServer {
             name: name.to_owned(),
@@ -83,10 +97,14 @@ impl NatsServer {
         let mut config = format!(
             "server_name: {name:?}\n\
              listen: \"127.0.0.1:{port}\"\n\
-             http: \"127.0.0.1:{monitor_port}\"\n\
-             jetstream {{\n  store_dir: {store:?}\n}}\n",
-            store = path_str(&server.store_dir()),
+             http: \"127.0.0.1:{monitor_port}\"\n"
         );
+        if jetstream {
+            config.push_str(&format!(
+                "jetstream {{\n  store_dir: {:?}\n}}\n",
+                path_str(&server.store_dir())
+            ));
+        }
         if let Some((cluster_port, peers)) = cluster {
             // The config parser wants commas between array items.
             let routes: Vec<String> = peers
@@ -331,6 +349,7 @@ impl NatsCluster {
                     client[i],
                     monitor[i],
                     Some((route[i], &peers)),
+                    true,
                 );
                 server.spawn();
                 server

@@ -36,6 +36,12 @@ pub enum MarketError {
     )]
     Connect { urls: String, detail: String },
     #[error(
+        "the NATS server at {urls} does not have JetStream enabled (nothing answers its \
+         JetStream API), and the market keeps everything in JetStream; restart it with \
+         `nats-server -js` (or a `jetstream {{}}` block in its config file)"
+    )]
+    NoJetStream { urls: String },
+    #[error(
         "cannot set up {what} on the market: {detail}; the server must run with JetStream (`-js`)"
     )]
     Setup { what: String, detail: String },

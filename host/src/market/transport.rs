@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, context, kv, stream};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
@@ -41,6 +41,12 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// can take several seconds to elect), and the pause between them.
 const ATTEMPTS: u32 = 60;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// Answers of "no responders" to a JetStream request before concluding
+/// the server runs without JetStream. A server with JetStream always
+/// answers its API, even while electing a leader; the few extra tries
+/// (a second in all) only cover one still starting up.
+const UNANSWERED_ATTEMPTS: u32 = 4;
 
 /// How long to wait for a JetStream API answer before asking again. While
 /// a cluster member is down, nats-server 2.9 and 2.10 still route some API
@@ -161,15 +167,10 @@ impl Transport {
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             };
-            retry(|| js.get_or_create_stream(config.clone()))
-                .await
-                .map_err(|detail| MarketError::Setup {
-                    what: format!("stream {name}"),
-                    detail,
-                })?;
+            ensure_stream(&js, config, &conn.urls).await?;
         }
-        let offers = bucket(&js, OFFERS_BUCKET, conn.offer_ttl, replicas).await?;
-        let claims = bucket(&js, CLAIMS_BUCKET, DAY, replicas).await?;
+        let offers = bucket(&js, &conn.urls, OFFERS_BUCKET, conn.offer_ttl, replicas).await?;
+        let claims = bucket(&js, &conn.urls, CLAIMS_BUCKET, DAY, replicas).await?;
         Ok(Transport { js, offers, claims })
     }
 
@@ -411,6 +412,7 @@ pub enum Start {
 
 async fn bucket(
     js: &jetstream::Context,
+    urls: &[String],
     name: &str,
     max_age: Duration,
     replicas: usize,
@@ -437,10 +439,41 @@ async fn bucket(
         duplicate_window: DUPLICATE_WINDOW.min(max_age),
         ..Default::default()
     };
-    retry(|| js.get_or_create_stream(config.clone()))
-        .await
-        .map_err(setup)?;
+    ensure_stream(js, config, urls).await?;
     retry(|| js.get_key_value(name)).await.map_err(setup)
+}
+
+/// Gets or creates a stream, retrying while a leader is elected, but not
+/// while nothing answers the JetStream API at all: that is a server
+/// running without JetStream, and waiting out every attempt would only
+/// keep the user in silence before the same error.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    urls: &[String],
+) -> Result<(), MarketError> {
+    let mut unanswered = 0;
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == context::CreateStreamErrorKind::JetStreamUnavailable => {
+                unanswered += 1;
+                if unanswered >= UNANSWERED_ATTEMPTS {
+                    return Err(MarketError::NoJetStream {
+                        urls: urls.join(","),
+                    });
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tracing::debug!(attempt, error = %last, "setting up a market stream failed; retrying");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+    Err(MarketError::Setup {
+        what: format!("stream {}", config.name),
+        detail: last,
+    })
 }
 
 /// Runs `op` until it succeeds, for a bounded number of attempts: a
