@@ -565,12 +565,19 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let requester = funded_requester(&url, 100, &[]);
+    // Offers refreshed every 20 s (and kept 60 s): the rates change below
+    // between two refreshes, so the requester still sees the old price.
+    let slow_refresh = "market.offerTtlSecs=60";
+    let requester = funded_requester(&url, 100, &[slow_refresh]);
     let issuer = requester.id.clone();
 
     // A task of --max-tokens 1000 asks for a budget of its output and its
     // prompt's input, under 2000.
-    let provider = provider_home(&url, &issuer, &["limits.maxTokensPerTask=2000"]);
+    let provider = provider_home(
+        &url,
+        &issuer,
+        &["limits.maxTokensPerTask=2000", slow_refresh],
+    );
     let provider_id = node_id(&provider.home);
     // No --price: the offer is pricing's quote, (10 + 2 × 2) × 1.25 rounded up.
     let mut serving = serve(&provider, &[]);
@@ -881,6 +888,43 @@ fn a_task_for_a_busy_provider_waits_for_its_slot() {
     }
     let claimed = events.next("claimed", &[]);
     assert_eq!(claimed["task"], waiting["task"]);
+    assert_eq!(stop(serving).code, 0);
+}
+
+#[test]
+fn a_changed_price_shows_in_the_offer_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 10, &[]);
+    let provider = provider_home(&url, &requester.id, &["limits.maxTokensPerTask=2000"]);
+    // No --price: the offer is pricing's quote, (10 + 2 × 2) × 1.25 rounded up.
+    let mut serving = serve(&provider, &[]);
+    let events = Events::of(&mut serving);
+    assert_eq!(events.next("serving", &[])["price"], 18);
+    wait_for_offers(&requester, 1);
+
+    // Now (40 + 2 × 2) × 1.25, by the next refresh of the offer.
+    provider.home.set(&["market.basePrice=40"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let offers = requester.json(&["market", "offers"]);
+        if offers[0]["price"] == 55 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offer still asks the old price: {offers:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let prices: Vec<Value> = provider
+        .home
+        .audit_of("market.offer")
+        .iter()
+        .map(|e| e["details"]["price"].clone())
+        .collect();
+    assert_eq!(prices, [18, 55], "each price is on the audit log");
     assert_eq!(stop(serving).code, 0);
 }
 

@@ -7,13 +7,14 @@
 //!
 //! Each task is handled on its own thread with its own database connection
 //! and a pipeline built for it, so a policy changed while serving applies
-//! to the next task and never to one already running. A task id is the job
-//! id, and the store refuses to admit a job id twice: a redelivered task is
-//! never run twice.
+//! to the next task and never to one already running. The offer follows
+//! them too: each refresh quotes it again, so changed rates show on the
+//! market without a restart. A task id is the job id, and the store
+//! refuses to admit a job id twice: a redelivered task is never run twice.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,7 @@ pub struct Advertised {
 pub fn advertise(ctx: &mut Context, opts: &AdvertiseOptions) -> Result<Advertised, OpsError> {
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
-    let offer = offer(ctx, opts, 0)?;
+    let offer = offer(ctx, opts)?;
     put_offer(ctx, &rt, &peer, &offer)?;
     Ok(Advertised {
         node: peer.node(),
@@ -100,73 +101,76 @@ fn put_offer(
 }
 
 /// The offer from the options and the node's settings; the price, unless
-/// given, is the pricing policy's quote for a job of the largest size this
-/// node grants, at the given load.
-fn offer(ctx: &Context, opts: &AdvertiseOptions, busy: u32) -> Result<Offer, OpsError> {
+/// given, is the pricing policy's quote (see [`quote`]) at no load.
+fn offer(ctx: &Context, opts: &AdvertiseOptions) -> Result<Offer, OpsError> {
     let slots = opts.slots.unwrap_or(ctx.settings.market.slots).max(1);
-    let budget = ctx.settings.limits.max_tokens_per_task;
-    let max_tokens = u32::try_from(budget).unwrap_or(u32::MAX);
+    let max_tokens = u32::try_from(ctx.settings.limits.max_tokens_per_task).unwrap_or(u32::MAX);
     let models = opts
         .models
         .clone()
         .unwrap_or_else(|| ctx.settings.compliance.allowed_models.clone());
-    let price = match opts.price {
-        Some(price) => price,
-        None => {
-            let engine = ctx.engine()?;
-            let mut pipeline = policy::pipeline(ctx, &engine)?;
-            let largest = JobRequest {
-                id: "offer".into(),
-                requester: Requester::Market("market".into()),
-                model: models.first().cloned().unwrap_or_default(),
-                image: ResolvedImage {
-                    reference: ctx.settings.docker.image.clone(),
-                    id: String::new(),
-                },
-                budget: Budget {
-                    tokens: budget,
-                    requests: 1,
-                    timeout_secs: ctx.settings.limits.timeout_secs,
-                },
-                work: Work::Prompt {
-                    text: String::new(),
-                    max_tokens,
-                },
-                egress: false,
-                pre_approved: false,
-            };
-            let usage = ctx.store.usage_snapshot(today())?;
-            let input = DecisionInput {
-                job: largest.policy_job(),
-                usage: usage_of(&usage, limits_of(&ctx.settings)),
-                market: MarketContext {
-                    slots,
-                    load: f64::from(busy) / f64::from(slots),
-                    reputation: 0.5,
-                    offered_price: None,
-                    asked_price: None,
-                },
-                facts: Vec::new(),
-            };
-            let decision = pipeline.decide_role(Role::Pricing, &input);
-            decision
-                .quote
-                .map(|q| q.price)
-                .ok_or_else(|| OpsError::Denied {
-                    reason: format!(
-                        "pricing gave no quote for the offer ({}); pass --price",
-                        decision.reason.as_deref().unwrap_or("no reason given")
-                    ),
-                })?
-        }
-    };
-    Ok(Offer {
+    let mut offer = Offer {
         slots,
-        busy,
-        price,
+        busy: 0,
+        price: 0,
         models,
         max_tokens,
-    })
+    };
+    offer.price = match opts.price {
+        Some(price) => price,
+        None => quote(ctx, &offer)?,
+    };
+    Ok(offer)
+}
+
+/// Pricing's quote for `offer`: what a job of the largest size it grants
+/// costs at its load, with the node's settings and policies in `ctx`.
+fn quote(ctx: &Context, offer: &Offer) -> Result<u64, OpsError> {
+    let engine = ctx.engine()?;
+    let mut pipeline = policy::pipeline(ctx, &engine)?;
+    let largest = JobRequest {
+        id: "offer".into(),
+        requester: Requester::Market("market".into()),
+        model: offer.models.first().cloned().unwrap_or_default(),
+        image: ResolvedImage {
+            reference: ctx.settings.docker.image.clone(),
+            id: String::new(),
+        },
+        budget: Budget {
+            tokens: u64::from(offer.max_tokens),
+            requests: 1,
+            timeout_secs: ctx.settings.limits.timeout_secs,
+        },
+        work: Work::Prompt {
+            text: String::new(),
+            max_tokens: offer.max_tokens,
+        },
+        egress: false,
+        pre_approved: false,
+    };
+    let usage = ctx.store.usage_snapshot(today())?;
+    let input = DecisionInput {
+        job: largest.policy_job(),
+        usage: usage_of(&usage, limits_of(&ctx.settings)),
+        market: MarketContext {
+            slots: offer.slots,
+            load: f64::from(offer.busy) / f64::from(offer.slots.max(1)),
+            reputation: 0.5,
+            offered_price: None,
+            asked_price: None,
+        },
+        facts: Vec::new(),
+    };
+    let decision = pipeline.decide_role(Role::Pricing, &input);
+    decision
+        .quote
+        .map(|q| q.price)
+        .ok_or_else(|| OpsError::Denied {
+            reason: format!(
+                "pricing gave no quote for the offer ({}); pass --price",
+                decision.reason.as_deref().unwrap_or("no reason given")
+            ),
+        })
 }
 
 #[derive(Debug, Clone, Default)]
@@ -240,7 +244,11 @@ struct Shared {
     peer: Peer,
     ledger: Mutex<Ledger>,
     approve_all: bool,
+    /// The offer as first put. Its slots, models and largest job hold while
+    /// serving; its price is `price`'s.
     offer: Offer,
+    /// What this node asks now: the fixed price, or pricing's latest quote.
+    price: AtomicU64,
     /// The price the owner set (`--price`): what this node asks instead of
     /// pricing's quote.
     fixed_price: Option<u64>,
@@ -265,7 +273,7 @@ pub fn serve(
         return Err(RunnerError::ImageMissing { image }.into());
     }
     let peer = Peer::connect(ctx, &rt)?;
-    let offer = offer(ctx, &opts.advertise, 0)?;
+    let offer = offer(ctx, &opts.advertise)?;
     put_offer(ctx, &rt, &peer, &offer)?;
     let (events, received) = mpsc::channel();
     let shared = Arc::new(Shared {
@@ -273,6 +281,7 @@ pub fn serve(
         ledger: Mutex::new(peer.ledger()),
         peer,
         approve_all: opts.approve_all,
+        price: AtomicU64::new(offer.price),
         offer: offer.clone(),
         fixed_price: opts.advertise.price,
         busy: AtomicU32::new(0),
@@ -548,14 +557,26 @@ impl Desk {
     }
 }
 
-/// Puts the offer again with the current load; returns the load put.
+/// Puts the offer again with the current load and price; returns the load
+/// put. Without a fixed price it is quoted again from the settings and
+/// policies as they are now: the owner may change the rates while serving,
+/// and requesters choose by the advertised price.
 async fn refresh_offer(shared: &Shared) -> u32 {
     let peer = &shared.peer;
-    let busy = shared.busy.load(Ordering::SeqCst);
-    let offer = Offer {
-        busy,
+    let mut offer = Offer {
+        busy: shared.busy.load(Ordering::SeqCst),
+        price: shared.price.load(Ordering::SeqCst),
         ..shared.offer.clone()
     };
+    if shared.fixed_price.is_none() {
+        match requote(shared, &offer) {
+            Ok(price) => offer.price = price,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not quote the offer again; its price stays")
+            }
+        }
+    }
+    let busy = offer.busy;
     match message::seal(&peer.key, Body::Offer(offer)) {
         Ok((bytes, _)) => {
             if let Err(e) = peer.transport.put_offer(&peer.node(), bytes).await {
@@ -565,6 +586,23 @@ async fn refresh_offer(shared: &Shared) -> u32 {
         Err(e) => tracing::warn!(error = %e, "could not sign the offer"),
     }
     busy
+}
+
+/// Pricing's quote for `offer` from the settings and policies on disk now;
+/// a price that changed is recorded on the audit log before it is put.
+fn requote(shared: &Shared, offer: &Offer) -> Result<u64, OpsError> {
+    let mut ctx = Context::open(Some(shared.home.clone()))?;
+    let price = quote(&ctx, offer)?;
+    if shared.price.load(Ordering::SeqCst) != price {
+        let changed = Offer {
+            price,
+            ..offer.clone()
+        };
+        ctx.store
+            .append_audit("market.offer", &shared.peer.node(), &json!(changed))?;
+        shared.price.store(price, Ordering::SeqCst);
+    }
+    Ok(price)
 }
 
 /// Handles one task from decision to delivered result.
@@ -615,7 +653,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
             load: f64::from(shared.busy.load(Ordering::SeqCst).saturating_sub(1))
                 / f64::from(shared.offer.slots),
             reputation: requester_rep,
-            offered_price: Some(shared.offer.price),
+            offered_price: Some(shared.price.load(Ordering::SeqCst)),
             asked_price: Some(task.bid),
         },
         fixed: shared.fixed_price,
