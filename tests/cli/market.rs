@@ -21,11 +21,14 @@ struct Peer {
 
 impl Peer {
     fn join(home: Home, url: &str, issuer: &str) -> Peer {
+        // A market job is held to its requester's own approval: the tests'
+        // requesters approve theirs with --approve-all.
         home.set(&[
             &format!("market.url={url}"),
             &format!("market.issuerKeys={issuer}"),
             "market.claimWaitSecs=20",
             "market.offerTtlSecs=6",
+            "compliance.allowAutoApprove=true",
         ]);
         let id = node_id(&home);
         Peer { home, id }
@@ -83,11 +86,13 @@ fn wait_for_offers(peer: &Peer, count: usize) {
     }
 }
 
-/// `execute --market` of [`PROMPT`] at 1000 tokens, then `args`.
+/// `execute --market --approve-all` of [`PROMPT`] at 1000 tokens, then
+/// `args`.
 fn market_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec![
         "execute",
         "--market",
+        "--approve-all",
         "--prompt",
         PROMPT,
         "--max-tokens",
@@ -891,6 +896,94 @@ fn a_task_for_a_busy_provider_waits_for_its_slot() {
     assert_eq!(stop(serving).code, 0);
 }
 
+/// Puts an offer signed by a node that never claims anything: a task
+/// posted to it stays open for the claim wait.
+fn silent_offer(
+    url: &str,
+) -> (
+    tokio::runtime::Runtime,
+    claude_max_market::market::Transport,
+) {
+    use claude_max_market::crypto::NodeKey;
+    use claude_max_market::market::message::seal;
+    use claude_max_market::market::types::{Body, Offer};
+
+    let (rt, raw) = raw_market(url);
+    let silent = NodeKey::generate(2048).unwrap();
+    let (offer, _) = seal(
+        &silent,
+        Body::Offer(Offer {
+            slots: 1,
+            busy: 0,
+            price: 5,
+            models: vec!["claude-haiku-4-5".into()],
+            max_tokens: 100_000,
+        }),
+    )
+    .unwrap();
+    rt.block_on(raw.put_offer(&silent.node_id(), offer))
+        .unwrap();
+    (rt, raw)
+}
+
+/// The id of the first task posted on the market.
+fn first_posted_task(
+    rt: &tokio::runtime::Runtime,
+    raw: &claude_max_market::market::Transport,
+) -> String {
+    use claude_max_market::market::transport::{Start, TASKS_STREAM};
+    use futures_util::StreamExt as _;
+
+    rt.block_on(async {
+        let mut tasks = raw
+            .watch(TASKS_STREAM, "cmm.task.*", Start::Since(0))
+            .await
+            .unwrap();
+        let stored = tasks.next().await.unwrap().unwrap();
+        stored.subject.trim_start_matches("cmm.task.").to_owned()
+    })
+}
+
+#[test]
+fn a_price_the_balance_cannot_cover_is_refused_before_anyone_is_kept_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 40, &[]);
+
+    // Posting at a price over the balance: refused, nothing posted.
+    let run = requester.home.run(&market_args(&["--max-price", "60"]));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("40 RUV available") && run.stderr.contains("up to 60"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(requester.json(&["market", "tasks"]), serde_json::json!([]));
+
+    // Raising the bid on an open task past the balance: refused too, and the
+    // task keeps its bid; a raise the balance covers goes through.
+    let (rt, raw) = silent_offer(&url);
+    let mut asking = market_execute_in_background(
+        &requester,
+        &["--json", "--model", "claude-haiku-4-5", "--max-price", "30"],
+    );
+    let task = first_posted_task(&rt, &raw);
+    let run = requester
+        .home
+        .run(&["bid", "--task-id", &task, "--max-price", "60"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("40 RUV available") && run.stderr.contains("up to 60"),
+        "{}",
+        run.stderr
+    );
+    let placed = requester.json(&["bid", "--task-id", &task, "--max-price", "35"]);
+    assert_eq!(placed["previous"], 30, "{placed:#}");
+    asking.kill().expect("stopping execute --market");
+    asking.wait().expect("reaping execute --market");
+}
+
 #[test]
 fn a_changed_price_shows_in_the_offer_while_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -929,6 +1022,56 @@ fn a_changed_price_shows_in_the_offer_while_serving() {
 }
 
 #[test]
+fn a_market_job_is_held_to_the_requesters_own_approval_and_limits_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &["limits.dailyTasks=1"]);
+    let provider = provider_home(&url, &requester.id, &[]);
+    let serving = serve(&provider, &["--price", "10"]);
+    wait_for_offers(&requester, 1);
+
+    // Approval asks, and without a terminal nobody answers: a denial, with
+    // nothing posted.
+    let (code, asked) = requester.home.json(&[
+        "execute",
+        "--market",
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "1000",
+    ]);
+    assert_eq!(code, 3, "{asked:#}");
+    let message = asked["error"]["message"].as_str().unwrap();
+    assert!(message.contains("approval asks"), "{message}");
+    assert_eq!(requester.json(&["market", "tasks"]), serde_json::json!([]));
+
+    // Approved, it runs on the provider and is this node's job like any.
+    let (code, done) = market_execute(&requester, &[]);
+    assert_eq!(code, 0, "{done:#}");
+    assert_eq!(done["outcome"], "completed");
+    let jobs = requester.json(&["jobs"]);
+    assert_eq!(jobs[0]["id"], done["task"], "{jobs:#}");
+    assert_eq!(jobs[0]["state"], "finished", "{jobs:#}");
+    assert_eq!(jobs[0]["output_tokens"], done["output_tokens"], "{jobs:#}");
+    let status = requester.json(&["status"]);
+    assert_eq!(status["usage_today"]["tasks_today"], 1, "{status:#}");
+    assert_eq!(status["usage_today"]["running_jobs"], 0, "{status:#}");
+    let usage = requester.json(&["usage"]);
+    assert_eq!(usage["totals"]["tasks"], 1, "{usage:#}");
+    assert_eq!(usage["totals"]["succeeded"], 1, "{usage:#}");
+
+    // That was the day's one task: the next is denied here, never posted.
+    let (code, denied) = market_execute(&requester, &[]);
+    assert_eq!(code, 3, "{denied:#}");
+    let message = denied["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limits"), "{message}");
+    let tasks = requester.json(&["market", "tasks"]);
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks:#}");
+    assert_eq!(stop(serving).code, 0);
+}
+
+#[test]
 fn a_server_without_jetstream_is_named_as_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start_without_jetstream(dir.path());
@@ -939,6 +1082,57 @@ fn a_server_without_jetstream_is_named_as_the_problem() {
     assert!(
         run.stderr.contains("does not have JetStream enabled")
             && run.stderr.contains("nats-server -js"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_requester_waits_for_a_provider_that_is_still_starting() {
+    use std::io::BufRead as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    // Far longer than a provider takes to start, even on a loaded machine.
+    let requester = funded_requester(&url, 40, &["market.offerWaitSecs=120"]);
+    let provider = provider_home(&url, &requester.id, &[]);
+
+    // The requester first, as after `serve &` on a machine where serve is
+    // slower to advertise than execute is to look.
+    let mut asking = market_execute_in_background(&requester, &[]);
+    let stderr = asking.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let waiting = lines
+        .next()
+        .expect("execute --market ended without a word")
+        .unwrap();
+    assert!(
+        waiting.contains("no provider offers") && waiting.contains("waiting up to 120 s"),
+        "{waiting}"
+    );
+    let serving = serve(&provider, &["--price", "10"]);
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    let rest = rest.join().unwrap().join("\n");
+    assert_eq!(run.code, 0, "{}\n{rest}", run.stdout);
+    assert!(rest.contains("completed"), "{rest}");
+    assert_eq!(stop(serving).code, 0);
+}
+
+#[test]
+fn with_no_provider_serving_the_requester_says_so_after_its_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let requester = funded_requester(&server.url(), 40, &["market.offerWaitSecs=1"]);
+    let run = requester.home.run(&market_args(&[]));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("there are no provider offers; waited 1 s")
+            && run
+                .stderr
+                .contains("is a provider running `claude-max-market serve`?"),
         "{}",
         run.stderr
     );

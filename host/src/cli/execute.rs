@@ -198,6 +198,7 @@ pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Resul
             max_tokens: opts.max_tokens,
             max_price: args.max_price,
             timeout_secs: opts.timeout_secs,
+            approve_all: opts.approve_all,
         };
         return run_on_market(&mut ctx, &opts, out);
     }
@@ -232,7 +233,8 @@ fn run_on_market(
 ) -> anyhow::Result<Finish> {
     let quiet = out.json();
     let mut streamed = Vec::new();
-    let run = ops::market::execute(ctx, opts, &mut |p| {
+    let mut confirm = |ask: &AskDetails| ask_owner(ask);
+    let run = ops::market::execute(ctx, opts, &mut confirm, &mut |p| {
         if quiet {
             return;
         }
@@ -243,6 +245,9 @@ fn run_on_market(
                 let mut w = io::stdout().lock();
                 let _ = w.write_all(piece).and_then(|()| w.flush());
                 return;
+            }
+            MarketProgress::AwaitingOffer { reasons, wait_secs } => {
+                format!("no offer fits yet ({reasons}); waiting up to {wait_secs} s for one")
             }
             MarketProgress::Posted {
                 task,

@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 53] = [
+static SPECS: [Spec; 54] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -239,6 +239,11 @@ static SPECS: [Spec; 53] = [
         name: "market.offerTtlSecs",
         description: "Seconds an offer lives unless refreshed (serve refreshes at a third of it)",
         access: Access::U32(field!(market.offer_ttl_secs), IntRange::new(3, 3600)),
+    },
+    Spec {
+        name: "market.offerWaitSecs",
+        description: "Seconds execute --market waits for a fitting offer when none is live (0: none)",
+        access: Access::U32(field!(market.offer_wait_secs), IntRange::new(0, 3600)),
     },
     Spec {
         name: "market.claimWaitSecs",

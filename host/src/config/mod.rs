@@ -146,6 +146,7 @@ mod tests {
             ("market.replicas", "3"),
             ("market.slots", "4"),
             ("market.offerTtlSecs", "10"),
+            ("market.offerWaitSecs", "4"),
             ("market.claimWaitSecs", "5"),
             ("market.taskTimeoutSecs", "60"),
             ("market.replayWindowSecs", "60"),
@@ -305,7 +306,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 53);
+        assert_eq!(names.len(), 54);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 

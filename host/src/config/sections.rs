@@ -187,6 +187,9 @@ pub struct MarketSettings {
     pub replicas: u32,
     pub slots: u32,
     pub offer_ttl_secs: u32,
+    /// How long `execute --market` waits for a fitting offer: a provider
+    /// started a moment ago has not advertised yet.
+    pub offer_wait_secs: u32,
     pub claim_wait_secs: u32,
     pub task_timeout_secs: u32,
     pub replay_window_secs: u32,
@@ -211,6 +214,7 @@ impl Default for MarketSettings {
             replicas: 1,
             slots: 1,
             offer_ttl_secs: 30,
+            offer_wait_secs: 10,
             claim_wait_secs: 30,
             task_timeout_secs: 300,
             replay_window_secs: 300,

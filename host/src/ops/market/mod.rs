@@ -5,6 +5,7 @@
 //! publishing, checking what comes in, and replaying the ledger.
 
 mod grant;
+mod own_job;
 mod provider;
 mod requester;
 mod views;

@@ -1,11 +1,13 @@
-//! The requester: `execute --market` chooses among the live offers with
-//! the pricing policy (under `market.maxBidPrice`), posts the task with the
-//! prompt encrypted to every candidate, locks the claimed price in escrow,
-//! waits for the result, and pays on a result that decrypts and verifies,
-//! or refunds itself on failure or timeout. `bid` changes the bid on a task
-//! still open.
+//! The requester: `execute --market` has the job admitted by this node's
+//! own policies, chooses among the live offers with the pricing policy
+//! (under `market.maxBidPrice` and the balance), waiting a little for the
+//! first when none fits yet, posts the task with the prompt encrypted to
+//! every candidate, locks the claimed price in escrow, waits for the
+//! result, and pays on a result that decrypts and verifies, or refunds
+//! itself on failure or timeout. `bid` changes the bid on a task still
+//! open, never beyond what the balance covers.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -23,7 +25,7 @@ use super::super::context::runtime;
 use super::super::execute::{
     DEFAULT_PROMPT_MAX_TOKENS, PromptSource, prompt_text, require_consent,
 };
-use super::super::job::admit::{limits_of, usage_of};
+use super::super::job::admit::{Confirm, limits_of, usage_of};
 use super::super::job::request::{
     JobRequest, Requester, ResolvedImage, Work, new_job_id, prompt_budget,
 };
@@ -31,7 +33,7 @@ use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
     Feed, LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed,
-    reputation_of, secs, short,
+    own_job, reputation_of, secs, short,
 };
 
 #[derive(Debug, Clone)]
@@ -46,11 +48,19 @@ pub struct MarketExecuteOptions {
     /// Seconds the provider has once the task is locked; defaults to
     /// `market.taskTimeoutSecs`.
     pub timeout_secs: Option<u32>,
+    /// Ask approval to skip the interactive prompt.
+    pub approve_all: bool,
 }
 
 /// Progress while a market task is under way.
 #[derive(Debug, Clone)]
 pub enum MarketProgress {
+    /// No offer fits yet, for these reasons; waiting up to `wait_secs` for
+    /// one.
+    AwaitingOffer {
+        reasons: String,
+        wait_secs: u32,
+    },
     Posted {
         task: String,
         bid: u64,
@@ -94,10 +104,14 @@ impl MarketRun {
     }
 }
 
-/// Runs a job on a peer: the whole of `execute --market`.
+/// Runs a job on a peer: the whole of `execute --market`. The job is this
+/// owner's own, so it goes through this node's policies first (approval,
+/// with `confirm` answering an ask, and the daily limits) and is recorded
+/// as a job like one run here, ended with how the market task ended.
 pub fn execute(
     ctx: &mut Context,
     opts: &MarketExecuteOptions,
+    confirm: Confirm<'_>,
     progress: &mut dyn FnMut(&MarketProgress),
 ) -> Result<MarketRun, OpsError> {
     require_consent(ctx)?;
@@ -111,9 +125,7 @@ pub fn execute(
     // Loaded before anything is posted: a local key problem must stop the
     // task here, not turn into a dispute of a provider's good result.
     let own_keys = keys::decryption_keys(ctx)?;
-    let me = peer.node();
     let max_tokens = opts.max_tokens.unwrap_or(DEFAULT_PROMPT_MAX_TOKENS);
-    // This node's own view of the task, for its pricing as the buyer.
     let job = JobRequest {
         id: new_job_id(),
         requester: Requester::Local,
@@ -131,280 +143,372 @@ pub fn execute(
             max_tokens,
         },
         egress: false,
-        pre_approved: false,
+        pre_approved: opts.approve_all,
     };
-    let record = job.record();
     let mut ledger = peer.ledger();
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
-    let available = ledger.account(&me).available;
-    let offers = rt.block_on(live_offers(&peer, &mut ctx.store))?;
-    let candidates = choose(ctx, &job, &me, &offers, &ledger, cap.min(available))?;
-    let bid = cap.min(available);
-    let cheapest = candidates.first().map_or(0, |o| o.offer.price);
-    if available < cheapest {
+    let available = ledger.account(&peer.node()).available;
+    // A price asked for that the balance cannot cover would be posted,
+    // claimed, and then fail to lock, holding the provider's slot.
+    if opts.max_price.is_some() && cap > available {
         return Err(OpsError::InsufficientBalance {
             available,
-            needed: cheapest,
+            needed: cap,
         });
     }
-    let keys: Vec<_> = candidates.iter().map(|o| o.key.clone()).collect();
-    let mut sealed = Vec::new();
-    crate::crypto::encrypt(
-        prompt.as_bytes(),
-        &mut sealed,
-        &keys,
-        crate::crypto::DEFAULT_SEGMENT_SIZE,
-    )?;
-    let timeout_secs = opts.timeout_secs.unwrap_or(peer.settings.task_timeout_secs);
-    let task = Task {
-        task: job.id.clone(),
-        model: job.model.clone(),
+    let admitted = own_job::admit(ctx, job, confirm)?;
+    let trade = Trade {
+        rt: &rt,
+        peer: &peer,
+        own_keys: &own_keys,
+        job: admitted.request(),
+        prompt: &prompt,
         max_tokens,
-        prompt_bytes: record.prompt_bytes,
-        prompt_sha256: record.prompt_sha256.clone(),
-        bid,
-        candidates: candidates.iter().map(|o| o.node.clone()).collect(),
-        timeout_secs,
-        payload: b64(&sealed),
+        bid: cap.min(available),
+        timeout_secs: opts.timeout_secs.unwrap_or(peer.settings.task_timeout_secs),
     };
-    let step = MarketStep {
-        task: &task.task,
-        role: "requester",
-        counterpart: None,
-        price: None,
-        state: "posted",
-        detail: None,
-    };
-    ctx.store.market_step(
-        step,
-        "market.task-posted",
-        &json!({
-            "job": record,
-            "bid": bid,
-            "candidates": task.candidates,
-        }),
-    )?;
-    progress(&MarketProgress::Posted {
-        task: task.task.clone(),
-        bid,
-        candidates: task.candidates.clone(),
-    });
-    let started = Instant::now();
-    rt.block_on(peer.publish(Body::Task(task.clone())))?;
+    let run = trade.run(ctx, &mut ledger, progress);
+    own_job::end(ctx, admitted, &run)?;
+    run
+}
 
-    let unfinished = |outcome: &str, provider: Option<String>, price, detail: String| MarketRun {
-        task: task.task.clone(),
-        provider,
-        price,
-        outcome: outcome.into(),
-        job_state: None,
-        detail: Some(detail),
-        output: String::new(),
-        input_tokens: 0,
-        output_tokens: 0,
-        elapsed_ms: elapsed_ms(started),
-    };
+/// One market task of this node's, from choosing offers to settling.
+struct Trade<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    peer: &'a Peer,
+    /// This node's keys, for the output sealed to it.
+    own_keys: &'a [NodeKey],
+    job: &'a JobRequest,
+    prompt: &'a str,
+    max_tokens: u32,
+    /// The most this node pays: the cap, within the available balance.
+    bid: u64,
+    timeout_secs: u32,
+}
 
-    // The claim.
-    let Some((provider, price)) = await_claim(ctx, &rt, &peer, &task)? else {
-        let detail = format!(
-            "no provider claimed the task within {} s (market.claimWaitSecs)",
-            peer.settings.claim_wait_secs
-        );
-        ctx.store.market_step(
-            MarketStep {
-                state: "unclaimed",
-                detail: Some(&detail),
-                ..step
-            },
-            "market.unclaimed",
-            &json!({}),
+impl Trade<'_> {
+    /// Posts the task to the offers that fit, locks the claimed price,
+    /// waits for the result and pays or refunds on it.
+    fn run(
+        &self,
+        ctx: &mut Context,
+        ledger: &mut Ledger,
+        progress: &mut dyn FnMut(&MarketProgress),
+    ) -> Result<MarketRun, OpsError> {
+        let Trade {
+            rt,
+            peer,
+            own_keys,
+            job,
+            prompt,
+            max_tokens,
+            bid,
+            timeout_secs,
+        } = *self;
+        let record = job.record();
+        let candidates = self.await_offers(ctx, ledger, progress)?;
+        let keys: Vec<_> = candidates.iter().map(|o| o.key.clone()).collect();
+        let mut sealed = Vec::new();
+        crate::crypto::encrypt(
+            prompt.as_bytes(),
+            &mut sealed,
+            &keys,
+            crate::crypto::DEFAULT_SEGMENT_SIZE,
         )?;
-        return Ok(unfinished("unclaimed", None, None, detail));
-    };
-    progress(&MarketProgress::Claimed {
-        provider: provider.clone(),
-        price,
-    });
+        let task = Task {
+            task: job.id.clone(),
+            model: job.model.clone(),
+            max_tokens,
+            prompt_bytes: record.prompt_bytes,
+            prompt_sha256: record.prompt_sha256.clone(),
+            bid,
+            candidates: candidates.iter().map(|o| o.node.clone()).collect(),
+            timeout_secs,
+            payload: b64(&sealed),
+        };
+        let step = MarketStep {
+            task: &task.task,
+            role: "requester",
+            counterpart: None,
+            price: None,
+            state: "posted",
+            detail: None,
+        };
+        ctx.store.market_step(
+            step,
+            "market.task-posted",
+            &json!({
+                "job": record,
+                "bid": bid,
+                "candidates": task.candidates,
+            }),
+        )?;
+        progress(&MarketProgress::Posted {
+            task: task.task.clone(),
+            bid,
+            candidates: task.candidates.clone(),
+        });
+        let started = Instant::now();
+        rt.block_on(peer.publish(Body::Task(task.clone())))?;
 
-    // The escrow, before the provider runs anything.
-    let step = MarketStep {
-        counterpart: Some(&provider),
-        price: Some(price),
-        state: "locked",
-        ..step
-    };
-    let lock = Lock {
-        task: task.task.clone(),
-        provider: provider.clone(),
-        amount: price,
-        timeout_secs,
-    };
-    ctx.store
-        .market_step(step, "market.lock", &json!({ "lock": lock }))?;
-    rt.block_on(peer.publish(Body::Lock(lock)))?;
-    rt.block_on(catch_up(&peer.transport, &mut ledger))?;
-    match ledger.escrow(&task.task) {
-        Some(e) if e.provider == provider && e.amount == price => {}
-        _ => {
-            let detail = "the lock was not applied (the balance no longer covers it)".to_owned();
+        let unfinished =
+            |outcome: &str, provider: Option<String>, price, detail: String| MarketRun {
+                task: task.task.clone(),
+                provider,
+                price,
+                outcome: outcome.into(),
+                job_state: None,
+                detail: Some(detail),
+                output: String::new(),
+                input_tokens: 0,
+                output_tokens: 0,
+                elapsed_ms: elapsed_ms(started),
+            };
+
+        // The claim.
+        let Some((provider, price)) = await_claim(ctx, rt, peer, &task)? else {
+            let detail = format!(
+                "no provider claimed the task within {} s (market.claimWaitSecs)",
+                peer.settings.claim_wait_secs
+            );
             ctx.store.market_step(
                 MarketStep {
-                    state: "unfunded",
+                    state: "unclaimed",
                     detail: Some(&detail),
                     ..step
                 },
-                "market.unfunded",
+                "market.unclaimed",
                 &json!({}),
             )?;
-            return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
-        }
-    }
-    progress(&MarketProgress::Locked { amount: price });
-    let locked = Instant::now();
+            return Ok(unfinished("unclaimed", None, None, detail));
+        };
+        progress(&MarketProgress::Claimed {
+            provider: provider.clone(),
+            price,
+        });
 
-    // The result, or the provider giving up, or the timeout.
-    let deadline = locked + secs(timeout_secs);
-    let mut running = false;
-    let mut results = Feed::new(
-        RESULTS_STREAM,
-        format!("cmm.result.{}", task.task),
-        Some(&provider),
-    );
-    let mut statuses = Feed::new(
-        TASKS_STREAM,
-        format!("cmm.status.{}", task.task),
-        Some(&provider),
-    );
-    let mut next_part = 0;
-    let delivered = loop {
-        let mut failed = false;
-        for msg in statuses.poll(&rt, &peer, &mut ctx.store)? {
-            match msg.body {
-                Body::Status(s) if s.state == TaskState::Failed => failed = true,
-                Body::Status(_) if !running => {
-                    running = true;
-                    progress(&MarketProgress::Running);
-                }
-                _ => {}
-            }
-        }
-        let mut delivered = None;
-        for msg in results.poll(&rt, &peer, &mut ctx.store)? {
-            match msg.body {
-                Body::Part(part) if part.task == task.task && part.seq == next_part => {
-                    next_part += 1;
-                    match open_sealed(&own_keys, &part.payload, "a part of the output") {
-                        Ok(piece) => progress(&MarketProgress::Output(piece)),
-                        Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
-                    }
-                }
-                Body::Result(result) if result.task == task.task => {
-                    delivered = Some(result);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        if delivered.is_some() || failed {
-            break delivered;
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(POLL);
-    };
-
-    let elapsed = elapsed_ms(locked);
-    let (outcome, body, output, detail, result) = match delivered {
-        None => {
-            rt.block_on(catch_up(&peer.transport, &mut ledger))?;
-            let gave_up = matches!(
-                ledger.escrow(&task.task).map(|e| e.settlement),
-                Some(Settlement::Refunded { .. })
-            );
-            let (reason, detail) = if Instant::now() >= deadline {
-                (
-                    RefundReason::TimedOut,
-                    format!("no result within {timeout_secs} s"),
-                )
-            } else {
-                (
-                    RefundReason::Failed,
-                    "the provider reported that it could not run the task".to_owned(),
-                )
-            };
-            let body = (!gave_up).then(|| {
-                Body::Refund(Refund {
-                    task: task.task.clone(),
-                    reason,
-                })
-            });
-            (reason.as_str(), body, String::new(), Some(detail), None)
-        }
-        Some(result) => match open_result(&own_keys, &result) {
-            Err(detail) => (
-                RefundReason::Disputed.as_str(),
-                Some(Body::Refund(Refund {
-                    task: task.task.clone(),
-                    reason: RefundReason::Disputed,
-                })),
-                String::new(),
-                Some(detail),
-                Some(result),
-            ),
-            Ok(text) if result.state != "finished" => (
-                RefundReason::Failed.as_str(),
-                Some(Body::Refund(Refund {
-                    task: task.task.clone(),
-                    reason: RefundReason::Failed,
-                })),
-                text,
-                Some(format!("the job ended {} on the provider", result.state)),
-                Some(result),
-            ),
-            Ok(text) => (
-                "completed",
-                Some(Body::Release(Release {
-                    task: task.task.clone(),
-                    elapsed_ms: elapsed,
-                })),
-                text,
-                None,
-                Some(result),
-            ),
-        },
-    };
-    let kind = if outcome == "completed" {
-        "market.release"
-    } else {
-        "market.refund"
-    };
-    ctx.store.market_step(
-        MarketStep {
-            state: outcome,
-            detail: detail.as_deref(),
+        // The escrow, before the provider runs anything.
+        let step = MarketStep {
+            counterpart: Some(&provider),
+            price: Some(price),
+            state: "locked",
             ..step
-        },
-        kind,
-        &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
-    )?;
-    if let Some(body) = body {
-        rt.block_on(peer.publish(body))?;
+        };
+        let lock = Lock {
+            task: task.task.clone(),
+            provider: provider.clone(),
+            amount: price,
+            timeout_secs,
+        };
+        ctx.store
+            .market_step(step, "market.lock", &json!({ "lock": lock }))?;
+        rt.block_on(peer.publish(Body::Lock(lock)))?;
+        rt.block_on(catch_up(&peer.transport, ledger))?;
+        match ledger.escrow(&task.task) {
+            Some(e) if e.provider == provider && e.amount == price => {}
+            _ => {
+                let detail =
+                    "the lock was not applied (the balance no longer covers it)".to_owned();
+                ctx.store.market_step(
+                    MarketStep {
+                        state: "unfunded",
+                        detail: Some(&detail),
+                        ..step
+                    },
+                    "market.unfunded",
+                    &json!({}),
+                )?;
+                return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
+            }
+        }
+        progress(&MarketProgress::Locked { amount: price });
+        let locked = Instant::now();
+
+        // The result, or the provider giving up, or the timeout.
+        let deadline = locked + secs(timeout_secs);
+        let mut running = false;
+        let mut results = Feed::new(
+            RESULTS_STREAM,
+            format!("cmm.result.{}", task.task),
+            Some(&provider),
+        );
+        let mut statuses = Feed::new(
+            TASKS_STREAM,
+            format!("cmm.status.{}", task.task),
+            Some(&provider),
+        );
+        let mut next_part = 0;
+        let delivered = loop {
+            let mut failed = false;
+            for msg in statuses.poll(rt, peer, &mut ctx.store)? {
+                match msg.body {
+                    Body::Status(s) if s.state == TaskState::Failed => failed = true,
+                    Body::Status(_) if !running => {
+                        running = true;
+                        progress(&MarketProgress::Running);
+                    }
+                    _ => {}
+                }
+            }
+            let mut delivered = None;
+            for msg in results.poll(rt, peer, &mut ctx.store)? {
+                match msg.body {
+                    Body::Part(part) if part.task == task.task && part.seq == next_part => {
+                        next_part += 1;
+                        match open_sealed(own_keys, &part.payload, "a part of the output") {
+                            Ok(piece) => progress(&MarketProgress::Output(piece)),
+                            Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
+                        }
+                    }
+                    Body::Result(result) if result.task == task.task => {
+                        delivered = Some(result);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if delivered.is_some() || failed {
+                break delivered;
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(POLL);
+        };
+
+        let elapsed = elapsed_ms(locked);
+        let (outcome, body, output, detail, result) = match delivered {
+            None => {
+                rt.block_on(catch_up(&peer.transport, ledger))?;
+                let gave_up = matches!(
+                    ledger.escrow(&task.task).map(|e| e.settlement),
+                    Some(Settlement::Refunded { .. })
+                );
+                let (reason, detail) = if Instant::now() >= deadline {
+                    (
+                        RefundReason::TimedOut,
+                        format!("no result within {timeout_secs} s"),
+                    )
+                } else {
+                    (
+                        RefundReason::Failed,
+                        "the provider reported that it could not run the task".to_owned(),
+                    )
+                };
+                let body = (!gave_up).then(|| {
+                    Body::Refund(Refund {
+                        task: task.task.clone(),
+                        reason,
+                    })
+                });
+                (reason.as_str(), body, String::new(), Some(detail), None)
+            }
+            Some(result) => match open_result(own_keys, &result) {
+                Err(detail) => (
+                    RefundReason::Disputed.as_str(),
+                    Some(Body::Refund(Refund {
+                        task: task.task.clone(),
+                        reason: RefundReason::Disputed,
+                    })),
+                    String::new(),
+                    Some(detail),
+                    Some(result),
+                ),
+                Ok(text) if result.state != "finished" => (
+                    RefundReason::Failed.as_str(),
+                    Some(Body::Refund(Refund {
+                        task: task.task.clone(),
+                        reason: RefundReason::Failed,
+                    })),
+                    text,
+                    Some(format!("the job ended {} on the provider", result.state)),
+                    Some(result),
+                ),
+                Ok(text) => (
+                    "completed",
+                    Some(Body::Release(Release {
+                        task: task.task.clone(),
+                        elapsed_ms: elapsed,
+                    })),
+                    text,
+                    None,
+                    Some(result),
+                ),
+            },
+        };
+        let kind = if outcome == "completed" {
+            "market.release"
+        } else {
+            "market.refund"
+        };
+        ctx.store.market_step(
+            MarketStep {
+                state: outcome,
+                detail: detail.as_deref(),
+                ..step
+            },
+            kind,
+            &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
+        )?;
+        if let Some(body) = body {
+            rt.block_on(peer.publish(body))?;
+        }
+        Ok(MarketRun {
+            task: task.task.clone(),
+            provider: Some(provider),
+            price: Some(price),
+            outcome: outcome.into(),
+            job_state: result.as_ref().map(|r| r.state.clone()),
+            detail,
+            output,
+            input_tokens: result.as_ref().map_or(0, |r| r.input_tokens),
+            output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
+            elapsed_ms: elapsed_ms(started),
+        })
     }
-    Ok(MarketRun {
-        task: task.task.clone(),
-        provider: Some(provider),
-        price: Some(price),
-        outcome: outcome.into(),
-        job_state: result.as_ref().map(|r| r.state.clone()),
-        detail,
-        output,
-        input_tokens: result.as_ref().map_or(0, |r| r.input_tokens),
-        output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
-        elapsed_ms: elapsed_ms(started),
-    })
+
+    /// The offers that fit, best first. None may be live yet (a provider
+    /// started a moment ago has not advertised): this waits up to
+    /// `market.offerWaitSecs` for the first, saying once that it waits.
+    fn await_offers(
+        &self,
+        ctx: &mut Context,
+        ledger: &Ledger,
+        progress: &mut dyn FnMut(&MarketProgress),
+    ) -> Result<Vec<LiveOffer>, OpsError> {
+        let wait = self.peer.settings.offer_wait_secs;
+        let deadline = Instant::now() + secs(wait);
+        let me = self.peer.node();
+        let mut told = false;
+        loop {
+            let offers = self.rt.block_on(live_offers(self.peer, &mut ctx.store))?;
+            let reasons = match choose(ctx, self.job, &me, &offers, ledger, self.bid) {
+                Err(OpsError::NoOffer { reasons }) => reasons,
+                chosen => return chosen,
+            };
+            if Instant::now() >= deadline {
+                return Err(OpsError::NoOffer {
+                    reasons: format!(
+                        "{reasons}; waited {wait} s (market.offerWaitSecs): is a provider \
+                         running `claude-max-market serve`?"
+                    ),
+                });
+            }
+            if !told {
+                progress(&MarketProgress::AwaitingOffer {
+                    reasons,
+                    wait_secs: wait,
+                });
+                told = true;
+            }
+            std::thread::sleep(OFFER_POLL);
+        }
+    }
 }
+
+/// How often to look for offers while waiting for one: each look reads
+/// every offer in the bucket.
+const OFFER_POLL: Duration = Duration::from_millis(500);
 
 /// The offers this task may go to, best first: serving its model and size,
 /// priced within `cap`, and accepted by this node's pricing policy given
@@ -469,7 +573,7 @@ fn choose(
     if fits.is_empty() {
         return Err(OpsError::NoOffer {
             reasons: if reasons.is_empty() {
-                "there are no offers; is a provider running `claude-max-market serve`?".into()
+                "there are no provider offers".into()
             } else {
                 reasons.join("; ")
             },
@@ -600,6 +704,17 @@ pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced
     if rt.block_on(peer.transport.claim_of(task_id))?.is_some() {
         return Err(OpsError::InvalidInput {
             what: format!("task {task_id} is already claimed; its price is settled"),
+        });
+    }
+    // A bid the balance cannot cover would be claimed and never locked,
+    // keeping the provider that claimed it waiting for nothing.
+    let mut ledger = peer.ledger();
+    rt.block_on(catch_up(&peer.transport, &mut ledger))?;
+    let available = ledger.account(&peer.node()).available;
+    if max_price > available {
+        return Err(OpsError::InsufficientBalance {
+            available,
+            needed: max_price,
         });
     }
     let previous = current_bid(ctx, &rt, &peer, &task)?;

@@ -1,0 +1,67 @@
+//! The requester's market task as a job of this node. It is this owner's
+//! own job wherever it runs, so it is admitted by this node's policies
+//! like a job run here (approval, the daily limits, compliance) before
+//! anything is posted, and recorded like one, so `jobs`, `status` and
+//! `usage` show it. It ends with how the market task ended.
+
+use crate::store::{JobEnd, MeteredUsage};
+
+use super::super::job::admit::{self, AdmittedJob, Confirm};
+use super::super::job::folder::JobFolder;
+use super::super::job::request::JobRequest;
+use super::super::{Context, OpsError};
+use super::MarketRun;
+
+/// Admits `job`; an ask goes to `confirm`. A denial, or an ask nobody
+/// answers, is an error that the binary reports as a denial.
+pub(super) fn admit(
+    ctx: &mut Context,
+    job: JobRequest,
+    confirm: Confirm<'_>,
+) -> Result<AdmittedJob, OpsError> {
+    // Nothing runs in it here, but every admitted job has its folder, and
+    // it is removed with the job.
+    let folder = JobFolder::create(ctx, &job.id)?;
+    admit::admit(ctx, job, folder, confirm)
+}
+
+/// Ends the job as its market task ended: finished when the result was
+/// paid for, timed out, or failed (with the reason) however else it went.
+pub(super) fn end(
+    ctx: &mut Context,
+    job: AdmittedJob,
+    run: &Result<MarketRun, OpsError>,
+) -> Result<(), OpsError> {
+    let id = &job.request().id;
+    let granted = job.grant().tokens;
+    let (end, reason) = match run {
+        Ok(run) => {
+            // The tokens are the provider's word: they may not charge this
+            // node's day more than it granted the job.
+            let input_tokens = run.input_tokens.min(granted);
+            let output_tokens = run.output_tokens.min(granted - input_tokens);
+            let usage = MeteredUsage {
+                requests: 0,
+                input_tokens,
+                output_tokens,
+            };
+            ctx.store.record_metered(id, usage)?;
+            let reason = run
+                .detail
+                .as_deref()
+                .map(|d| format!("{}: {d}", run.outcome));
+            (ending(run), reason)
+        }
+        Err(e) => (JobEnd::Failed, Some(e.to_string())),
+    };
+    ctx.store.end_job(id, end, None, reason.as_deref())?;
+    Ok(())
+}
+
+fn ending(run: &MarketRun) -> JobEnd {
+    match run.outcome.as_str() {
+        "completed" => JobEnd::Finished,
+        "timed-out" => JobEnd::TimedOut,
+        _ => JobEnd::Failed,
+    }
+}
