@@ -680,7 +680,7 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
     use claude_max_market::crypto::NodeKey;
     use claude_max_market::market::message::seal;
     use claude_max_market::market::transport::{Start, TASKS_STREAM};
-    use claude_max_market::market::types::{Body, Claim, Offer, Task};
+    use claude_max_market::market::types::{Body, Claim, Task};
     use futures_util::StreamExt as _;
 
     let dir = tempfile::tempdir().unwrap();
@@ -761,19 +761,7 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
 
     // A claim squatted by a node that is not a candidate: the requester
     // refuses it, counts it, and locks nothing.
-    let (offer, _) = seal(
-        &mallory,
-        Body::Offer(Offer {
-            slots: 1,
-            busy: 0,
-            price: 5,
-            models: vec!["claude-haiku-4-5".into()],
-            max_tokens: 100_000,
-        }),
-    )
-    .unwrap();
-    rt.block_on(raw.put_offer(&mallory.node_id(), offer))
-        .unwrap();
+    put_offer(&rt, &raw, &mallory);
     let asking =
         market_execute_in_background(&requester, &["--json", "--model", "claude-haiku-4-5"]);
     let posted = rt.block_on(async {
@@ -904,14 +892,24 @@ fn silent_offer(
     tokio::runtime::Runtime,
     claude_max_market::market::Transport,
 ) {
-    use claude_max_market::crypto::NodeKey;
+    let (rt, raw) = raw_market(url);
+    let silent = claude_max_market::crypto::NodeKey::generate(2048).unwrap();
+    put_offer(&rt, &raw, &silent);
+    (rt, raw)
+}
+
+/// Puts a 5-RUV offer for claude-haiku-4-5 signed by `key`, as a node that
+/// advertises and then does as it likes.
+fn put_offer(
+    rt: &tokio::runtime::Runtime,
+    raw: &claude_max_market::market::Transport,
+    key: &claude_max_market::crypto::NodeKey,
+) {
     use claude_max_market::market::message::seal;
     use claude_max_market::market::types::{Body, Offer};
 
-    let (rt, raw) = raw_market(url);
-    let silent = NodeKey::generate(2048).unwrap();
     let (offer, _) = seal(
-        &silent,
+        key,
         Body::Offer(Offer {
             slots: 1,
             busy: 0,
@@ -921,9 +919,7 @@ fn silent_offer(
         }),
     )
     .unwrap();
-    rt.block_on(raw.put_offer(&silent.node_id(), offer))
-        .unwrap();
-    (rt, raw)
+    rt.block_on(raw.put_offer(&key.node_id(), offer)).unwrap();
 }
 
 /// The id of the first task posted on the market.

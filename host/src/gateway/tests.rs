@@ -790,20 +790,23 @@ async fn unreachable_upstream_is_a_502_naming_it() {
     assert_eq!(gateway.shutdown().await.requests, 2);
 }
 
-#[tokio::test]
-async fn client_hanging_up_mid_stream_is_charged_what_the_upstream_reports() {
-    let (reply, go) = gated_stream(&sse_head(25, 0), &sse_tail(&[40]));
-    let h = harness(vec![reply]).await;
+/// Sends a streamed request for 300 tokens, reads until `message_start`
+/// (25 input tokens) and hangs up.
+async fn hang_up_after_message_start(h: &Harness) {
     let mut client = Client::connect(&h.socket).await;
     let response: Response<Incoming> = client.post(&[], &body(MODEL, 300, true)).await;
     let mut body = response.into_body();
     let mut seen = String::new();
     read_until(&mut body, &mut seen, START_DONE).await;
-    drop(body);
-    drop(client);
+}
+
+#[tokio::test]
+async fn client_hanging_up_mid_stream_is_charged_what_the_upstream_reports() {
+    let (reply, go) = gated_stream(&sse_head(25, 0), &sse_tail(&[40]));
+    let h = harness(vec![reply]).await;
+    hang_up_after_message_start(&h).await;
     let _ = go.send(());
-    // The reply is read on to its end with its reservation held, so the
-    // whole budget minus that is all another request could have.
+    // The reply is read on to its end after the client has gone.
     eventually("the rest of the reply is metered", || {
         h.gateway.totals().output_tokens == 40
     })
@@ -815,13 +818,7 @@ async fn client_hanging_up_mid_stream_is_charged_what_the_upstream_reports() {
 async fn a_reply_whose_client_hung_up_is_cut_at_shutdown_and_charged_what_was_seen() {
     let (reply, _go) = gated_stream(&sse_head(25, 0), &sse_tail(&[40]));
     let h = harness(vec![reply]).await;
-    let mut client = Client::connect(&h.socket).await;
-    let response: Response<Incoming> = client.post(&[], &body(MODEL, 300, true)).await;
-    let mut body = response.into_body();
-    let mut seen = String::new();
-    read_until(&mut body, &mut seen, START_DONE).await;
-    drop(body);
-    drop(client);
+    hang_up_after_message_start(&h).await;
     let totals = h.gateway.shutdown().await;
     assert_eq!(
         (totals.input_tokens, totals.output_tokens),
