@@ -19,5 +19,6 @@ mod nats;
 mod python_plugins;
 mod reports;
 mod sandbox;
+mod shell;
 mod status;
 mod support;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod clean;
+mod completions;
 mod compliance;
 mod config;
 mod crypt;
@@ -109,6 +110,10 @@ pub enum Command {
     Policy(policy::Command),
     /// Publish this node's offer on the market once (`serve` keeps it alive).
     Advertise(market::OfferArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(completions::CompletionArgs),
+    /// Print the manual page, or write one per command into a folder.
+    Man(completions::ManArgs),
     /// Run as a market provider: keep the offer alive, take tasks, return results.
     Serve(market::ServeArgs),
     /// Change the bid on a task this node posted that is still open.
@@ -158,6 +163,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Advertise(args) => market::advertise(home, args, &out),
         Command::Serve(args) => market::serve(home, args, &out),
         Command::Bid(args) => market::bid(home, args, &out),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args, &out),
         Command::Market(cmd) => market::run(home, cmd, &out),
     }
 }
