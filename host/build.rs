@@ -76,25 +76,41 @@ fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
 }
 
-/// Stops the build with the exact fix when a target is not installed,
-/// instead of a wall of "can't find crate for `std`" errors.
+/// Adds a missing target with rustup (what `rustup target add` would do
+/// by hand, for the toolchain building this), so `cargo install` is the
+/// whole of installing. Without rustup, or when that fails, stops the build
+/// with the exact fix instead of a wall of "can't find crate for `std`".
 fn require_target(target: &str, what: &str) {
+    if target_installed(target) {
+        return;
+    }
+    let added = env::var("RUSTUP_TOOLCHAIN").ok().is_some_and(|toolchain| {
+        Command::new("rustup")
+            .args(["target", "add", "--toolchain", &toolchain, target])
+            .status()
+            .is_ok_and(|status| status.success())
+    });
+    if added && target_installed(target) {
+        println!("cargo:warning=added the {target} target with rustup ({what} needs it)");
+        return;
+    }
+    panic!(
+        "\n\n{what} needs the {target} target, which is not installed.\n\
+         Install it with:\n\n    rustup target add {target}\n\nthen build again.\n"
+    );
+}
+
+fn target_installed(target: &str) -> bool {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
         .output()
         .expect("running rustc --print sysroot");
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if !Path::new(&sysroot)
+    Path::new(&sysroot)
         .join("lib/rustlib")
         .join(target)
         .exists()
-    {
-        panic!(
-            "\n\n{what} is built for {target}, which is not installed.\n\
-             Install it with:\n\n    rustup target add {target}\n\nthen build again.\n"
-        );
-    }
 }
 
 fn cargo_build(workspace: &Path, target: &str, target_dir: &Path, what: &str) {

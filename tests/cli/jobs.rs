@@ -608,3 +608,44 @@ fn absurd_upstream_usage_is_saturated_and_the_job_still_settles() {
     assert_eq!(code, 0, "{usage:#}");
     assert_eq!(usage["totals"]["tasks"], 1);
 }
+
+#[test]
+fn the_first_prompt_job_builds_a_missing_job_image_and_says_so() {
+    /// The image this test makes goes again, whatever happens.
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &self.0])
+                .output();
+        }
+    }
+    let env = JobHome::new();
+    let tag = Removed(format!("cmm-test-first-run:{}", std::process::id()));
+    env.home.set(&[&format!("docker.image={}", tag.0)]);
+
+    let run = env.execute(&["--prompt", PROMPT]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("building it once"), "{}", run.stderr);
+    assert!(run.stdout.contains("Mock reply to"), "{}", run.stdout);
+    let built = env.home.audit_of("docker.build");
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0]["subject"], tag.0.as_str());
+
+    let again = env.execute(&["--prompt", PROMPT]);
+    assert!(
+        !again.stderr.contains("building it once"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(env.home.audit_of("docker.build").len(), 1);
+
+    // An image a command names stays the owner's to provide.
+    let theirs = env.execute(&["--image", "cmm-test-never-built:1", "--", "true"]);
+    assert_eq!(theirs.code, 1, "{theirs:?}");
+    assert!(
+        theirs.stderr.contains("is not present"),
+        "{}",
+        theirs.stderr
+    );
+}

@@ -59,6 +59,19 @@ impl JobView {
 
     pub fn event(&mut self, event: JobEvent<'_>) {
         match event {
+            JobEvent::BuildingImage { tag } => {
+                self.line(json!({ "event": "building_image", "tag": tag }), || {
+                    format!(
+                        "the job image {tag} is not here yet: building it once from what this \
+                         binary carries (as `claude-max-market docker:build` does)"
+                    )
+                })
+            }
+            JobEvent::BuildStep(step) => {
+                if !self.json {
+                    eprintln!("  {step}");
+                }
+            }
             JobEvent::Admitted { job_id, grant } => {
                 self.budget_tokens = grant.tokens;
                 // Only now: approval may have asked a question on stderr.

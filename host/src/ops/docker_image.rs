@@ -50,12 +50,21 @@ pub fn build(
         None => ctx.settings.docker.image.clone(),
     };
     let runtime = runtime()?;
-    let id = runtime.block_on(async {
-        let docker = Docker::connect().await?;
-        docker
-            .build_image(&tag, no_cache, &job_image::context(), on_event)
-            .await
-    })?;
+    let docker = runtime.block_on(Docker::connect())?;
+    build_on(ctx, &runtime, &docker, tag, no_cache, on_event)
+}
+
+/// Builds the job image as `tag` on `docker`, and audits it.
+pub(super) fn build_on(
+    ctx: &mut Context,
+    runtime: &tokio::runtime::Runtime,
+    docker: &Docker,
+    tag: String,
+    no_cache: bool,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<Built, OpsError> {
+    let id =
+        runtime.block_on(docker.build_image(&tag, no_cache, &job_image::context(), on_event))?;
     ctx.store.append_audit(
         "docker.build",
         &tag,

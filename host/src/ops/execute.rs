@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, claude_code};
 use crate::policy::PipelineDecision;
-use crate::runner::Docker;
+use crate::runner::{BuildEvent, Docker};
 use crate::store::{Budget, NewJob, UsageSnapshot};
 use crate::workspace::{self, Limits};
 
 use super::context::runtime;
+use super::docker_image::pinned_digest;
 use super::job::admit::{self, AdmittedJob, Confirm};
 use super::job::folder::JobFolder;
 use super::job::request::{
@@ -130,6 +131,9 @@ pub fn run(
     let runtime = runtime()?;
     let docker = runtime.block_on(Docker::connect())?;
     runtime.block_on(reconcile::run(ctx, Some(&docker)))?;
+    if matches!(opts.program, Program::Prompt(_)) {
+        build_missing_job_image(ctx, &runtime, &docker, observe)?;
+    }
     let id = new_job_id();
     let folder = JobFolder::create(ctx, &id)?;
     let request = describe(ctx, &runtime, (Some(&docker), true), opts, id, &folder)?;
@@ -137,6 +141,30 @@ pub fn run(
     let cancel = CancellationToken::new();
     let _signals = runtime.block_on(cancel_on_signals(cancel.clone()));
     super::job::run::run(ctx, &runtime, &docker, admitted, key, cancel, observe)
+}
+
+/// A node's first prompt job builds the job image when `docker.image` is
+/// missing: it is made from what this binary carries, exactly as
+/// `docker:build` would, so nothing is pulled. An image pinned by digest is
+/// never built (a local build cannot reproduce it), nor is any other image
+/// a job names: those stay the owner's to provide.
+fn build_missing_job_image(
+    ctx: &mut Context,
+    runtime: &tokio::runtime::Runtime,
+    docker: &Docker,
+    observe: &mut dyn FnMut(JobEvent<'_>),
+) -> Result<(), OpsError> {
+    let tag = ctx.settings.docker.image.clone();
+    if pinned_digest(&tag).is_some() || runtime.block_on(docker.image(&tag))?.is_some() {
+        return Ok(());
+    }
+    observe(JobEvent::BuildingImage { tag: &tag });
+    super::docker_image::build_on(ctx, runtime, docker, tag, false, &mut |event| {
+        if let BuildEvent::Step(step) = event {
+            observe(JobEvent::BuildStep(&step));
+        }
+    })?;
+    Ok(())
 }
 
 /// The job request for `opts`: the image resolved (required to be there

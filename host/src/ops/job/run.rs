@@ -39,6 +39,11 @@ const REPORT_WAIT: Duration = Duration::from_secs(10);
 
 /// What a running job tells whoever watches it.
 pub enum JobEvent<'a> {
+    /// The built-in job image is missing, and is being built from what the
+    /// binary carries before the job is described.
+    BuildingImage { tag: &'a str },
+    /// A step of that build.
+    BuildStep(&'a str),
     /// The job was admitted with this grant; its container starts next.
     Admitted { job_id: &'a str, grant: Budget },
     /// The container started.
