@@ -135,6 +135,11 @@ pub fn run(home: Option<PathBuf>, args: Args, out: &Output) -> anyhow::Result<Fi
             .broken
             .as_ref()
             .map(|b| (b.seq, b.reason.clone())),
+        restarted: report
+            .chain
+            .restarts
+            .last()
+            .map(|r| (r.seq, r.repaired.seq)),
     };
     let mut rendered = Vec::new();
     let output = match args.html {

@@ -31,6 +31,8 @@ pub struct ChainView {
     pub head: Option<String>,
     /// First bad seq and the reason; `None` when the chain verifies.
     pub broken: Option<(i64, String)>,
+    /// The newest restart after a break: its row and the broken row.
+    pub restarted: Option<(i64, i64)>,
 }
 
 /// Columns of [`audit_csv`], in order.
@@ -48,11 +50,15 @@ const KIND_GROUPS: [&str; 7] = [
 /// Characters of the hash shown in the HTML table; the CSV has it whole.
 const SHORT_HASH: usize = 12;
 
-/// `intact`, or `broken at row N: REASON` for the first bad row.
+/// `intact` (saying where it was last restarted, if it was), or `broken at
+/// row N: REASON` for the first bad row.
 pub fn chain_status(chain: &ChainView) -> String {
-    match &chain.broken {
-        None => "intact".to_owned(),
-        Some((seq, reason)) => format!("broken at row {seq}: {reason}"),
+    match (&chain.broken, chain.restarted) {
+        (None, None) => "intact".to_owned(),
+        (None, Some((at, broken))) => {
+            format!("intact since row {at}, which restarted it after a break at row {broken}")
+        }
+        (Some((seq, reason)), _) => format!("broken at row {seq}: {reason}"),
     }
 }
 
@@ -213,6 +219,7 @@ mod tests {
             rows: 10,
             head: Some("f".repeat(64)),
             broken: None,
+            restarted: None,
         }
     }
 
@@ -221,6 +228,7 @@ mod tests {
             rows: 10,
             head: Some("f".repeat(64)),
             broken: Some((3, "hash mismatch".to_owned())),
+            restarted: None,
         }
     }
 
@@ -228,6 +236,14 @@ mod tests {
     fn status_text() {
         assert_eq!(chain_status(&intact()), "intact");
         assert_eq!(chain_status(&broken()), "broken at row 3: hash mismatch");
+        let restarted = ChainView {
+            restarted: Some((11, 3)),
+            ..intact()
+        };
+        assert_eq!(
+            chain_status(&restarted),
+            "intact since row 11, which restarted it after a break at row 3"
+        );
     }
 
     #[test]
@@ -275,6 +291,7 @@ mod tests {
             rows: 1,
             head: None,
             broken: Some((1, EVIL.to_owned())),
+            restarted: None,
         };
         let html = audit_html(&[], &chain, EVIL);
         assert!(!html.to_ascii_lowercase().contains("<script"));
