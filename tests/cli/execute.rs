@@ -256,3 +256,56 @@ fn the_nodes_model_and_auto_approve_rules_hold_whatever_approval_plugin_is_activ
     assert!(reason.starts_with("node rule: "), "{reason}");
     assert!(reason.contains("compliance.allowedModels"), "{reason}");
 }
+
+#[test]
+fn a_candidate_plugin_is_replayed_on_the_decisions_this_node_recorded() {
+    let home = Home::opted_in();
+    home.set(&["compliance.requireApproval=false"]);
+    for model in ["claude-haiku-4-5", "claude-sonnet-4-5"] {
+        let (code, doc) = home.dry_run(&["--prompt", "hi", "--model", model]);
+        assert_eq!(doc["decision"], "allow", "{doc:#}");
+        assert_eq!(code, 0);
+    }
+
+    // Limits that grant what was asked answer as the default did.
+    let allow_limits = crate::support::fixture("allow_limits");
+    let (code, same) = home.json(&["policy", "test", allow_limits.to_str().unwrap(), "--replay"]);
+    assert_eq!(code, 0, "{same:#}");
+    assert_eq!(same["replayed"], 2, "{same:#}");
+    assert_eq!(same["differences"], serde_json::json!([]));
+
+    // An approval that asks about every job not pre-approved differs on both.
+    let asking = crate::support::fixture("allow_approval");
+    let run = home.run(&["policy", "test", asking.to_str().unwrap(), "--replay"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.stdout.matches("DIFF job").count(), 2, "{}", run.stdout);
+    assert!(run.stdout.contains("recorded:  allow"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("candidate: ask (run job"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("2 recorded decisions replayed, 2 differ"),
+        "{}",
+        run.stdout
+    );
+
+    let later = home.run(&[
+        "policy",
+        "test",
+        asking.to_str().unwrap(),
+        "--replay",
+        "--since",
+        "2999-01-01",
+    ]);
+    assert_eq!(later.code, 0, "{later:?}");
+    assert!(
+        later.stdout.contains("0 recorded decisions replayed"),
+        "{}",
+        later.stdout
+    );
+    let neither = home.run(&["policy", "test", asking.to_str().unwrap()]);
+    assert_eq!(neither.code, 2, "--cases or --replay: {neither:?}");
+}

@@ -67,7 +67,7 @@ enum Command {
     },
 }
 
-fn parse_since(s: &str) -> Result<OffsetDateTime, String> {
+pub(super) fn parse_since(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }

@@ -30,6 +30,7 @@ pub mod opt_out;
 pub mod policy;
 pub mod policy_author;
 pub mod policy_bundle;
+pub mod policy_replay;
 pub mod policy_test;
 pub mod policy_trust;
 mod process;

@@ -64,7 +64,7 @@ pub fn pipeline(ctx: &Context, engine: &Arc<PolicyEngine>) -> Result<Pipeline, O
 }
 
 /// The `compliance.*` settings the host holds every decision to.
-fn node_rules(c: &ComplianceSettings) -> NodeRules {
+pub(super) fn node_rules(c: &ComplianceSettings) -> NodeRules {
     NodeRules {
         allowed_models: c.allowed_models.clone(),
         max_prompt_bytes: Some(c.max_prompt_bytes),

@@ -211,8 +211,8 @@ pub struct RoleBench {
 }
 
 /// The plugins under test, one per role they fill.
-struct Subject {
-    plugins: Vec<PluginPre>,
+pub(super) struct Subject {
+    pub plugins: Vec<PluginPre>,
 }
 
 /// Runs every case in `cases` against `subject`.
@@ -306,7 +306,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Loads a component (trying each role's world) or every role of a bundle.
 /// Bundle files are recognised by their content, not their name.
-fn load_subject(
+pub(super) fn load_subject(
     ctx: &Context,
     engine: &Arc<PolicyEngine>,
     path: &Path,

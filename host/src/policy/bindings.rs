@@ -7,6 +7,9 @@
 wasmtime::component::bindgen!({
     world: "policy-host",
     path: "../wit",
+    // A decision's input is recorded on the audit log as these types, so
+    // `policy test --replay` can ask a candidate plugin the same question.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use self::claude_max_market::policy::types::{

@@ -30,8 +30,9 @@ use super::sandbox::{PluginSettings, PluginState};
 /// are facts to judge, far fewer than a report can show.
 pub const MAX_FINDINGS: usize = 256;
 
-/// Everything the roles are told about one job.
-#[derive(Clone, Debug)]
+/// Everything the roles are told about one job. It is recorded with the
+/// decision (serialized as the WIT records are), which is what replays it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DecisionInput {
     pub job: Job,
     pub usage: Usage,
@@ -44,6 +45,9 @@ pub struct DecisionInput {
 pub struct PipelineDecision {
     pub decision: Outcome,
     pub roles: Vec<RoleDecision>,
+    /// What the roles were asked.
+    #[serde(skip)]
+    pub input: DecisionInput,
 }
 
 impl PipelineDecision {
@@ -172,7 +176,11 @@ impl Pipeline {
         } else {
             Outcome::Allow
         };
-        PipelineDecision { decision, roles }
+        PipelineDecision {
+            decision,
+            roles,
+            input: input.clone(),
+        }
     }
 
     /// Asks the compliance plugin to judge `facts` on their own, outside

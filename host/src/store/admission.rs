@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 
 pub use crate::outcome::Outcome;
-use serde_json::json;
+use serde_json::{Value, json};
 use time::Date;
 use tracing::instrument;
 
@@ -89,6 +89,10 @@ pub struct Verdict {
     /// What limits granted; `None` when it granted nothing.
     pub grant: Option<Budget>,
     pub decisions: Vec<DecisionRecord>,
+    /// What the plugins were asked, as the policy engine records it, so the
+    /// decision can be replayed against another plugin later. Opaque here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Value>,
 }
 
 /// What admission did. `snapshot` is the usage the verdict was decided on,

@@ -63,6 +63,7 @@ pub fn verdict(outcome: Outcome, granted_tokens: u64) -> Verdict {
             error_class: None,
             elapsed_us: 42,
         }],
+        replay: None,
     }
 }
 

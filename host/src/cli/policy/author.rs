@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::cli::output::short;
 use crate::cli::{Finish, Output};
-use crate::ops::{Context, policy_author, policy_test, scaffold};
+use crate::ops::{Context, policy_author, policy_replay, policy_test, scaffold};
 use crate::policy::{Role, SandboxLimits};
 
 #[derive(Debug, clap::Args)]
@@ -53,8 +53,15 @@ pub struct TestArgs {
     /// A component (.wasm) or a bundle.
     pub subject: PathBuf,
     /// The cases file (TOML, [[case]] tables).
-    #[arg(long, value_name = "FILE")]
-    pub cases: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "replay")]
+    pub cases: Option<PathBuf>,
+    /// Ask the subject the questions this node's recorded decisions asked
+    /// (admissions and dry runs), and report every answer that differs.
+    #[arg(long, conflicts_with = "cases")]
+    pub replay: bool,
+    /// With --replay: only decisions at or after DATE (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_name = "DATE", requires = "replay", value_parser = crate::cli::audit::parse_since)]
+    pub since: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,7 +148,10 @@ pub fn new(args: NewArgs, out: &Output) -> anyhow::Result<Finish> {
 }
 
 pub fn test(ctx: &Context, args: TestArgs, out: &Output) -> anyhow::Result<Finish> {
-    let report = policy_test::test(ctx, &args.subject, &args.cases)?;
+    let Some(cases) = args.cases else {
+        return replay(ctx, &args.subject, args.since, out);
+    };
+    let report = policy_test::test(ctx, &args.subject, &cases)?;
     out.emit(&report, |w| {
         for c in &report.cases {
             let mark = if c.passed {
@@ -157,6 +167,52 @@ pub fn test(ctx: &Context, args: TestArgs, out: &Output) -> anyhow::Result<Finis
         writeln!(w, "{} passed, {} failed", report.passed, report.failed)
     })?;
     Ok(if report.failed == 0 {
+        Finish::Done
+    } else {
+        Finish::Failed
+    })
+}
+
+fn replay(
+    ctx: &Context,
+    subject: &std::path::Path,
+    since: Option<time::OffsetDateTime>,
+    out: &Output,
+) -> anyhow::Result<Finish> {
+    let report = policy_replay::replay(ctx, subject, since)?;
+    out.emit(&report, |w| {
+        for d in &report.differences {
+            let answer = |a: &policy_replay::Answer| match &a.reason {
+                Some(reason) => format!("{} ({reason})", a.outcome),
+                None => a.outcome.to_string(),
+            };
+            writeln!(
+                w,
+                "{} job {} at {} ({})",
+                out.state("DIFF"),
+                d.job_id,
+                d.at,
+                d.role
+            )?;
+            writeln!(w, "     recorded:  {}", answer(&d.recorded))?;
+            writeln!(w, "     candidate: {}", answer(&d.candidate))?;
+        }
+        writeln!(
+            w,
+            "{} recorded decisions replayed, {} differ{}",
+            report.replayed,
+            report.differences.len(),
+            if report.skipped > 0 {
+                format!(
+                    "; {} skipped (recorded without their input, or under another WIT)",
+                    report.skipped
+                )
+            } else {
+                String::new()
+            }
+        )
+    })?;
+    Ok(if report.differences.is_empty() {
         Finish::Done
     } else {
         Finish::Failed

@@ -388,6 +388,10 @@ pub(crate) fn usage_of(snapshot: &UsageSnapshot, limits: ConfiguredLimits) -> Us
 /// only the CLI's interactive prompt can turn it into one.
 pub(crate) fn verdict(decision: &PipelineDecision) -> Verdict {
     Verdict {
+        replay: Some(serde_json::json!({
+            "wit": crate::wit::WIT_PACKAGE,
+            "input": decision.input,
+        })),
         outcome: decision.decision,
         grant: decision.grant().map(|g| Budget {
             tokens: g.tokens,
