@@ -291,6 +291,10 @@ fn a_candidate_plugin_is_replayed_on_the_decisions_this_node_recorded() {
         "{}",
         run.stdout
     );
+    // The candidate's clock is each decision's own time, not the replay's.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = home.run(&["policy", "test", asking.to_str().unwrap(), "--replay"]);
+    assert_eq!(again.stdout, run.stdout);
 
     let later = home.run(&[
         "policy",

@@ -6,9 +6,9 @@
 //! settings and rules, and every answer that differs is reported.
 //!
 //! A decision depends only on its arguments and the host's imports: WASI
-//! randomness is fixed by the plugin's digest and its clocks are frozen, so
-//! the recorded plugin, replayed, answers as it did (barring a change of
-//! settings since, or a plugin that reads the `clock` import).
+//! randomness is fixed by the plugin's digest, its clocks are frozen and the
+//! `clock` import answers the decision's recorded time, so the recorded
+//! plugin, replayed, answers as it did (barring a change of settings since).
 
 use std::path::Path;
 

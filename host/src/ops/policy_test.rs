@@ -604,5 +604,6 @@ fn input_for(
                 },
             })
             .collect(),
+        at: crate::policy::unix_now(),
     }
 }

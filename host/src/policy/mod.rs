@@ -38,6 +38,6 @@ pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
 pub use node_rules::NodeRules;
 pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
-pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot};
+pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot, unix_now};
 pub use plugin::{LoadError, OWN_CONFIG_PREFIX, PluginMeta, PluginOrigin, PluginPre};
 pub use role::{Role, UnknownRole};

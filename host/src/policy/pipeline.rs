@@ -38,6 +38,17 @@ pub struct DecisionInput {
     pub usage: Usage,
     pub market: MarketContext,
     pub facts: Vec<Fact>,
+    /// When the decision was asked for, in Unix seconds: what the `clock`
+    /// import answers during it, so a replay sees the same time.
+    #[serde(default)]
+    pub at: u64,
+}
+
+/// The current time in Unix seconds, for [`DecisionInput::at`].
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The combined decision and each role's part in it.
@@ -256,7 +267,10 @@ impl Pipeline {
             &slot.settings,
             warm,
             |store, guests| match &guests.role {
-                RoleGuest::Pricing(g) => g.call_consider_bid(store, &input.job, input.market, bid),
+                RoleGuest::Pricing(g) => {
+                    store.data_mut().clock = Some(input.at);
+                    g.call_consider_bid(store, &input.job, input.market, bid)
+                }
                 _ => unreachable!("the pricing slot holds a pricing plugin"),
             },
         )?;
@@ -296,6 +310,7 @@ fn call_role(
     store: &mut Store<PluginState>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
+    store.data_mut().clock = Some(input.at);
     match guest {
         RoleGuest::Approval(g) => ask_approval(g, store, input),
         RoleGuest::Limits(g) => ask_limits(g, store, input),

@@ -66,6 +66,9 @@ pub struct PluginState {
     pub(crate) label: Arc<str>,
     pub(crate) logs_left: u32,
     pub(crate) stderr: StderrTail,
+    /// The decision's time, pinned for the call; `None` outside a decision
+    /// (validating settings), when the `clock` import reads the real one.
+    pub(crate) clock: Option<u64>,
 }
 
 impl PluginState {
@@ -209,6 +212,7 @@ pub(crate) fn new_store(
         label,
         logs_left: LOG_BUDGET,
         stderr,
+        clock: None,
     };
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|s| &mut s.limiter);
@@ -225,6 +229,7 @@ pub(crate) fn arm(store: &mut Store<PluginState>, limits: &SandboxLimits) -> was
     state.logs_left = LOG_BUDGET;
     state.limiter.exceeded = false;
     state.stderr.clear();
+    state.clock = None;
     Ok(())
 }
 

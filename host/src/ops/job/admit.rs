@@ -174,6 +174,7 @@ pub fn admit_market(
             usage: usage_of(snapshot, limits),
             market: terms.market,
             facts,
+            at: crate::policy::unix_now(),
         };
         let mut d = pipeline.decide(&input);
         if d.decision == Outcome::Allow {
@@ -359,6 +360,7 @@ fn decision_input(
             asked_price: None,
         },
         facts,
+        at: crate::policy::unix_now(),
     }
 }
 

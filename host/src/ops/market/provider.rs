@@ -160,6 +160,7 @@ fn quote(ctx: &Context, offer: &Offer) -> Result<u64, OpsError> {
             asked_price: None,
         },
         facts: Vec::new(),
+        at: crate::policy::unix_now(),
     };
     let decision = pipeline.decide_role(Role::Pricing, &input);
     decision

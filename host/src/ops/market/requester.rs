@@ -558,6 +558,7 @@ fn choose(
                     asked_price: Some(o.offer.price),
                 },
                 facts: Vec::new(),
+                at: crate::policy::unix_now(),
             };
             match pipeline.consider_bid(&input, o.offer.price) {
                 Ok(None) => None,
