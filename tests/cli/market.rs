@@ -947,6 +947,15 @@ fn a_price_the_balance_cannot_cover_is_refused_before_anyone_is_kept_waiting() {
     let url = server.url();
     let requester = funded_requester(&url, 40, &[]);
 
+    // With nothing granted, no offer can fit: said at once, not after
+    // waiting for offers.
+    let home = Home::opted_in();
+    let issuer = node_id(&home);
+    let broke = Peer::join(home, &url, &issuer);
+    let run = broke.home.run(&market_args(&[]));
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("0 RUV available"), "{}", run.stderr);
+
     // Posting at a price over the balance: refused, nothing posted.
     let run = requester.home.run(&market_args(&["--max-price", "60"]));
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);

@@ -149,8 +149,9 @@ pub fn execute(
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
     let available = ledger.account(&peer.node()).available;
     // A price asked for that the balance cannot cover would be posted,
-    // claimed, and then fail to lock, holding the provider's slot.
-    if opts.max_price.is_some() && cap > available {
+    // claimed, and then fail to lock, holding the provider's slot; with
+    // nothing available no offer can fit, so there is nothing to wait for.
+    if available == 0 || (opts.max_price.is_some() && cap > available) {
         return Err(OpsError::InsufficientBalance {
             available,
             needed: cap,
