@@ -50,13 +50,12 @@ pub fn head(ctx: &mut Context) -> Result<SignedHead, OpsError> {
             what: "the audit log is empty; there is no head to sign".to_owned(),
         });
     };
-    let seq = i64::try_from(chain.rows).unwrap_or(i64::MAX);
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .map_err(|e| OpsError::InvalidInput {
             what: format!("cannot format the time: {e}"),
         })?;
-    Ok(SignedHead::sign(&key, seq, &hash, &now)?)
+    Ok(SignedHead::sign(&key, chain.head_seq, &hash, &now)?)
 }
 
 /// What `audit --verify --against FILE` found.

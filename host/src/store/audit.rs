@@ -32,6 +32,9 @@ pub struct ChainStatus {
     pub rows: u64,
     /// The newest row's hash; `None` for an empty log.
     pub head: Option<String>,
+    /// The newest row's seq; 0 for an empty log. Not the row count: rows
+    /// removed from the middle leave it where it was.
+    pub head_seq: i64,
     /// The first break found, if any.
     pub broken: Option<ChainBreak>,
     /// Where the chain was restarted after a break, oldest first.
@@ -225,7 +228,7 @@ impl Store {
             .conn
             .unchecked_transaction()
             .during("reading the audit log")?;
-        Ok(walk(&snapshot)?.0)
+        walk(&snapshot)
     }
 
     /// Starts a new chain after a break: appends a restart row linked to the
@@ -237,10 +240,14 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .during("starting an audit chain restart")?;
-        let (status, (last_seq, last_hash)) = walk(&tx)?;
+        let status = walk(&tx)?;
         let Some(broken) = status.broken else {
             return Ok(None);
         };
+        let last_seq = status.head_seq;
+        let last_hash = status
+            .head
+            .unwrap_or_else(|| chain::GENESIS_HASH.to_owned());
         let (head_seq, head_hash) = read_head(&tx)?;
         let evidence = json!({
             "break": broken,
@@ -283,8 +290,8 @@ impl Store {
     }
 }
 
-/// The chain's status and the newest row present.
-fn walk(conn: &Connection) -> Result<(ChainStatus, (i64, String)), StoreError> {
+/// Walks every row in seq order and checks the end against the stored head.
+fn walk(conn: &Connection) -> Result<ChainStatus, StoreError> {
     let mut stmt = conn
         .prepare(&format!("{SELECT_ROWS} ORDER BY seq"))
         .during("reading the audit log")?;
@@ -295,10 +302,8 @@ fn walk(conn: &Connection) -> Result<(ChainStatus, (i64, String)), StoreError> {
     {
         walk.step(row.during("reading the audit log")?);
     }
-    let (last_seq, last_hash) = walk.last_present();
-    let last = (last_seq, last_hash.to_owned());
     let (head_seq, head_hash) = read_head(conn)?;
-    Ok((walk.finish(head_seq, &head_hash), last))
+    Ok(walk.finish(head_seq, &head_hash))
 }
 
 /// Row `seq` exactly as stored, for the evidence of a break.
@@ -487,6 +492,20 @@ mod tests {
         let status = store.verify_audit().unwrap();
         assert_eq!((status.rows, status.broken), (5, None));
         assert_eq!(status.restarts[0].repaired.seq, 4);
+    }
+
+    #[test]
+    fn the_head_after_a_restart_is_the_restart_row_not_the_row_count() {
+        let (dir, mut store) = store_with_rows(5);
+        tamper(&dir, "DELETE FROM audit_log WHERE seq = 3");
+        let restart = store.restart_audit_chain().unwrap().expect("a restart");
+        let status = store.verify_audit().unwrap();
+        assert_eq!((status.rows, status.head_seq), (5, 6));
+        assert_eq!(status.head.as_deref(), Some(restart.hash.as_str()));
+        assert_eq!(
+            store.audit_holds(status.head_seq, &restart.hash).unwrap(),
+            Ok(())
+        );
     }
 
     #[test]

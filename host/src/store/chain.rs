@@ -160,15 +160,10 @@ impl ChainWalk {
         ChainStatus {
             rows: self.rows,
             head: (self.rows > 0).then_some(self.last_hash),
+            head_seq: self.last_seq,
             broken: self.broken,
             restarts: self.restarts,
         }
-    }
-
-    /// The newest row present, whatever the head says: where a restart
-    /// links on.
-    pub fn last_present(&self) -> (i64, &str) {
-        (self.last_seq, &self.last_hash)
     }
 }
 
