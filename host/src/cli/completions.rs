@@ -1,4 +1,4 @@
-//! `completions bash|zsh|fish` and `man [--out DIR]`: both generated from
+//! `completions bash|zsh|fish|elvish|powershell` and `man [--out DIR]`: both generated from
 //! the clap definitions themselves, so they can never disagree with what
 //! the binary accepts.
 
@@ -14,13 +14,6 @@ use super::{Cli, Finish, Output};
 /// The name completions are registered for and man pages are called.
 const BIN: &str = "claude-max-market";
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ShellArg {
-    Bash,
-    Zsh,
-    Fish,
-}
-
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Install, e.g.:\n  \
     claude-max-market completions bash > ~/.local/share/bash-completion/completions/claude-max-market\n  \
@@ -29,7 +22,7 @@ pub enum ShellArg {
 pub struct CompletionArgs {
     /// The shell to complete in.
     #[arg(value_enum)]
-    shell: ShellArg,
+    shell: Shell,
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,15 +35,10 @@ pub struct ManArgs {
 }
 
 pub fn completions(args: CompletionArgs) -> anyhow::Result<Finish> {
-    let shell = match args.shell {
-        ShellArg::Bash => Shell::Bash,
-        ShellArg::Zsh => Shell::Zsh,
-        ShellArg::Fish => Shell::Fish,
-    };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), BIN, &mut script);
+    clap_complete::generate(args.shell, &mut Cli::command(), BIN, &mut script);
     let mut script = String::from_utf8(script)?;
-    if matches!(args.shell, ShellArg::Bash) {
+    if args.shell == Shell::Bash {
         script = mend_bash(&script);
     }
     std::io::stdout().lock().write_all(script.as_bytes())?;

@@ -110,7 +110,7 @@ pub enum Command {
     Policy(policy::Command),
     /// Publish this node's offer on the market once (`serve` keeps it alive).
     Advertise(market::OfferArgs),
-    /// Print the shell completion script for bash, zsh or fish.
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell.
     Completions(completions::CompletionArgs),
     /// Print the manual page, or write one per command into a folder.
     Man(completions::ManArgs),
