@@ -108,19 +108,7 @@ fn a_python_approval_policy_passes_its_cases_and_decides_from_a_signed_bundle() 
     std::fs::create_dir(&src).unwrap();
     std::fs::copy(example.join("bundle.toml"), src.join("bundle.toml")).unwrap();
     std::fs::copy(&wasm, src.join("approval.wasm")).unwrap();
-    let bundle = desk.path().join("python-approval.cmmpol");
-    let key = desk.path().join("ops");
-    home.ok(&["policy", "keygen", "--out", arg(&key)]);
-    home.ok(&["policy", "build", arg(&src), "--out", arg(&bundle)]);
-    home.ok(&[
-        "policy",
-        "sign",
-        arg(&bundle),
-        "--key",
-        &format!("{}.pem", key.display()),
-    ]);
-    home.ok(&["policy", "trust", "add", &format!("{}.pub", key.display())]);
-    let installed = home.ok(&["policy", "install", arg(&bundle)]);
+    let installed = home.install_signed_bundle(&src);
     assert!(
         installed.stdout.contains("installed python-approval@1"),
         "{}",

@@ -251,9 +251,6 @@ fn a_flood_of_findings_is_refused_and_names_the_cap() {
 /// holds `limits` (bundle.toml lines), and returns the approval decision.
 fn approval_from_bundle(home: &Home, fixture_name: &str, limits: &str) -> serde_json::Value {
     let desk = tempfile::tempdir().unwrap();
-    let key = desk.path().join("ops");
-    let key = key.to_str().unwrap();
-    home.ok(&["policy", "keygen", "--out", key]);
     let toml = desk.path().join("bundle.toml");
     std::fs::write(
         &toml,
@@ -263,12 +260,7 @@ fn approval_from_bundle(home: &Home, fixture_name: &str, limits: &str) -> serde_
         ),
     )
     .unwrap();
-    let bundle = desk.path().join("spinner.cmmpol");
-    let bundle = bundle.to_str().unwrap();
-    home.ok(&["policy", "build", toml.to_str().unwrap(), "--out", bundle]);
-    home.ok(&["policy", "sign", bundle, "--key", &format!("{key}.pem")]);
-    home.ok(&["policy", "trust", "add", &format!("{key}.pub")]);
-    home.ok(&["policy", "install", bundle]);
+    home.install_signed_bundle(&toml);
     let (_, doc) = home.dry_run(&["--prompt", "hello"]);
     role(&doc, "approval").clone()
 }

@@ -158,6 +158,26 @@ impl Home {
         db.execute_batch(sql).unwrap();
     }
 
+    /// Builds the bundle from `source` (a folder holding bundle.toml, or the
+    /// file), signs it with a new key, trusts that key and installs it, as
+    /// an operator would; returns what `install` printed.
+    pub fn install_signed_bundle(&self, source: &Path) -> Run {
+        let desk = tempfile::tempdir().unwrap();
+        let key = desk.path().join("ops").display().to_string();
+        let bundle = desk.path().join("signed.cmmpol").display().to_string();
+        self.ok(&["policy", "keygen", "--out", &key]);
+        self.ok(&[
+            "policy",
+            "build",
+            source.to_str().unwrap(),
+            "--out",
+            &bundle,
+        ]);
+        self.ok(&["policy", "sign", &bundle, "--key", &format!("{key}.pem")]);
+        self.ok(&["policy", "trust", "add", &format!("{key}.pub")]);
+        self.ok(&["policy", "install", &bundle])
+    }
+
     pub fn set(&self, assignments: &[&str]) {
         let mut args = vec!["config"];
         for a in assignments {
