@@ -34,6 +34,9 @@
 //!     into the container, the folder that comes back, what changed, and
 //!     applying the changes to the owner's folder on request.
 //!   - [`config`] — the typed settings file and its keys.
+//!   - [`metrics`] — what long-running commands count (decisions, jobs,
+//!     gateway requests and tokens, market tasks) and the endpoint that
+//!     serves it to Prometheus.
 //!   - [`home`] — the data folder and its sub-folders as cap-std handles.
 //! - `outcome` — the allow/deny/ask word the engines share.
 //! - [`wit`] — the WIT package name and version this build speaks.
@@ -46,6 +49,7 @@ pub mod crypto;
 pub mod gateway;
 pub mod home;
 pub mod market;
+pub mod metrics;
 pub mod ops;
 mod outcome;
 pub mod policy;

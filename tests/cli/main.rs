@@ -15,6 +15,7 @@ mod execute;
 mod images;
 mod jobs;
 mod market;
+mod metrics;
 mod nats;
 mod python_plugins;
 mod reports;

@@ -14,9 +14,9 @@ use crate::support::{Home, Run};
 const PROMPT: &str = "Market prompt: name three prime numbers, 7919 among them";
 
 /// A node of the test market: its home and its node id.
-struct Peer {
-    home: Home,
-    id: String,
+pub(crate) struct Peer {
+    pub(crate) home: Home,
+    pub(crate) id: String,
 }
 
 impl Peer {
@@ -48,7 +48,7 @@ fn node_id(home: &Home) -> String {
 }
 
 /// `serve` in the background with the owner's key, as a provider runs it.
-fn serve(env: &JobHome, args: &[&str]) -> Child {
+pub(crate) fn serve(env: &JobHome, args: &[&str]) -> Child {
     let mut cmd = env.home.command();
     cmd.env("ANTHROPIC_API_KEY", KEY)
         .args(["--json", "serve", "--approve-all"])
@@ -59,7 +59,7 @@ fn serve(env: &JobHome, args: &[&str]) -> Child {
 }
 
 /// Stops `serve` as an init system would, and returns what it printed.
-fn stop(mut child: Child) -> Run {
+pub(crate) fn stop(mut child: Child) -> Run {
     // SAFETY: kill(2) on a child we started and have not reaped.
     let sent = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(sent, 0);
@@ -71,7 +71,7 @@ fn stop(mut child: Child) -> Run {
     child.wait_with_output().expect("serve's output").into()
 }
 
-fn wait_for_offers(peer: &Peer, count: usize) {
+pub(crate) fn wait_for_offers(peer: &Peer, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let offers = peer.json(&["market", "offers"]);
@@ -102,7 +102,7 @@ fn market_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
+pub(crate) fn market_execute(peer: &Peer, args: &[&str]) -> (i32, Value) {
     peer.home.json(&market_args(args))
 }
 
@@ -118,7 +118,7 @@ fn market_execute_in_background(peer: &Peer, args: &[&str]) -> Child {
 
 /// A requester that is its own issuer, with `amount` RUV granted, and
 /// `settings` applied before the grant.
-fn funded_requester(url: &str, amount: u64, settings: &[&str]) -> Peer {
+pub(crate) fn funded_requester(url: &str, amount: u64, settings: &[&str]) -> Peer {
     let home = Home::opted_in();
     let issuer = node_id(&home);
     let requester = Peer::join(home, url, &issuer);
@@ -139,7 +139,7 @@ fn funded_requester(url: &str, amount: u64, settings: &[&str]) -> Peer {
 
 /// A provider's home on the market at `url`, trusting `issuer`'s grants,
 /// with `settings` on top.
-fn provider_home(url: &str, issuer: &str, settings: &[&str]) -> JobHome {
+pub(crate) fn provider_home(url: &str, issuer: &str, settings: &[&str]) -> JobHome {
     let env = JobHome::new();
     let (url, issuer) = (
         format!("market.url={url}"),

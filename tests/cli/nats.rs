@@ -443,7 +443,7 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 }
 
 /// `N` distinct free loopback ports; all are held at once so none repeats.
-fn free_ports<const N: usize>() -> [u16; N] {
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
     free_port_list(N)
         .try_into()
         .expect("free_port_list gives as many ports as asked")

@@ -13,6 +13,7 @@
 //! command's own exit code), 3 when policy refused it.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::agent::Agent;
@@ -24,7 +25,7 @@ use crate::policy::Outcome;
 
 use super::output::short;
 use super::progress::JobView;
-use super::{Finish, Output, prompt};
+use super::{Finish, Output, prompt, serve_metrics};
 
 /// The agents `--agent` names.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -84,6 +85,9 @@ pub struct Args {
     /// With --market: the most to pay in RUV (never above market.maxBidPrice).
     #[arg(long, value_name = "N", requires = "market")]
     max_price: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the job runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// The command to run in --image, and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -171,6 +175,7 @@ impl Args {
 }
 
 pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Result<Finish> {
+    let _metrics = serve_metrics(args.metrics)?;
     let program = match args.program() {
         Ok(program) => program,
         Err(usage) => clap_usage(&usage),

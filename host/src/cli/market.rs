@@ -3,13 +3,14 @@
 //! `execute`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::ops::Context;
 use crate::ops::market::{self, AdvertiseOptions, ServeEvent, ServeOptions};
 
 use super::output::short;
-use super::{Finish, Output};
+use super::{Finish, Output, serve_metrics};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OfferArgs {
@@ -61,10 +62,14 @@ pub struct ServeArgs {
     /// Stop after handling this many tasks.
     #[arg(long, value_name = "N")]
     max_tasks: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while serving.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 pub fn serve(home: Option<PathBuf>, args: ServeArgs, out: &Output) -> anyhow::Result<Finish> {
     let mut ctx = Context::open(home)?;
+    let _metrics = serve_metrics(args.metrics)?;
     let opts = ServeOptions {
         advertise: args.offer.options(),
         approve_all: args.approve_all,

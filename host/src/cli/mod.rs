@@ -29,9 +29,12 @@ mod status;
 mod terms;
 mod usage;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::metrics::Exporter;
 
 pub use output::Output;
 
@@ -167,4 +170,15 @@ pub fn run(cli: Cli) -> anyhow::Result<Finish> {
         Command::Man(args) => completions::man(args, &out),
         Command::Market(cmd) => market::run(home, cmd, &out),
     }
+}
+
+/// Serves metrics at `addr` when a long-running command was given
+/// `--metrics`, until the returned value is dropped.
+fn serve_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<Exporter>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let exporter = Exporter::start(addr)?;
+    eprintln!("metrics at http://{}/metrics", exporter.addr());
+    Ok(Some(exporter))
 }

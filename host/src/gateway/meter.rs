@@ -58,6 +58,8 @@ pub struct RequestRecord {
     pub request_id: Option<String>,
     /// `anthropic-beta` values the allow-list dropped.
     pub betas_dropped: Vec<String>,
+    /// From forwarding the request to the end of its reply.
+    pub took: Duration,
 }
 
 /// Something the audit log should record.

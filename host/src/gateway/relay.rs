@@ -22,6 +22,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
@@ -52,6 +53,7 @@ pub(crate) fn relay(
     reply: reqwest::Response,
     reservation: Reservation,
     mut record: RequestRecord,
+    sent_at: Instant,
     ledger: Arc<Ledger>,
     drains: &Drains,
 ) -> Response<GatewayBody> {
@@ -68,6 +70,7 @@ pub(crate) fn relay(
         ledger,
         reservation,
         record,
+        sent_at,
         status,
         reader: if streamed {
             Reader::Sse(SseParser::default())
@@ -297,6 +300,7 @@ struct ReplyMeter {
     ledger: Arc<Ledger>,
     reservation: Reservation,
     record: RequestRecord,
+    sent_at: Instant,
     status: StatusCode,
     reader: Reader,
     usage: Usage,
@@ -424,6 +428,7 @@ impl ReplyMeter {
         let record = RequestRecord {
             input_tokens: input,
             output_tokens: output,
+            took: self.sent_at.elapsed(),
             ..std::mem::take(&mut self.record)
         };
         self.ledger.meter().request(record);

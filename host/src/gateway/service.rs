@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -190,11 +191,13 @@ async fn serve(
         input_bound = record.input_bound,
         "forwarding request"
     );
+    let sent_at = Instant::now();
     let reply = shared.upstream.send(&sent, raw, ledger.meter()).await?;
     Ok(relay(
         reply,
         reservation,
         record,
+        sent_at,
         Arc::clone(ledger),
         &shared.drains,
     ))

@@ -8,12 +8,15 @@
 //! the pipeline's decision, the reservation and the audit row, so parallel
 //! invocations can never together exceed a limit.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::metrics;
 use crate::policy::{
-    ConfiguredLimits, DecisionInput, Fact, MarketContext, Outcome, Pipeline, PipelineDecision,
-    Role, RoleDecision, Usage,
+    ConfiguredLimits, DecisionInput, Fact, FailureClass, MarketContext, Outcome, Pipeline,
+    PipelineDecision, Role, RoleDecision, Usage,
 };
 use crate::store::{Admission, Budget, DecisionRecord, UsageSnapshot, Verdict};
 
@@ -177,6 +180,7 @@ pub fn admit_market(
             at: crate::policy::unix_now(),
         };
         let mut d = pipeline.decide(&input);
+        count(&d);
         if d.decision == Outcome::Allow {
             price = accept_bid(&mut pipeline, &input, &d, terms);
             if price.is_none() {
@@ -245,6 +249,7 @@ pub fn dry_run(
         limits_of(&ctx.settings),
         facts,
     ));
+    count(&decision);
     ctx.store
         .record_verdict(&request.record(), "job.dry-run", &verdict(&decision))?;
     Ok((usage, decision))
@@ -312,6 +317,7 @@ pub(crate) fn admit_with(
     // usage snapshot taken under the same lock.
     let (_, admission) = ctx.store.admit(&record, today(), |snapshot| {
         let mut d = pipeline.decide(&decision_input(request, snapshot, limits, facts));
+        count(&d);
         if owner_approved {
             approve_at_prompt(&mut d);
         }
@@ -388,6 +394,19 @@ pub(crate) fn usage_of(snapshot: &UsageSnapshot, limits: ConfiguredLimits) -> Us
 
 /// The pipeline's decision in the store's terms. An `ask` is not an admission:
 /// only the CLI's interactive prompt can turn it into one.
+/// Adds each role's answer, as the plugins (and the node's rules) gave it,
+/// to the process's metrics.
+fn count(decision: &PipelineDecision) {
+    for role in &decision.roles {
+        metrics::global().decision(
+            role.role.as_str(),
+            role.outcome.as_str(),
+            role.error_class.map(FailureClass::as_str),
+            Duration::from_micros(role.elapsed_us),
+        );
+    }
+}
+
 pub(crate) fn verdict(decision: &PipelineDecision) -> Verdict {
     Verdict {
         replay: Some(serde_json::json!({

@@ -1,5 +1,6 @@
 //! The host's side of a job's gateway: what it meters goes to the database
-//! and the audit log, and to whoever watches the job's progress.
+//! and the audit log, to whoever watches the job's progress, and to the
+//! process's metrics.
 //!
 //! The gateway reports on its own worker threads, in the middle of a
 //! request; a SQLite commit there (an fsync) would sit in every request's
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::gateway::{GatewayEvent, Meter, Metered, RequestRecord};
+use crate::metrics::{self, GatewayRequest};
 use crate::store::{MeteredUsage, Store};
 
 enum Write {
@@ -28,6 +30,9 @@ pub(crate) struct StoreMeter {
     /// (a reply cut off at shutdown) are in the gateway's final totals.
     writes: Mutex<Option<mpsc::Sender<Write>>>,
     progress: watch::Sender<Metered>,
+    job_id: String,
+    /// The grant in tokens, for the budget left.
+    budget: u64,
 }
 
 /// The writer thread; joining it waits until every report is written.
@@ -42,16 +47,22 @@ impl Writer {
 }
 
 impl StoreMeter {
-    /// A meter writing to `store` for `job_id`, and a receiver that sees the
-    /// totals as they change.
-    pub fn start(job_id: &str, store: Store) -> (StoreMeter, Writer, watch::Receiver<Metered>) {
+    /// A meter writing to `store` for `job_id`, granted `budget` tokens,
+    /// and a receiver that sees the totals as they change.
+    pub fn start(
+        job_id: &str,
+        budget: u64,
+        store: Store,
+    ) -> (StoreMeter, Writer, watch::Receiver<Metered>) {
         let (writes, queue) = mpsc::channel();
         let (progress, watched) = watch::channel(Metered::default());
-        let job_id = job_id.to_owned();
-        let writer = std::thread::spawn(move || write_all(&job_id, store, &queue));
+        let writer_job = job_id.to_owned();
+        let writer = std::thread::spawn(move || write_all(&writer_job, store, &queue));
         let meter = StoreMeter {
             writes: Mutex::new(Some(writes)),
             progress,
+            job_id: job_id.to_owned(),
+            budget,
         };
         (meter, Writer(writer), watched)
     }
@@ -107,15 +118,19 @@ pub(crate) fn usage(totals: Metered) -> MeteredUsage {
 impl Meter for StoreMeter {
     fn usage(&self, totals: Metered) {
         self.progress.send_replace(totals);
+        metrics::global().job_used(&self.job_id, self.budget, totals.total_tokens());
         self.send(Write::Usage(totals));
     }
 
     fn event(&self, event: GatewayEvent) {
         let (kind, details) = match &event {
-            GatewayEvent::Refused { reason, status } => (
-                "gateway.refused",
-                json!({ "reason": reason, "status": status }),
-            ),
+            GatewayEvent::Refused { reason, status } => {
+                metrics::global().refusal(*status);
+                (
+                    "gateway.refused",
+                    json!({ "reason": reason, "status": status }),
+                )
+            }
             GatewayEvent::UpstreamError { status, error_type } => (
                 "gateway.upstream_error",
                 json!({ "status": status, "error_type": error_type }),
@@ -133,6 +148,14 @@ impl Meter for StoreMeter {
     }
 
     fn request(&self, r: RequestRecord) {
+        metrics::global().request(&GatewayRequest {
+            endpoint: r.endpoint,
+            model: &r.model,
+            status: r.status,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            took: r.took,
+        });
         let clamped = r.max_tokens_sent < r.max_tokens_asked;
         let details = json!({
             "endpoint": r.endpoint,

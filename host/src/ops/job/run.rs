@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::{self, ApiKey, Gateway, JobGrant, Metered, Upstream};
+use crate::metrics;
 use crate::runner::program::{CONTROL_SOCKET, WORKSPACE_IN};
 use crate::runner::{
     CommandSpec, Docker, JobContainer, JobEnd as ContainerEnd, Program, Stream, WorkspaceMount,
@@ -121,6 +122,7 @@ pub(crate) fn run(
                 .end_job(&request.id, JobEnd::Failed, None, Some(&reason))?
                 .is_some()
             {
+                metrics::global().job_ended(JobEnd::Failed.as_str());
                 return Err(e);
             }
             // Another process (opt-out, `clean --force`) ended the job and
@@ -131,7 +133,9 @@ pub(crate) fn run(
         }
     };
     drop(folder);
-    report(ctx, &request, started, log_path, detail, workspace)
+    let report = report(ctx, &request, started, log_path, detail, workspace)?;
+    metrics::global().job_ended(&report.state);
+    Ok(report)
 }
 
 /// The report, from the stored row: another process (opt-out, or a
@@ -302,8 +306,11 @@ async fn run_container(
     cancel: CancellationToken,
     observe: &mut dyn FnMut(JobEvent<'_>),
 ) -> Result<Ran, OpsError> {
-    let (meter, writer, mut watched) =
-        StoreMeter::start(&request.id, Store::open(&ctx.home.database_path())?);
+    let (meter, writer, mut watched) = StoreMeter::start(
+        &request.id,
+        grant.tokens,
+        Store::open(&ctx.home.database_path())?,
+    );
     let meter = Arc::new(meter);
     let gateway = start_gateway(ctx, request, folder, grant, key, Arc::clone(&meter)).await?;
     let (program, channel) = match &request.work {
@@ -350,6 +357,8 @@ async fn run_container(
     let observe = RefCell::new(observe);
     let store = &mut ctx.store;
     let mut start_error = None;
+    // Dropped when this function returns, however the run ended.
+    let mut _running = None;
     let run = docker.run_job(
         &spec,
         stdin,
@@ -363,6 +372,7 @@ async fn run_container(
             if let Err(e) = store.mark_running(&request.id, container_id, &hardening) {
                 start_error = Some(e);
             }
+            _running = Some(metrics::global().job_started(&request.id, grant.tokens));
             (observe.borrow_mut())(JobEvent::Started { container_id });
         },
     );

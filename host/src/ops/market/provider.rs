@@ -31,6 +31,7 @@ use crate::market::reputation;
 use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{Bid, Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
 use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
+use crate::metrics;
 use crate::policy::{DecisionInput, MarketContext, Role};
 use crate::runner::{Docker, RunnerError, Stream};
 use crate::store::{Budget, JobEnd, MarketStep};
@@ -320,7 +321,19 @@ pub fn serve(
     Ok(summary)
 }
 
+/// Counts what became of a task, in the summary and the process's metrics.
 fn tally(summary: &mut ServeSummary, event: &ServeEvent) {
+    let state = match event {
+        ServeEvent::Skipped { .. } => Some("skipped"),
+        ServeEvent::Claimed { .. } => Some("claimed"),
+        ServeEvent::Lost { .. } => Some("lost"),
+        ServeEvent::Failed { .. } => Some("error"),
+        ServeEvent::Finished { state, .. } => Some(state.as_str()),
+        _ => None,
+    };
+    if let Some(state) = state {
+        metrics::global().market_task(state);
+    }
     match event {
         ServeEvent::Finished { state, .. } => {
             summary.handled += 1;
@@ -375,6 +388,7 @@ async fn serve_loop(
                     report(&event);
                 }
                 let busy = shared.busy.load(Ordering::SeqCst);
+                metrics::global().market_running(busy);
                 if busy < advertised_busy {
                     for id in desk.waiting() {
                         desk.consider(shared, &id);
