@@ -195,23 +195,7 @@ fn an_ask_on_a_terminal_shows_the_job_and_takes_the_answer() {
             env!("CARGO_BIN_EXE_claude-max-market"),
             env.home.path().display()
         );
-        let mut child = std::process::Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env("ANTHROPIC_API_KEY", KEY)
-            .env("NO_COLOR", "1")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("util-linux `script` runs the command on a pty");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(answer.as_bytes()).unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        on_terminal(&command, answer)
     };
     let (code, screen) = ask("y\n");
     assert_eq!(code, Some(0), "{screen}");
@@ -229,6 +213,68 @@ fn an_ask_on_a_terminal_shows_the_job_and_takes_the_answer() {
     assert_eq!(code, Some(3), "{screen}");
     assert!(screen.contains("declined"), "{screen}");
     assert_eq!(env.mock.requests().len(), 1, "only the approved job ran");
+}
+
+/// Runs `command` on a pty (util-linux `script`) with the mock's key,
+/// `input` typed at it: its exit code and everything the terminal showed.
+fn on_terminal(command: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the command on a pty");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// On a terminal the budget is a bar that fills as tokens are used; the
+/// job image's build, when a job needs it, is a bar of its steps.
+#[test]
+fn on_a_terminal_the_budget_and_the_image_build_are_bars() {
+    let env = JobHome::new();
+    env.mock.set_delta_delay(Duration::from_millis(300));
+    let command = format!(
+        "{} --home {} execute --approve-all --budget-tokens 400 --prompt '{PROMPT}'",
+        env!("CARGO_BIN_EXE_claude-max-market"),
+        env.home.path().display()
+    );
+    let (code, screen) = on_terminal(&command, "");
+    assert_eq!(code, Some(0), "{screen}");
+    let job = env.newest_job();
+    let used = job["input_tokens"].as_u64().unwrap() + job["output_tokens"].as_u64().unwrap();
+    assert!(
+        screen.contains(&format!("{used}/400 tokens")),
+        "the final count is on the bar's line:\n{screen}"
+    );
+    assert!(
+        screen.contains("[=") || screen.contains("[>"),
+        "the bar fills as tokens are used:\n{screen}"
+    );
+
+    let tag = format!("claude-max-market-job:bars-{}", std::process::id());
+    env.home.set(&[&format!("docker.image={tag}")]);
+    let (code, screen) = on_terminal(&command, "");
+    docker(&["rmi", "-f", &tag]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("building it once"), "{screen}");
+    assert!(
+        screen.contains("building [") && screen.contains("step 1/"),
+        "the build's steps are a bar:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Step 1/"),
+        "on a terminal the builder's lines give way to the bar:\n{screen}"
+    );
 }
 
 #[test]

@@ -4,15 +4,14 @@
 //! whole result), so scripts can capture it.
 
 use std::collections::BTreeMap;
-use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use crate::agent::Agent;
 use crate::ops::agent_image::{AgentBuildEvent, AgentImageOptions};
 use crate::ops::{self, Context};
 use crate::runner::{BuildEvent, PullProgress};
 
+use super::bars::{BytesBar, Shown, StepBar};
 use super::{Finish, Output};
 
 #[derive(Debug, clap::Args)]
@@ -56,15 +55,18 @@ pub fn build(home: Option<PathBuf>, args: BuildArgs, out: &Output) -> anyhow::Re
         };
         return build_agent(&mut ctx, &opts, out);
     }
-    let mut err = io::stderr();
-    let built = ops::docker_image::build(&mut ctx, args.tag, args.no_cache, &mut |event| {
-        // Progress is best effort: a closed stderr must not fail the build.
-        let _ = match event {
-            BuildEvent::Step(step) => writeln!(err, "{step}"),
-            BuildEvent::Output(line) if !out.json() => writeln!(err, "  {line}"),
-            BuildEvent::Output(_) => Ok(()),
-        };
-    })?;
+    let mut steps = StepBar::new(Shown::for_output(out));
+    let built = ops::docker_image::build(
+        &mut ctx,
+        args.tag,
+        args.no_cache,
+        &mut |event| match event {
+            BuildEvent::Step(step) => steps.step(&step),
+            BuildEvent::Output(line) => steps.output(&line),
+        },
+    );
+    steps.finish();
+    let built = built?;
     out.emit(&built, |w| writeln!(w, "{}", built.id))?;
     if !out.json() {
         eprintln!("built {} ({})", built.tag, built.id);
@@ -72,42 +74,26 @@ pub fn build(home: Option<PathBuf>, args: BuildArgs, out: &Output) -> anyhow::Re
     Ok(Finish::Done)
 }
 
-/// The agent image, with a download bar on a terminal.
+/// The agent image, with a download bar and then the build's steps.
 fn build_agent(
     ctx: &mut Context,
     opts: &AgentImageOptions,
     out: &Output,
 ) -> anyhow::Result<Finish> {
-    let bar = (!out.json() && io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message("downloading the wheel");
-        bar
-    });
-    let mut err = io::stderr();
+    let shown = Shown::for_output(out);
+    let download = BytesBar::new(shown, "downloading the wheel");
+    let mut steps = StepBar::new(shown);
     let built = ops::agent_image::build(ctx, opts, &mut |event| match event {
-        AgentBuildEvent::Download(done, total) => {
-            if let Some(bar) = &bar {
-                bar.set_length(total);
-                bar.set_position(done);
-            }
-        }
+        AgentBuildEvent::Download(done, total) => download.update(done, total),
         AgentBuildEvent::Build(BuildEvent::Step(step)) => {
-            if let Some(bar) = &bar {
-                bar.finish_and_clear();
-            }
-            let _ = writeln!(err, "{step}");
+            download.finish();
+            steps.step(&step);
         }
-        AgentBuildEvent::Build(BuildEvent::Output(line)) if !out.json() => {
-            let _ = writeln!(err, "  {line}");
-        }
-        AgentBuildEvent::Build(BuildEvent::Output(_)) => {}
-    })?;
+        AgentBuildEvent::Build(BuildEvent::Output(line)) => steps.output(&line),
+    });
+    download.finish();
+    steps.finish();
+    let built = built?;
     out.emit(&built, |w| writeln!(w, "{}", built.id))?;
     if !out.json() {
         eprintln!(
@@ -120,9 +106,10 @@ fn build_agent(
 
 pub fn pull(home: Option<PathBuf>, args: PullArgs, out: &Output) -> anyhow::Result<Finish> {
     let mut ctx = Context::open(home)?;
-    let mut bar = ProgressBar::new();
-    let pulled = ops::docker_image::pull(&mut ctx, args.tag, &mut |p| bar.update(p))?;
-    bar.finish();
+    let mut layers = LayerProgress::new(Shown::for_output(out));
+    let pulled = ops::docker_image::pull(&mut ctx, args.tag, &mut |p| layers.update(p));
+    layers.finish();
+    let pulled = pulled?;
     out.emit(&pulled, |w| writeln!(w, "{}", pulled.id))?;
     if !out.json() {
         let pin = pulled
@@ -135,26 +122,23 @@ pub fn pull(home: Option<PathBuf>, args: PullArgs, out: &Output) -> anyhow::Resu
     Ok(Finish::Done)
 }
 
-/// One line on stderr, redrawn in place on a terminal: bytes downloaded of
-/// the layers whose sizes are known. Without a terminal, a line per layer
-/// status change instead, so logs stay readable.
-struct ProgressBar {
+/// A pull's progress: on a terminal one bar of the bytes downloaded of
+/// the layers whose sizes are known; in a log a line per layer status
+/// change instead, so it stays readable.
+struct LayerProgress {
+    shown: Shown,
+    bar: BytesBar,
     layers: BTreeMap<String, (u64, u64)>,
     statuses: BTreeMap<String, String>,
-    terminal: bool,
-    drawn_at: Option<Instant>,
 }
 
-impl ProgressBar {
-    const REDRAW: Duration = Duration::from_millis(100);
-    const WIDTH: usize = 30;
-
-    fn new() -> ProgressBar {
-        ProgressBar {
+impl LayerProgress {
+    fn new(shown: Shown) -> LayerProgress {
+        LayerProgress {
+            shown,
+            bar: BytesBar::new(shown, "pulling"),
             layers: BTreeMap::new(),
             statuses: BTreeMap::new(),
-            terminal: io::stderr().is_terminal(),
-            drawn_at: None,
         }
     }
 
@@ -166,11 +150,12 @@ impl ProgressBar {
         {
             *current = *total;
         }
-        if self.terminal {
-            if self.drawn_at.is_none_or(|at| at.elapsed() >= Self::REDRAW) {
-                self.draw();
-            }
-        } else if self.statuses.get(&p.layer) != Some(&p.status) {
+        let (done, total) = self
+            .layers
+            .values()
+            .fold((0, 0), |(d, t), (current, size)| (d + current, t + size));
+        self.bar.update(done, total);
+        if self.shown == Shown::Lines && self.statuses.get(&p.layer) != Some(&p.status) {
             let layer = if p.layer.is_empty() {
                 "image"
             } else {
@@ -181,29 +166,7 @@ impl ProgressBar {
         }
     }
 
-    fn draw(&mut self) {
-        let (done, total) = self
-            .layers
-            .values()
-            .fold((0, 0), |(d, t), (current, size)| (d + current, t + size));
-        let filled = (Self::WIDTH as u64 * done.min(total))
-            .checked_div(total)
-            .unwrap_or(0) as usize;
-        eprint!(
-            "\r[{}{}] {:.1}/{:.1} MB, {} layers",
-            "#".repeat(filled),
-            " ".repeat(Self::WIDTH - filled),
-            done as f64 / 1e6,
-            total as f64 / 1e6,
-            self.layers.len()
-        );
-        self.drawn_at = Some(Instant::now());
-    }
-
-    fn finish(&mut self) {
-        if self.terminal && self.drawn_at.is_some() {
-            self.draw();
-            eprintln!();
-        }
+    fn finish(&self) {
+        self.bar.finish();
     }
 }

@@ -4,6 +4,7 @@
 //! document. No engine is touched from here except through `ops`.
 
 mod audit;
+mod bars;
 mod clean;
 mod completions;
 mod compliance;

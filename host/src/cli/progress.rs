@@ -1,9 +1,10 @@
 //! A running job as the person or script watching sees it.
 //!
 //! On a terminal: the job's output as it arrives, with a status line on
-//! stderr (requests made, tokens used against the budget, elapsed time,
-//! and for an agent its turn and last tool call) that redraws itself above
-//! the output. Not on a terminal: the output alone. With `--json`: one JSON
+//! stderr (a bar of the tokens used against the budget, requests made,
+//! elapsed time, and for an agent its turn and last tool call) that redraws
+//! itself above the output; before that, a bar of the job image's build
+//! steps when the first job builds it. Not on a terminal: the output alone. With `--json`: one JSON
 //! event per line on stdout, the last one the job's report. Claude Code's
 //! `stream-json` is read rather than shown: its tool calls become lines on
 //! stderr and its final answer is printed at the end.
@@ -19,11 +20,15 @@ use crate::gateway::Metered;
 use crate::ops::{JobEvent, JobReport};
 use crate::runner::Stream;
 
+use super::bars::{Shown, StepBar};
+
 /// How often the status line redraws on its own (for the elapsed time).
 const TICK: Duration = Duration::from_millis(250);
 
 pub struct JobView {
     json: bool,
+    /// The job image's build, while the first job builds it.
+    steps: Option<StepBar>,
     bar: Option<ProgressBar>,
     budget_tokens: u64,
     totals: Metered,
@@ -45,6 +50,7 @@ impl JobView {
     pub fn new(json: bool, agent: &str) -> JobView {
         JobView {
             json,
+            steps: Some(StepBar::new(Shown::new(json))),
             bar: None,
             budget_tokens: 0,
             totals: Metered::default(),
@@ -68,18 +74,22 @@ impl JobView {
                 })
             }
             JobEvent::BuildStep(step) => {
-                if !self.json {
-                    eprintln!("  {step}");
+                if let Some(steps) = &mut self.steps {
+                    steps.step(step);
                 }
             }
             JobEvent::Admitted { job_id, grant } => {
+                if let Some(steps) = self.steps.take() {
+                    steps.finish();
+                }
                 self.budget_tokens = grant.tokens;
                 // Only now: approval may have asked a question on stderr.
                 if !self.json && io::stderr().is_terminal() {
-                    let bar = ProgressBar::new_spinner();
+                    let bar = ProgressBar::new(grant.tokens);
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template("{spinner} {elapsed} [{bar:20}] {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
                     );
                     bar.enable_steady_tick(TICK);
                     self.bar = Some(bar);
@@ -217,6 +227,7 @@ impl JobView {
         let t = &self.totals;
         let used = t.total_tokens();
         let percent = used.saturating_mul(100) / self.budget_tokens.max(1);
+        bar.set_position(used.min(self.budget_tokens));
         let mut message = format!(
             "{} request{} · {used}/{} tokens ({percent}%)",
             t.requests,
