@@ -7,9 +7,9 @@
 //! The decision itself is the plain function `judge`, so it can be tested
 //! without a host.
 
-use std::sync::OnceLock;
+cmm_policy_sdk::bindings!("approval-policy");
 
-wit_bindgen::generate!({ world: "approval-policy", path: "../../wit" });
+use cmm_policy_sdk::{Cached, Reader, Settings};
 
 use claude_max_market::policy::logging::{self, Level};
 use claude_max_market::policy::settings;
@@ -29,93 +29,15 @@ struct Rules {
     max_prompt_bytes: u64,
 }
 
-impl Rules {
-    /// Reads every key through `lookup`, so `validate-config` (which gets the
-    /// configuration as a list) and `decide` (which asks the host for each
-    /// key) share one parser and cannot disagree about what is valid.
-    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Rules, Vec<String>> {
-        let mut r = Reader::new(lookup);
-        let rules = Rules {
+impl Settings for Rules {
+    fn read(r: &mut Reader<'_>) -> Rules {
+        Rules {
             require_approval: r.flag("compliance.requireApproval", true),
             allow_auto_approve: r.flag("compliance.allowAutoApprove", false),
-            allowed_models: r.models("compliance.allowedModels", DEFAULT_MODELS),
+            allowed_models: r.list("compliance.allowedModels", DEFAULT_MODELS),
             max_prompt_bytes: r.count("compliance.maxPromptBytes", DEFAULT_MAX_PROMPT_BYTES),
-        };
-        r.finish(rules)
-    }
-}
-
-/// Reads settings one key at a time, collecting a message for every value
-/// that does not parse instead of stopping at the first, so the owner can
-/// fix them all in one go.
-struct Reader<F> {
-    lookup: F,
-    problems: Vec<String>,
-}
-
-impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    fn new(lookup: F) -> Self {
-        Reader {
-            lookup,
-            problems: Vec::new(),
         }
     }
-
-    /// The parsed value of `key`, or `default` when it is unset. A value
-    /// that does not parse is recorded and also yields `default`, so reading
-    /// can carry on.
-    fn value<T>(
-        &mut self,
-        key: &str,
-        default: T,
-        expected: &str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> T {
-        let Some(raw) = (self.lookup)(key) else {
-            return default;
-        };
-        parse(&raw).unwrap_or_else(|| {
-            self.problems
-                .push(format!("{key}: expected {expected}, got '{raw}'"));
-            default
-        })
-    }
-
-    fn flag(&mut self, key: &str, default: bool) -> bool {
-        self.value(key, default, "true or false", |raw| match raw {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        })
-    }
-
-    fn count(&mut self, key: &str, default: u64) -> u64 {
-        self.value(key, default, "a whole number", |raw| raw.parse().ok())
-    }
-
-    fn models(&mut self, key: &str, default: &str) -> Vec<String> {
-        let expected = "a comma-separated list of at least one model name";
-        self.value(key, split_models(default), expected, |raw| {
-            let models = split_models(raw);
-            (!models.is_empty()).then_some(models)
-        })
-    }
-
-    fn finish<T>(self, value: T) -> Result<T, Vec<String>> {
-        if self.problems.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.problems)
-        }
-    }
-}
-
-fn split_models(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 /// The approval decision for one job under the given rules.
@@ -193,31 +115,18 @@ struct ApprovalPolicy;
 
 impl ConfigCheck for ApprovalPolicy {
     fn validate_config(config: Vec<(String, String)>) -> Result<(), Vec<String>> {
-        // The last occurrence wins, as it would in a config file read top down.
-        let lookup = |key: &str| {
-            config
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        Rules::read(lookup).map(|_| ())
+        Rules::validate(&config)
     }
 }
 
-/// The rules in force. Settings never change during an instance's life, so
-/// they are read from the host once per instance, not once per decision.
-fn current_rules() -> &'static Result<Rules, Vec<String>> {
-    static RULES: OnceLock<Result<Rules, Vec<String>>> = OnceLock::new();
-    RULES.get_or_init(|| Rules::read(settings::get))
-}
+static RULES: Cached<Rules> = Cached::new();
 
 impl Approval for ApprovalPolicy {
     fn decide(job: Job) -> Verdict {
         // The host only activates a plugin whose configuration validated, so
         // a failure here means the host changed underneath us: refuse rather
         // than guess.
-        match current_rules() {
+        match RULES.get(settings::get) {
             Ok(rules) => judge(&job, rules),
             Err(problems) => {
                 // The host records every decision; a log line is for what
@@ -241,9 +150,7 @@ mod tests {
     use claude_max_market::policy::types::{Budget, CredentialKind, Image, JobSource, Workspace};
 
     fn job(model: &str) -> Job {
-        Job {
-            id: "j1".into(),
-            requester: "local".into(),
+        cmm_policy_sdk::job! {
             model: model.into(),
             budget: Budget {
                 tokens: 4096,
@@ -251,29 +158,15 @@ mod tests {
                 timeout_secs: 300,
             },
             prompt_bytes: 1000,
-            prompt_sha256: String::new(),
             image: Image {
                 reference: "claude-runner".into(),
                 digest: format!("sha256:{}", "ab".repeat(32)),
             },
-            command: Vec::new(),
-            agent: String::new(),
-            workspace: None,
-            egress: false,
-            source: JobSource::Local,
-            credential: CredentialKind::ApiKey,
-            pre_approved: false,
-            labels: Vec::new(),
         }
     }
 
     fn config(pairs: &[(&str, &str)]) -> Result<Rules, Vec<String>> {
-        Rules::read(|key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
+        Rules::from_pairs(&cmm_policy_sdk::testing::pairs(pairs))
     }
 
     fn defaults() -> Rules {

@@ -12,9 +12,9 @@
 //! server-side tools that reach the internet while `compliance.allowEgress`
 //! is off.
 
-use std::sync::OnceLock;
+cmm_policy_sdk::bindings!("compliance-policy");
 
-wit_bindgen::generate!({ world: "compliance-policy", path: "../../wit" });
+use cmm_policy_sdk::{Cached, Reader, Settings};
 
 use claude_max_market::policy::settings;
 use claude_max_market::policy::types::{CredentialKind, Fact, FactStatus, Image, Job, JobSource};
@@ -37,51 +37,19 @@ struct Rules {
     allow_egress: bool,
 }
 
-impl Rules {
-    /// Reads every key through `lookup`, so `validate-config` and the
-    /// decisions share one parser and cannot disagree about what is valid.
-    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Rules, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut flag = |key: &str, default: bool| match lookup(key).as_deref() {
-            None => default,
-            Some("true") => true,
-            Some("false") => false,
-            Some(raw) => {
-                problems.push(format!("{key}: expected true or false, got '{raw}'"));
-                default
-            }
-        };
-        let restrict_local_images = flag("compliance.restrictLocalImages", false);
-        let allow_egress = flag("compliance.allowEgress", false);
-        let key = "security.keyRotationDays";
-        let rotation_days = match lookup(key) {
-            None => DEFAULT_KEY_ROTATION_DAYS,
-            Some(raw) => raw.parse().unwrap_or_else(|_| {
-                problems.push(format!("{key}: expected a whole number, got '{raw}'"));
-                DEFAULT_KEY_ROTATION_DAYS
-            }),
-        };
-        let images = lookup("compliance.allowedImages");
-        let allowed_images = images
-            .as_deref()
-            .unwrap_or(DEFAULT_ALLOWED_IMAGES)
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .map(String::from)
-            .collect();
-        if problems.is_empty() {
-            Ok(Rules {
-                rotation_days,
-                allowed_images,
-                restrict_local_images,
-                allow_egress,
-            })
-        } else {
-            Err(problems)
+impl Settings for Rules {
+    fn read(r: &mut Reader<'_>) -> Rules {
+        Rules {
+            restrict_local_images: r.flag("compliance.restrictLocalImages", false),
+            allow_egress: r.flag("compliance.allowEgress", false),
+            rotation_days: r.count("security.keyRotationDays", DEFAULT_KEY_ROTATION_DAYS),
+            // Empty is a list: no image is allowed.
+            allowed_images: r.items("compliance.allowedImages", DEFAULT_ALLOWED_IMAGES),
         }
     }
+}
 
+impl Rules {
     /// Whether the job's image is on the allow-list: by id, by repository,
     /// or by repository and tag.
     fn allows_image(&self, image: &Image) -> bool {
@@ -348,12 +316,7 @@ fn critical_failures(facts: &[Fact]) -> Vec<Finding> {
         .collect()
 }
 
-/// The rules as configured. Settings never change during an instance's
-/// life, so the host is asked once.
-fn current_rules() -> &'static Result<Rules, Vec<String>> {
-    static RULES: OnceLock<Result<Rules, Vec<String>>> = OnceLock::new();
-    RULES.get_or_init(|| Rules::read(settings::get))
-}
+static CONFIGURED: Cached<Rules> = Cached::new();
 
 /// Bad settings become a failed critical finding, so they stop jobs instead
 /// of being guessed around.
@@ -376,28 +339,20 @@ struct CompliancePolicy;
 
 impl ConfigCheck for CompliancePolicy {
     fn validate_config(config: Vec<(String, String)>) -> Result<(), Vec<String>> {
-        // The last occurrence wins, as it would in a config file read top down.
-        let lookup = |key: &str| {
-            config
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        Rules::read(lookup).map(|_| ())
+        Rules::validate(&config)
     }
 }
 
 impl Compliance for CompliancePolicy {
     fn findings(facts: Vec<Fact>) -> Vec<Finding> {
-        match current_rules() {
+        match CONFIGURED.get(settings::get) {
             Ok(rules) => judge_facts(&facts, rules.rotation_days),
             Err(problems) => vec![configuration_finding(problems)],
         }
     }
 
     fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
-        match current_rules() {
+        match CONFIGURED.get(settings::get) {
             Ok(rules) => judge_job(&job, rules, &critical_failures(&facts)),
             Err(problems) => configuration_denial(problems),
         }

@@ -12,40 +12,11 @@ fn fact(name: &str, status: FactStatus, value: &str) -> Fact {
 
 fn job(source: JobSource, credential: CredentialKind) -> Job {
     use claude_max_market::policy::types::Budget;
-    Job {
-        id: "j1".into(),
-        requester: "local".into(),
-        model: "claude-sonnet-4-5".into(),
-        budget: Budget {
-            tokens: 1000,
-            requests: 1,
-            timeout_secs: 60,
-        },
-        prompt_bytes: 100,
-        prompt_sha256: String::new(),
-        image: Image {
-            reference: "claude-max-market-job:0.2.0".into(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-        },
-        command: Vec::new(),
-        agent: String::new(),
-        workspace: None,
-        egress: false,
-        source,
-        credential,
-        pre_approved: false,
-        labels: Vec::new(),
-    }
+    cmm_policy_sdk::job! { source: source, credential: credential }
 }
 
 fn rules(pairs: &[(&str, &str)]) -> Rules {
-    Rules::read(|key| {
-        pairs
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.to_string())
-    })
-    .expect("valid settings")
+    Rules::from_pairs(&cmm_policy_sdk::testing::pairs(pairs)).expect("valid settings")
 }
 
 fn defaults() -> Rules {
@@ -131,11 +102,10 @@ fn market_jobs_may_not_use_a_subscription() {
 fn settings_must_parse_and_every_problem_is_named() {
     assert_eq!(defaults().rotation_days, DEFAULT_KEY_ROTATION_DAYS);
     assert_eq!(defaults().allowed_images, ["claude-max-market-job"]);
-    let problems = Rules::read(|key| match key {
-        "security.keyRotationDays" => Some("abc".into()),
-        "compliance.allowEgress" => Some("yes".into()),
-        _ => None,
-    })
+    let problems = Rules::from_pairs(&cmm_policy_sdk::testing::pairs(&[
+        ("security.keyRotationDays", "abc"),
+        ("compliance.allowEgress", "yes"),
+    ]))
     .unwrap_err();
     assert_eq!(
         problems,

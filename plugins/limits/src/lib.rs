@@ -8,7 +8,7 @@
 //! raises it, rather than silently cut. The decision itself is the plain
 //! function `judge`, so it can be tested without a host.
 
-wit_bindgen::generate!({ world: "limits-policy", path: "../../wit" });
+cmm_policy_sdk::bindings!("limits-policy");
 
 use claude_max_market::policy::types::{Job, Usage};
 use exports::claude_max_market::policy::config_check::Guest as ConfigCheck;
@@ -98,37 +98,17 @@ mod tests {
     };
 
     fn job(tokens: u64) -> Job {
-        Job {
-            id: "j1".into(),
-            requester: "local".into(),
-            model: "claude-sonnet-4-5".into(),
+        cmm_policy_sdk::job! {
             budget: Budget {
                 tokens,
                 requests: 10,
                 timeout_secs: 600,
             },
-            prompt_bytes: 100,
-            prompt_sha256: String::new(),
-            image: Image {
-                reference: "claude-runner".into(),
-                digest: String::new(),
-            },
-            command: Vec::new(),
-            agent: String::new(),
-            workspace: None,
-            egress: false,
-            source: JobSource::Local,
-            credential: CredentialKind::ApiKey,
-            pre_approved: false,
-            labels: Vec::new(),
         }
     }
 
     fn idle() -> Usage {
-        Usage {
-            tasks_today: 0,
-            tokens_today: 0,
-            running_jobs: 0,
+        cmm_policy_sdk::usage! {
             limits: ConfiguredLimits {
                 daily_tasks: 10,
                 daily_tokens: 100_000,

@@ -10,9 +10,9 @@
 //! price × (1 + its load) × (1 + its reputation). The arithmetic is in plain functions
 //! and uses whole numbers, so a quote is exact and the same on every machine.
 
-use std::sync::OnceLock;
+cmm_policy_sdk::bindings!("pricing-policy");
 
-wit_bindgen::generate!({ world: "pricing-policy", path: "../../wit" });
+use cmm_policy_sdk::{Cached, Reader, Settings};
 
 use claude_max_market::policy::settings;
 use claude_max_market::policy::types::{Job, JobSource, MarketContext};
@@ -29,26 +29,11 @@ struct Rates {
     per_kilo_token: u64,
 }
 
-impl Rates {
-    /// Reads every key through `lookup`, so `validate-config` and the
-    /// decisions share one parser and cannot disagree about what is valid.
-    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Rates, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut count = |key: &str, default: u64| match lookup(key) {
-            None => default,
-            Some(raw) => raw.parse().unwrap_or_else(|_| {
-                problems.push(format!("{key}: expected a whole number, got '{raw}'"));
-                default
-            }),
-        };
-        let rates = Rates {
-            base: count("market.basePrice", DEFAULT_BASE_PRICE),
-            per_kilo_token: count("market.pricePerKiloToken", DEFAULT_PRICE_PER_KILO_TOKEN),
-        };
-        if problems.is_empty() {
-            Ok(rates)
-        } else {
-            Err(problems)
+impl Settings for Rates {
+    fn read(r: &mut Reader<'_>) -> Rates {
+        Rates {
+            base: r.count("market.basePrice", DEFAULT_BASE_PRICE),
+            per_kilo_token: r.count("market.pricePerKiloToken", DEFAULT_PRICE_PER_KILO_TOKEN),
         }
     }
 }
@@ -170,33 +155,22 @@ fn judge_bid(quote: &Quote, bid: u64) -> BidVerdict {
     }
 }
 
+static RATES: Cached<Rates> = Cached::new();
+
 /// The rates in force. The host only activates a plugin whose configuration
 /// validated, so an error here means the settings changed underneath us.
-/// Settings never change during an instance's life, so they are read from
-/// the host once per instance, not once per decision.
 fn current_rates() -> Result<Rates, String> {
-    static RATES: OnceLock<Result<Rates, String>> = OnceLock::new();
     RATES
-        .get_or_init(|| {
-            Rates::read(settings::get)
-                .map_err(|problems| format!("bad configuration: {}", problems.join("; ")))
-        })
+        .get(settings::get)
         .clone()
+        .map_err(|problems| format!("bad configuration: {}", problems.join("; ")))
 }
 
 struct PricingPolicy;
 
 impl ConfigCheck for PricingPolicy {
     fn validate_config(config: Vec<(String, String)>) -> Result<(), Vec<String>> {
-        // The last occurrence wins, as it would in a config file read top down.
-        let lookup = |key: &str| {
-            config
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
-        Rates::read(lookup).map(|_| ())
+        Rates::validate(&config)
     }
 }
 
@@ -231,16 +205,16 @@ export!(PricingPolicy);
 mod tests {
     use super::*;
 
-    const RATES: Rates = Rates {
+    const FIXED: Rates = Rates {
         base: 100,
         per_kilo_token: 50,
     };
 
     #[test]
     fn unset_keys_take_defaults_and_bad_ones_are_all_reported() {
-        let defaults = Rates::read(|_| None).unwrap();
+        let defaults = Rates::from_pairs(&[]).unwrap();
         assert_eq!(defaults.base, DEFAULT_BASE_PRICE);
-        let problems = Rates::read(|_| Some("abc".into())).unwrap_err();
+        let problems = Rates::from_lookup(&|_| Some("abc".into())).unwrap_err();
         assert_eq!(problems.len(), 2);
         assert_eq!(
             problems[0],
@@ -250,22 +224,22 @@ mod tests {
 
     #[test]
     fn best_reputation_on_an_idle_node_pays_the_list_price() {
-        let b = price(RATES, 4096, 0.0, 1.0);
+        let b = price(FIXED, 4096, 0.0, 1.0);
         assert_eq!((b.kilo_tokens, b.list_price, b.price), (5, 350, 350));
     }
 
     #[test]
     fn load_and_poor_reputation_raise_the_price_exactly() {
         // 300 × 1.25 × 1.25 = 468.75, rounded up.
-        assert_eq!(price(RATES, 4000, 0.25, 0.5).price, 469);
+        assert_eq!(price(FIXED, 4000, 0.25, 0.5).price, 469);
         // Full load, worst reputation: 300 × 2 × 1.5.
-        assert_eq!(price(RATES, 4000, 1.0, 0.0).price, 900);
+        assert_eq!(price(FIXED, 4000, 1.0, 0.0).price, 900);
     }
 
     #[test]
     fn out_of_range_inputs_price_high_and_never_overflow() {
-        assert_eq!(price(RATES, 4000, f64::NAN, f64::NAN).price, 900);
-        assert_eq!(price(RATES, 4000, 7.0, -3.0).price, 900);
+        assert_eq!(price(FIXED, 4000, f64::NAN, f64::NAN).price, 900);
+        assert_eq!(price(FIXED, 4000, 7.0, -3.0).price, 900);
         let huge = Rates {
             base: u64::MAX,
             per_kilo_token: u64::MAX,
@@ -275,8 +249,8 @@ mod tests {
 
     #[test]
     fn explanation_shows_each_step() {
-        let b = price(RATES, 4000, 0.25, 0.5);
-        let text = explain(RATES, &b);
+        let b = price(FIXED, 4000, 0.25, 0.5);
+        let text = explain(FIXED, &b);
         assert!(text.contains("= 300 RUV"), "{text}");
         assert!(text.contains("× 1.2500 for load 0.250"), "{text}");
         assert!(text.ends_with("= 469 RUV (rounded up)"), "{text}");
@@ -295,9 +269,9 @@ mod tests {
     #[test]
     fn a_buyer_pays_more_to_busier_and_better_sellers() {
         // List price 300 (a budget of 4000 tokens).
-        assert_eq!(ceiling(RATES, 4000, 0.0, 0.5), 450);
-        assert_eq!(ceiling(RATES, 4000, 0.0, 0.0), 300);
-        assert_eq!(ceiling(RATES, 4000, 1.0, 1.0), 1200);
-        assert_eq!(ceiling(RATES, 4000, f64::NAN, f64::NAN), 300);
+        assert_eq!(ceiling(FIXED, 4000, 0.0, 0.5), 450);
+        assert_eq!(ceiling(FIXED, 4000, 0.0, 0.0), 300);
+        assert_eq!(ceiling(FIXED, 4000, 1.0, 1.0), 1200);
+        assert_eq!(ceiling(FIXED, 4000, f64::NAN, f64::NAN), 300);
     }
 }
