@@ -132,24 +132,27 @@ fn an_authors_first_hour_changes_a_decision() {
         "--dir",
         &crate_dir.display().to_string(),
     ]);
+    // The author's change: haiku only, whatever the node allows.
+    let lib = crate_dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    let rule = "if !rules.allowed_models.contains(&job.model) {";
+    assert!(source.contains(rule), "the template is the default plugin");
+    std::fs::write(
+        &lib,
+        source.replace(
+            rule,
+            "if !rules.allowed_models.contains(&job.model) || job.model != \"claude-haiku-4-5\" {",
+        ),
+    )
+    .unwrap();
 
     let component = build_components(&crate_dir, "scaffolded-plugins").join("gatekeeper.wasm");
     let component_arg = component.display().to_string();
-    let cases = crate_dir.join("cases.toml").display().to_string();
-
-    let tested = desk
-        .home
-        .ok(&["policy", "test", &component_arg, "--cases", &cases]);
-    assert!(
-        tested.stdout.contains(" passed, 0 failed"),
-        "{}",
-        tested.stdout
-    );
 
     let wrong = desk.path("wrong.toml");
     std::fs::write(
         &wrong,
-        "[[case]]\nname = \"a blocked model is allowed\"\n[case.job]\nmodel = \"claude-opus-4-1\"\n[case.config]\n\"plugin.models\" = \"claude-haiku-4-5\"\n[case.expect]\ndecision = \"allow\"\n",
+        "[[case]]\nname = \"sonnet still runs\"\n[case.config]\n\"compliance.requireApproval\" = \"false\"\n[case.expect]\ndecision = \"allow\"\n",
     )
     .unwrap();
     let failed = desk.home.run(&[
@@ -161,7 +164,7 @@ fn an_authors_first_hour_changes_a_decision() {
     ]);
     assert_eq!(failed.code, 1, "{}", failed.stdout);
     assert!(
-        failed.stdout.contains("FAIL a blocked model is allowed"),
+        failed.stdout.contains("FAIL sonnet still runs"),
         "{}",
         failed.stdout
     );
@@ -197,25 +200,6 @@ fn an_authors_first_hour_changes_a_decision() {
         "",
         &["ops"],
     );
-    let toml = desk.path("gatekeeper.cmmpol.src/bundle.toml");
-    let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str("[roles.approval.config]\nmodels = \"claude-haiku-4-5\"\n");
-    std::fs::write(&toml, text).unwrap();
-    desk.home.ok(&[
-        "policy",
-        "build",
-        &toml.display().to_string(),
-        "--out",
-        &desk.arg("gatekeeper.cmmpol"),
-    ]);
-    desk.home.ok(&[
-        "policy",
-        "sign",
-        &desk.arg("gatekeeper.cmmpol"),
-        "--key",
-        &desk.arg("ops.pem"),
-    ]);
-
     desk.home
         .ok(&["policy", "trust", "add", &desk.arg("ops.pub")]);
     let installed = desk
@@ -233,6 +217,13 @@ fn an_authors_first_hour_changes_a_decision() {
     assert_eq!(code, 3, "{after:#}");
     let approval = role(&after, "approval");
     assert_eq!(approval["outcome"], "deny");
+    assert!(
+        approval["reason"]
+            .as_str()
+            .unwrap()
+            .contains("'claude-sonnet-4-5' is not allowed"),
+        "{approval:#}"
+    );
     assert_eq!(approval["plugin"]["bundle"], "gatekeeper@1");
     assert_eq!(approval["plugin"]["origin"], "bundle");
     let (_, haiku) = desk
@@ -243,6 +234,82 @@ fn an_authors_first_hour_changes_a_decision() {
     let kinds = desk.home.audit_kinds();
     assert!(kinds.contains(&"trust.added".to_string()));
     assert!(kinds.contains(&"policy.installed".to_string()));
+}
+
+/// `policy new` starts from the real plugins, so every template builds and
+/// passes its own cases as generated: the default plugin of each role in
+/// Rust, and the Python example.
+#[test]
+fn every_template_builds_and_passes_its_own_cases() {
+    let desk = Desk::new();
+    let mut components = Vec::new();
+    for role in ["approval", "limits", "pricing", "compliance"] {
+        let name = format!("my-{role}");
+        let dir = desk.path(&name);
+        let made = desk.home.ok(&[
+            "--json",
+            "policy",
+            "new",
+            "--lang",
+            "rust",
+            role,
+            &name,
+            "--dir",
+            &dir.display().to_string(),
+        ]);
+        let made: Value = serde_json::from_str(&made.stdout).unwrap();
+        assert_eq!(made["lang"], "rust");
+        let built = build_components(&dir, "scaffolded-plugins");
+        components.push((dir, built.join(format!("my_{role}.wasm"))));
+    }
+    let python = desk.path("py-gate");
+    desk.home.ok(&[
+        "policy",
+        "new",
+        "--lang",
+        "python",
+        "approval",
+        "py-gate",
+        "--dir",
+        &python.display().to_string(),
+    ]);
+    components.push((
+        python.clone(),
+        crate::python_plugins::component(&python, "approval-policy"),
+    ));
+
+    for (dir, component) in &components {
+        let cases = dir.join("cases.toml");
+        let count = std::fs::read_to_string(&cases)
+            .unwrap()
+            .matches("[[case]]")
+            .count();
+        let tested = desk.home.ok(&[
+            "policy",
+            "test",
+            &component.display().to_string(),
+            "--cases",
+            &cases.display().to_string(),
+        ]);
+        assert!(
+            tested.stdout.contains(&format!("{count} passed, 0 failed")),
+            "{}: {}",
+            dir.display(),
+            tested.stdout
+        );
+    }
+    let refused = desk.home.run(&[
+        "policy",
+        "new",
+        "--lang",
+        "python",
+        "limits",
+        "py-limits",
+        "--dir",
+        &desk.arg("py-limits"),
+    ]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--lang rust"), "{}", refused.stderr);
 }
 
 #[test]

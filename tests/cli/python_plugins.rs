@@ -45,7 +45,7 @@ fn componentize_py() -> &'static Path {
 
 /// The component for `app.py` in `dir` targeting `world`, built once per
 /// content (sources, WIT, componentize-py version) and kept in the cache.
-fn component(dir: &Path, world: &str) -> PathBuf {
+pub(crate) fn component(dir: &Path, world: &str) -> PathBuf {
     let wit = repo("wit");
     let mut hash = Sha256::new();
     hash.update(COMPONENTIZE_PY);

@@ -25,7 +25,7 @@ use crate::policy::Outcome;
 
 use super::output::short;
 use super::progress::JobView;
-use super::{Finish, Output, prompt, serve_metrics};
+use super::{Finish, Output, prompt, serve_metrics, usage_error};
 
 /// The agents `--agent` names.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -178,7 +178,7 @@ pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Resul
     let _metrics = serve_metrics(args.metrics)?;
     let program = match args.program() {
         Ok(program) => program,
-        Err(usage) => clap_usage(&usage),
+        Err(usage) => usage_error(&usage),
     };
     let opts = ExecuteOptions {
         program,
@@ -195,7 +195,7 @@ pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Resul
     let mut ctx = Context::open(home)?;
     if args.market {
         let Program::Prompt(prompt) = opts.program else {
-            clap_usage("--market carries prompt jobs only, for now");
+            usage_error("--market carries prompt jobs only, for now");
         };
         let opts = MarketExecuteOptions {
             prompt,
@@ -217,15 +217,6 @@ pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Resul
     } else {
         Finish::Done
     })
-}
-
-/// A combination of flags clap cannot express: the same usage error and
-/// exit code (2) as its own.
-fn clap_usage(message: &str) -> ! {
-    use clap::CommandFactory;
-    super::Cli::command()
-        .error(clap::error::ErrorKind::ArgumentConflict, message)
-        .exit()
 }
 
 /// Progress on stderr as the task moves; the output on stdout as the

@@ -183,3 +183,12 @@ fn serve_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<Exporter>> {
     eprintln!("metrics at http://{}/metrics", exporter.addr());
     Ok(Some(exporter))
 }
+
+/// Exits as clap does on a usage error (exit code 2), for combinations of
+/// arguments clap itself cannot express.
+pub(crate) fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}

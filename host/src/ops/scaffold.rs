@@ -1,13 +1,19 @@
-//! `policy new ROLE NAME`: writes a Rust crate for a policy plugin of one
-//! role, which builds with one command and passes its own `cases.toml` out
-//! of the box.
+//! `policy new [--lang rust|python] ROLE NAME`: writes a policy plugin of
+//! one role that builds with one command and passes its own `cases.toml` as
+//! generated.
 //!
-//! The templates are real files under `scaffold/`, with `{{name}}`,
-//! `{{crate}}`, `{{role}}` and `{{world}}` filled in by plain replacement;
-//! `wit/policy.wit` is the host's own, so a new plugin always targets the
-//! contract this host speaks. The user's files are never overwritten: the
-//! folder must be new or empty, every file is created only if it does not
-//! exist, and when a write fails whatever was created is removed again.
+//! A new plugin starts from a real one, never from a copy kept here that
+//! could drift: in Rust, the default plugin of the role (`plugins/ROLE`,
+//! which this binary also runs) with the plugin SDK (`plugins/sdk`); in
+//! Python, the example in `examples/python-approval`, which the tests build
+//! and run. Their sources are compiled into this binary from those folders,
+//! and `wit/policy.wit` is the host's own, so a new plugin always targets
+//! the contract this host speaks. Only the package manifest, the bundle
+//! source and the README are written from templates, with `{{name}}`,
+//! `{{crate}}`, `{{role}}`, `{{world}}` and `{{component}}` filled in by
+//! plain replacement. The user's files are never overwritten: the folder
+//! must be new or empty, every file is created only if it does not exist,
+//! and when a write fails whatever was created is removed again.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write as _;
@@ -20,60 +26,126 @@ use crate::policy::Role;
 
 use super::OpsError;
 
-/// The command that builds the crate, run in its folder.
-const BUILD: &str = "cargo build --release --target wasm32-wasip2";
-
-/// Where the build puts its output, relative to the crate folder.
-const OUT_DIR: &str = "target/wasm32-wasip2/release";
-
 /// The longest name: short enough to name the bundle too, and with
 /// `.cmmpol` added a file, on any file system.
 const MAX_NAME: usize = 63;
 
 const WIT: &str = include_str!("../../../wit/policy.wit");
-// Not `Cargo.toml`: `cargo package` leaves out any folder that holds one,
-// taking the templates with it.
-const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.tmpl");
 // Not `.gitignore`: under that name it would apply to this source folder.
 const GITIGNORE: &str = include_str!("scaffold/gitignore");
-const README: &str = include_str!("scaffold/README.md");
+const BUNDLE: &str = include_str!("scaffold/bundle.toml");
 
-/// A crate `scaffold` wrote.
+/// The plugin SDK, copied next to a new Rust plugin so it builds anywhere.
+const SDK: [(&str, &str); 4] = [
+    (
+        "sdk/Cargo.toml",
+        include_str!("../../../plugins/sdk/Cargo.toml"),
+    ),
+    (
+        "sdk/src/lib.rs",
+        include_str!("../../../plugins/sdk/src/lib.rs"),
+    ),
+    (
+        "sdk/src/settings.rs",
+        include_str!("../../../plugins/sdk/src/settings.rs"),
+    ),
+    (
+        "sdk/src/testing.rs",
+        include_str!("../../../plugins/sdk/src/testing.rs"),
+    ),
+];
+
+/// The languages a new plugin can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    Rust,
+    Python,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Python => "python",
+        }
+    }
+
+    /// Why there is no `role` plugin to start from in this language, if
+    /// there is none.
+    pub fn unsupported(self, role: Role) -> Option<String> {
+        (self == Lang::Python && role != Role::Approval).then(|| {
+            format!(
+                "there is no Python {role} plugin to start from: the Python example is an \
+                 approval policy (policy new --lang python approval NAME); write a {role} \
+                 plugin in Rust with --lang rust, or start from the approval example and \
+                 target the {} world",
+                role.world()
+            )
+        })
+    }
+
+    /// The command that builds the plugin, run in its folder.
+    fn build(self, role: Role, name: &str) -> String {
+        match self {
+            Lang::Rust => "cargo build --release --target wasm32-wasip2".to_owned(),
+            Lang::Python => format!(
+                "componentize-py -d wit -w {} componentize app -o {}",
+                role.world(),
+                self.component(name).display()
+            ),
+        }
+    }
+
+    /// Where the build puts the component, relative to the plugin folder.
+    fn component(self, name: &str) -> PathBuf {
+        match self {
+            Lang::Rust => {
+                Path::new("target/wasm32-wasip2/release").join(format!("{}.wasm", crate_name(name)))
+            }
+            Lang::Python => PathBuf::from(format!("{name}.wasm")),
+        }
+    }
+}
+
+/// A plugin `scaffold` wrote.
 #[derive(Debug, Serialize)]
 pub struct Scaffolded {
-    /// The crate folder, as given.
+    /// The plugin folder, as given.
     pub dir: PathBuf,
+    pub lang: Lang,
     /// Every file written, relative to `dir`.
     pub files: Vec<PathBuf>,
     /// The component `build` makes, relative to `dir`.
     pub component: PathBuf,
     /// The command that builds the component, run in `dir`.
     pub build: String,
-    /// The command that runs the crate's own cases, run in `dir`.
+    /// The command that runs the plugin's own cases, run in `dir`.
     pub test: String,
 }
 
-/// Writes a plugin crate for `role` named `name` into `dir`, which must not
-/// exist yet or be an empty folder.
-pub fn scaffold(role: Role, name: &str, dir: &Path) -> Result<Scaffolded, OpsError> {
+/// Writes a `lang` plugin for `role` named `name` into `dir`, which must
+/// not exist yet or be an empty folder.
+pub fn scaffold(lang: Lang, role: Role, name: &str, dir: &Path) -> Result<Scaffolded, OpsError> {
     check_name(name)?;
+    let files = render(lang, role, name)?;
     check_free(dir)?;
-    let files = render(role, name);
     let mut made = Made::default();
     if let Err(e) = write_all(&mut made, dir, &files) {
         made.undo();
         return Err(e);
     }
-    let component = Path::new(OUT_DIR).join(format!("{}.wasm", crate_name(name)));
+    let component = lang.component(name);
     Ok(Scaffolded {
         dir: dir.to_path_buf(),
+        lang,
         files: files.iter().map(|(path, _)| PathBuf::from(path)).collect(),
         test: format!(
             "claude-max-market policy test {} --cases cases.toml",
             component.display()
         ),
         component,
-        build: BUILD.to_string(),
+        build: lang.build(role, name),
     })
 }
 
@@ -136,47 +208,110 @@ fn check_free(dir: &Path) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// The crate's files for `role`, as paths relative to its folder and their
-/// contents, in the order they are written.
-fn render(role: Role, name: &str) -> Vec<(&'static str, String)> {
-    let (lib, cases, bundle) = match role {
-        Role::Approval => (
-            include_str!("scaffold/approval/lib.rs"),
-            include_str!("scaffold/approval/cases.toml"),
-            include_str!("scaffold/approval/bundle.toml"),
-        ),
-        Role::Limits => (
-            include_str!("scaffold/limits/lib.rs"),
-            include_str!("scaffold/limits/cases.toml"),
-            include_str!("scaffold/limits/bundle.toml"),
-        ),
-        Role::Pricing => (
-            include_str!("scaffold/pricing/lib.rs"),
-            include_str!("scaffold/pricing/cases.toml"),
-            include_str!("scaffold/pricing/bundle.toml"),
-        ),
-        Role::Compliance => (
-            include_str!("scaffold/compliance/lib.rs"),
-            include_str!("scaffold/compliance/cases.toml"),
-            include_str!("scaffold/compliance/bundle.toml"),
-        ),
-    };
+/// The plugin's files, as paths relative to its folder and their contents,
+/// in the order they are written.
+fn render(lang: Lang, role: Role, name: &str) -> Result<Vec<(String, String)>, OpsError> {
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{crate}}", &crate_name(name))
             .replace("{{role}}", role.as_str())
             .replace("{{world}}", role.world())
+            .replace("{{component}}", &lang.component(name).display().to_string())
     };
-    vec![
-        ("Cargo.toml", fill(CARGO_TOML)),
-        (".gitignore", GITIGNORE.to_string()),
-        ("README.md", fill(README)),
-        ("bundle.toml", fill(bundle)),
-        ("cases.toml", fill(cases)),
-        ("wit/policy.wit", WIT.to_string()),
-        ("src/lib.rs", fill(lib)),
-    ]
+    let own: Vec<(&str, &str)> = match (lang, role) {
+        (Lang::Rust, _) => {
+            let mut files = vec![
+                ("Cargo.toml", include_str!("scaffold/Cargo.toml.tmpl")),
+                ("README.md", include_str!("scaffold/README.md")),
+            ];
+            files.extend(rust_plugin(role));
+            files.extend(SDK);
+            files
+        }
+        (Lang::Python, Role::Approval) => vec![
+            ("README.md", include_str!("scaffold/README-python.md")),
+            (
+                "app.py",
+                include_str!("../../../examples/python-approval/app.py"),
+            ),
+            (
+                "cases.toml",
+                include_str!("../../../examples/python-approval/cases.toml"),
+            ),
+        ],
+        (Lang::Python, _) => {
+            return Err(OpsError::InvalidInput {
+                what: lang.unsupported(role).unwrap_or_default(),
+            });
+        }
+    };
+    let mut files: Vec<(String, String)> = vec![
+        (".gitignore".into(), GITIGNORE.to_owned()),
+        ("bundle.toml".into(), fill(BUNDLE)),
+        ("wit/policy.wit".into(), WIT.to_owned()),
+    ];
+    files.extend(own.into_iter().map(|(path, text)| {
+        // Only the files written from templates have blanks to fill; the
+        // real plugin's sources are copied as they are.
+        let text = if path == "Cargo.toml" || path == "README.md" {
+            fill(text)
+        } else {
+            text.to_owned()
+        };
+        (path.to_owned(), text)
+    }));
+    Ok(files)
+}
+
+/// The default plugin of `role`: its sources and its cases.
+fn rust_plugin(role: Role) -> Vec<(&'static str, &'static str)> {
+    match role {
+        Role::Approval => vec![
+            (
+                "src/lib.rs",
+                include_str!("../../../plugins/approval/src/lib.rs"),
+            ),
+            (
+                "cases.toml",
+                include_str!("../../../plugins/approval/cases.toml"),
+            ),
+        ],
+        Role::Limits => vec![
+            (
+                "src/lib.rs",
+                include_str!("../../../plugins/limits/src/lib.rs"),
+            ),
+            (
+                "cases.toml",
+                include_str!("../../../plugins/limits/cases.toml"),
+            ),
+        ],
+        Role::Pricing => vec![
+            (
+                "src/lib.rs",
+                include_str!("../../../plugins/pricing/src/lib.rs"),
+            ),
+            (
+                "cases.toml",
+                include_str!("../../../plugins/pricing/cases.toml"),
+            ),
+        ],
+        Role::Compliance => vec![
+            (
+                "src/lib.rs",
+                include_str!("../../../plugins/compliance/src/lib.rs"),
+            ),
+            (
+                "src/tests.rs",
+                include_str!("../../../plugins/compliance/src/tests.rs"),
+            ),
+            (
+                "cases.toml",
+                include_str!("../../../plugins/compliance/cases.toml"),
+            ),
+        ],
+    }
 }
 
 /// The library's name, which Cargo derives from the package name and uses
@@ -185,7 +320,7 @@ fn crate_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
-fn write_all(made: &mut Made, dir: &Path, files: &[(&str, String)]) -> Result<(), OpsError> {
+fn write_all(made: &mut Made, dir: &Path, files: &[(String, String)]) -> Result<(), OpsError> {
     made.dirs(dir)?;
     for (path, text) in files {
         let path = dir.join(path);
@@ -279,13 +414,18 @@ mod tests {
         for bad in [
             "", "1abc", "-abc", "Abc", "a_b", "a b", "a.b", "a--b", "../up", "a/b", &too_long,
         ] {
-            let what = invalid_input(scaffold(Role::Approval, bad, &tmp.path().join("x")));
+            let what = invalid_input(scaffold(
+                Lang::Rust,
+                Role::Approval,
+                bad,
+                &tmp.path().join("x"),
+            ));
             assert!(what.contains("lowercase letter"), "{bad}: {what}");
         }
         assert!(!tmp.path().join("x").exists());
         let longest = format!("a{}", "b".repeat(MAX_NAME - 1));
         for good in ["a", "my-policy-2", &longest] {
-            scaffold(Role::Approval, good, &tmp.path().join(good)).unwrap();
+            scaffold(Lang::Rust, Role::Approval, good, &tmp.path().join(good)).unwrap();
         }
     }
 
@@ -293,7 +433,7 @@ mod tests {
     fn a_folder_in_use_is_refused_and_left_alone() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        let what = invalid_input(scaffold(Role::Limits, "p", tmp.path()));
+        let what = invalid_input(scaffold(Lang::Rust, Role::Limits, "p", tmp.path()));
         assert!(what.contains("is not empty"), "{what}");
         let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(left.len(), 1);
@@ -302,18 +442,23 @@ mod tests {
             "mine"
         );
 
-        let what = invalid_input(scaffold(Role::Limits, "p", &tmp.path().join("notes.txt")));
+        let what = invalid_input(scaffold(
+            Lang::Rust,
+            Role::Limits,
+            "p",
+            &tmp.path().join("notes.txt"),
+        ));
         assert!(what.contains("is not a folder"), "{what}");
-        let what = invalid_input(scaffold(Role::Limits, "p", Path::new("")));
+        let what = invalid_input(scaffold(Lang::Rust, Role::Limits, "p", Path::new("")));
         assert!(what.contains("no folder given"), "{what}");
     }
 
     #[test]
     fn an_empty_folder_and_missing_parents_are_fine() {
         let tmp = tempfile::tempdir().unwrap();
-        scaffold(Role::Pricing, "p", tmp.path()).unwrap();
+        scaffold(Lang::Rust, Role::Pricing, "p", tmp.path()).unwrap();
         let nested = tmp.path().join("a/b/c");
-        scaffold(Role::Pricing, "p", &nested).unwrap();
+        scaffold(Lang::Rust, Role::Pricing, "p", &nested).unwrap();
         assert!(nested.join("src/lib.rs").is_file());
     }
 
@@ -322,7 +467,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("file"), "").unwrap();
         let under_a_file = tmp.path().join("file/plugin");
-        match scaffold(Role::Pricing, "p", &under_a_file) {
+        match scaffold(Lang::Rust, Role::Pricing, "p", &under_a_file) {
             Err(OpsError::Write { path, .. }) => assert_eq!(path, under_a_file),
             other => panic!("expected Write, got {other:?}"),
         }
@@ -333,7 +478,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         for role in Role::ALL {
             let dir = tmp.path().join(role.as_str());
-            let done = scaffold(role, "my-plugin", &dir).unwrap();
+            let done = scaffold(Lang::Rust, role, "my-plugin", &dir).unwrap();
             assert_eq!(
                 done.component,
                 Path::new("target/wasm32-wasip2/release/my_plugin.wasm")
@@ -342,7 +487,7 @@ mod tests {
                 let path = dir.join(file);
                 let text = fs::read_to_string(&path).unwrap();
                 assert!(
-                    !text.contains("{{"),
+                    !text.contains("{{name}}") && !text.contains("{{role}}"),
                     "{} keeps a placeholder",
                     path.display()
                 );
@@ -351,8 +496,12 @@ mod tests {
             }
             let read = |file: &str| fs::read_to_string(dir.join(file)).unwrap();
             assert_eq!(read("wit/policy.wit"), WIT);
-            assert!(read("src/lib.rs").contains(&format!("world: \"{}\"", role.world())));
+            assert!(
+                read("src/lib.rs").contains(&format!("bindings!(\"{}\")", role.world())),
+                "{role}"
+            );
             assert!(read("Cargo.toml").contains("name = \"my-plugin\""));
+            assert_eq!(read("sdk/src/settings.rs"), SDK[2].1);
 
             let cases: toml::Table = read("cases.toml").parse().unwrap();
             let cases = cases["case"].as_array().unwrap();
@@ -365,6 +514,26 @@ mod tests {
                 Some(done.component.as_path())
             );
         }
+    }
+
+    #[test]
+    fn python_starts_from_the_example_and_only_for_approval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("py");
+        let done = scaffold(Lang::Python, Role::Approval, "gate", &dir).unwrap();
+        assert_eq!(done.component, Path::new("gate.wasm"));
+        assert_eq!(
+            done.build,
+            "componentize-py -d wit -w approval-policy componentize app -o gate.wasm"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("app.py")).unwrap(),
+            include_str!("../../../examples/python-approval/app.py")
+        );
+        let other = tmp.path().join("limits");
+        let what = invalid_input(scaffold(Lang::Python, Role::Limits, "gate", &other));
+        assert!(what.contains("--lang rust"), "{what}");
+        assert!(!other.exists(), "nothing is made for a refused language");
     }
 
     #[test]

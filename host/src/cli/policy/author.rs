@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use crate::cli::output::short;
-use crate::cli::{Finish, Output};
-use crate::ops::{Context, policy_author, policy_replay, policy_test, scaffold};
+use crate::cli::{Finish, Output, usage_error};
+use crate::ops::scaffold::{self, Lang};
+use crate::ops::{Context, policy_author, policy_replay, policy_test};
 use crate::policy::{Role, SandboxLimits};
 
 #[derive(Debug, clap::Args)]
@@ -41,11 +42,30 @@ pub struct SignArgs {
 #[derive(Debug, clap::Args)]
 pub struct NewArgs {
     pub role: Role,
-    /// Crate, bundle and file name: a-z, 0-9 and '-'.
+    /// Plugin, bundle and file name: a-z, 0-9 and '-'.
     pub name: String,
     /// The folder to create (default: ./NAME).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The language: Rust (any role, from the node's default plugin) or Python (approval).
+    #[arg(long, value_enum, default_value_t = LangArg::Rust)]
+    pub lang: LangArg,
+}
+
+/// The languages `policy new` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LangArg {
+    Rust,
+    Python,
+}
+
+impl From<LangArg> for Lang {
+    fn from(lang: LangArg) -> Lang {
+        match lang {
+            LangArg::Rust => Lang::Rust,
+            LangArg::Python => Lang::Python,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,9 +154,19 @@ pub fn sign(args: SignArgs, out: &Output) -> anyhow::Result<Finish> {
 
 pub fn new(args: NewArgs, out: &Output) -> anyhow::Result<Finish> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
-    let made = scaffold::scaffold(args.role, &args.name, &dir)?;
+    let lang = Lang::from(args.lang);
+    if let Some(problem) = lang.unsupported(args.role) {
+        usage_error(&problem);
+    }
+    let made = scaffold::scaffold(lang, args.role, &args.name, &dir)?;
     out.emit(&made, |w| {
-        writeln!(w, "made a {} plugin in {}", args.role, made.dir.display())?;
+        writeln!(
+            w,
+            "made a {} plugin in {} ({})",
+            args.role,
+            made.dir.display(),
+            made.lang.as_str()
+        )?;
         for f in &made.files {
             writeln!(w, "  {}", f.display())?;
         }
