@@ -4,7 +4,7 @@
 
 /// As it appears in a component's import and export names and in a
 /// bundle's manifest.
-pub const WIT_PACKAGE: &str = "claude-max-market:policy@0.2.0";
+pub const WIT_PACKAGE: &str = "claude-max-market:policy@0.3.0";
 
 /// The package name without its version, the start of interface names.
 pub fn package_name() -> &'static str {
@@ -35,7 +35,7 @@ mod tests {
         assert_eq!(declared, WIT_PACKAGE);
         assert_eq!(
             (package_name(), wit_version()),
-            ("claude-max-market:policy", "0.2.0")
+            ("claude-max-market:policy", "0.3.0")
         );
     }
 }

@@ -221,7 +221,7 @@ fn a_plugin_built_for_an_older_contract_is_refused_naming_both_versions() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     for named in [
         "claude-max-market:policy@0.1.0",
-        "claude-max-market:policy@0.2.0",
+        claude_max_market::wit::WIT_PACKAGE,
         "rebuild it",
     ] {
         assert!(run.stderr.contains(named), "{named} not in: {}", run.stderr);
@@ -290,5 +290,46 @@ fn a_limit_that_is_hit_is_named_where_it_was_set() {
     assert!(
         reason.contains("20000000 units"),
         "the node's cap: {reason}"
+    );
+}
+
+/// Pricing may have no opinion: the decision stands on the other roles,
+/// pricing's part says so, and `policy test` can expect it.
+#[test]
+fn pricing_may_answer_no_opinion() {
+    let home = permissive_home();
+    let path = fixture("no_opinion_pricing");
+    home.ok(&["policy", "set", "pricing", path.to_str().unwrap()]);
+    let (code, doc) = home.dry_run(&["--prompt", "hello"]);
+    assert_eq!(code, 0, "{doc:#}");
+    let pricing = role(&doc, "pricing");
+    assert_eq!(pricing["outcome"], "allow", "{doc:#}");
+    assert!(pricing.get("quote").is_none(), "{doc:#}");
+    assert!(
+        pricing["reason"].as_str().unwrap().contains("no opinion"),
+        "{doc:#}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        "[[case]]\nname = \"no price\"\n[case.expect]\ndecision = \"allow\"\nno_opinion = true\n\n\
+         [[case]]\nname = \"a price\"\n[case.expect]\ndecision = \"allow\"\nprice = 5\n",
+    )
+    .unwrap();
+    let run = home.run(&[
+        "policy",
+        "test",
+        path.to_str().unwrap(),
+        "--cases",
+        cases.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stdout.contains("ok   no price"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("expected price 5, got none"),
+        "{}",
+        run.stdout
     );
 }

@@ -175,6 +175,9 @@ struct Expect {
     requests: Option<u32>,
     timeout_secs: Option<u32>,
     price: Option<u64>,
+    /// Pricing answers "no opinion" (no quote) rather than a price.
+    #[serde(default)]
+    no_opinion: bool,
     bid: Option<u64>,
     bid_accepted: Option<bool>,
 }
@@ -499,6 +502,12 @@ fn run_case(
         failures.push(format!(
             "expected price {want}, got {}",
             describe(decision.quote.as_ref().map(|q| q.price))
+        ));
+    }
+    if let (true, Some(quote)) = (e.no_opinion, &decision.quote) {
+        failures.push(format!(
+            "expected no opinion on the price, got a quote of {}",
+            quote.price
         ));
     }
     match (e.bid, e.bid_accepted) {

@@ -57,6 +57,8 @@ pub enum RoleResult {
     Ask(String),
     Granted(Grant),
     Quoted(Quote),
+    /// Pricing has no opinion: the owner's or the offer's price applies.
+    NoQuote,
     Failed(Failure),
 }
 
@@ -95,6 +97,10 @@ impl RoleDecision {
             RoleResult::Ask(reason) => (d.outcome, d.reason) = (Outcome::Ask, Some(reason)),
             RoleResult::Granted(grant) => d.grant = Some(grant),
             RoleResult::Quoted(quote) => d.quote = Some(quote),
+            RoleResult::NoQuote => {
+                d.reason =
+                    Some("no opinion on the price: the owner's or the offer's applies".into());
+            }
             RoleResult::Failed(failure) => {
                 d.outcome = Outcome::Deny;
                 d.error_class = Some(failure.class);

@@ -364,11 +364,15 @@ fn ask_pricing(
     store: &mut Store<PluginState>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    let quote = guest.call_quote_job(store, &input.job, input.market)?;
-    Ok(RoleResult::Quoted(Quote {
-        price: quote.price,
-        explanation: quote.explanation,
-    }))
+    Ok(
+        match guest.call_quote_job(store, &input.job, input.market)? {
+            Some(quote) => RoleResult::Quoted(Quote {
+                price: quote.price,
+                explanation: quote.explanation,
+            }),
+            None => RoleResult::NoQuote,
+        },
+    )
 }
 
 /// Refuses answers the host will not carry: oversized text (the guest

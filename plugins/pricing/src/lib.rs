@@ -175,8 +175,9 @@ impl ConfigCheck for PricingPolicy {
 }
 
 impl Pricing for PricingPolicy {
-    fn quote_job(job: Job, market: MarketContext) -> Quote {
-        match current_rates() {
+    /// Always an opinion: the default policy prices every job.
+    fn quote_job(job: Job, market: MarketContext) -> Option<Quote> {
+        Some(match current_rates() {
             Ok(rates) => quote_for(rates, &job, &market),
             // Nobody can pay u64::MAX, so a misconfigured node sells nothing
             // instead of selling at a price nobody chose.
@@ -184,7 +185,7 @@ impl Pricing for PricingPolicy {
                 price: u64::MAX,
                 explanation,
             },
-        }
+        })
     }
 
     /// As the seller (a market job), a bid must reach the quote. As the

@@ -182,9 +182,10 @@ pub fn admit_market(
         let mut d = pipeline.decide(&input);
         count(&d);
         if d.decision == Outcome::Allow {
-            price = accept_bid(&mut pipeline, &input, &d, terms);
+            let ask = asking_price(terms.fixed, d.quote().map(|q| q.price), terms.market);
+            price = ask.and_then(|ask| accept_bid(&mut pipeline, &input, ask, terms.bid));
             if price.is_none() {
-                refuse_bid(&mut d, terms.bid);
+                refuse_bid(&mut d, terms.bid, ask);
             }
         }
         if d.decision == Outcome::Ask {
@@ -203,34 +204,35 @@ pub fn admit_market(
     }
 }
 
-fn accept_bid(
-    pipeline: &mut Pipeline,
-    input: &DecisionInput,
-    decision: &PipelineDecision,
-    terms: MarketTerms,
-) -> Option<u64> {
-    let ask = match terms.fixed {
-        Some(price) => price,
-        None => decision.quote()?.price,
-    };
-    if ask <= terms.bid {
+/// What this node asks for a market job: the owner's fixed price, else
+/// pricing's quote, else (pricing has no opinion) the offer's price. `None`
+/// when there is none of them to ask.
+fn asking_price(fixed: Option<u64>, quote: Option<u64>, market: MarketContext) -> Option<u64> {
+    fixed.or(quote).or(market.offered_price)
+}
+
+/// The price of a market job whose requester bid `bid`: the asking price
+/// when the bid covers it, else the bid if pricing accepts it.
+fn accept_bid(pipeline: &mut Pipeline, input: &DecisionInput, ask: u64, bid: u64) -> Option<u64> {
+    if ask <= bid {
         return Some(ask);
     }
-    match pipeline.consider_bid(input, terms.bid) {
-        Ok(None) => Some(terms.bid),
+    match pipeline.consider_bid(input, bid) {
+        Ok(None) => Some(bid),
         _ => None,
     }
 }
 
 /// Marks pricing's part of `decision` as a refusal of `bid`.
-fn refuse_bid(decision: &mut PipelineDecision, bid: u64) {
+fn refuse_bid(decision: &mut PipelineDecision, bid: u64, ask: Option<u64>) {
     decision.decision = Outcome::Deny;
     if let Some(role) = decision.roles.iter_mut().find(|r| r.role == Role::Pricing) {
-        let quote = role.quote.as_ref().map_or(0, |q| q.price);
         role.outcome = Outcome::Deny;
-        role.reason = Some(format!(
-            "the bid of {bid} RUV is below the quote of {quote}"
-        ));
+        role.reason = Some(match ask {
+            Some(ask) => format!("the bid of {bid} RUV is below the asking price of {ask}"),
+            None => "pricing has no opinion on the price and no price is set: serve with --price"
+                .to_owned(),
+        });
     }
 }
 
@@ -452,4 +454,34 @@ pub(crate) fn reasons(decision: &PipelineDecision) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offering(price: Option<u64>) -> MarketContext {
+        MarketContext {
+            slots: 1,
+            load: 0.0,
+            reputation: 0.5,
+            offered_price: price,
+            asked_price: None,
+        }
+    }
+
+    #[test]
+    fn the_owner_then_pricing_then_the_offer_set_the_asking_price() {
+        assert_eq!(
+            asking_price(Some(12), Some(30), offering(Some(20))),
+            Some(12)
+        );
+        assert_eq!(asking_price(None, Some(30), offering(Some(20))), Some(30));
+        assert_eq!(
+            asking_price(None, None, offering(Some(20))),
+            Some(20),
+            "no opinion: the offer's price"
+        );
+        assert_eq!(asking_price(None, None, offering(None)), None);
+    }
 }

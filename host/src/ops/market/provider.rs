@@ -169,7 +169,7 @@ fn quote(ctx: &Context, offer: &Offer) -> Result<u64, OpsError> {
         .map(|q| q.price)
         .ok_or_else(|| OpsError::Denied {
             reason: format!(
-                "pricing gave no quote for the offer ({}); pass --price",
+                "pricing gave no price for the offer ({}); set one with --price",
                 decision.reason.as_deref().unwrap_or("no reason given")
             ),
         })
