@@ -16,6 +16,7 @@ mod images;
 mod jobs;
 mod market;
 mod nats;
+mod oci;
 mod python_plugins;
 mod reports;
 mod sandbox;
