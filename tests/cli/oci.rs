@@ -192,6 +192,30 @@ impl Publisher {
     }
 }
 
+/// Runs the binary for `home` with `args` on a pseudo-terminal (util-linux
+/// `script`); what the terminal showed, stdout and stderr together.
+fn on_terminal(home: &Home, args: &[&str]) -> String {
+    let quote = |arg: &str| format!("'{}'", arg.replace('\'', r"'\''"));
+    let mut command = vec![
+        quote(env!("CARGO_BIN_EXE_claude-max-market")),
+        quote("--home"),
+        quote(home.path().to_str().unwrap()),
+    ];
+    command.extend(args.iter().map(|a| quote(a)));
+    let typescript = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new("script")
+        .args(["--quiet", "--return", "--command"])
+        .arg(command.join(" "))
+        .arg(typescript.path())
+        .env_remove("CMM_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .status()
+        .expect("running `script` (util-linux) for a pseudo-terminal");
+    assert!(status.success(), "{args:?} failed on a terminal");
+    String::from_utf8_lossy(&std::fs::read(typescript.path()).unwrap()).into_owned()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -278,6 +302,30 @@ fn a_pushed_bundle_installs_on_a_fresh_node_and_decides() {
     let pinned = publisher.node();
     pinned.ok(&["policy", "install", pushed["pinned"].as_str().unwrap()]);
     assert_eq!(active_approval(&pinned), "acme@1");
+}
+
+#[test]
+fn a_download_draws_a_bar_on_a_terminal_and_none_with_json_or_without_one() {
+    let registry = Registry::start();
+    let publisher = Publisher::new();
+    let tag = registry.reference("acme:stable");
+    publisher.push(&publisher.bundle(1, true), &tag);
+    // The bar's "bytes/total" figures, e.g. "51.00 KiB/51.00 KiB".
+    let bar = "KiB/";
+
+    let shown = on_terminal(&publisher.node(), &["policy", "install", &tag]);
+    assert!(
+        shown.contains(bar),
+        "no download bar on a terminal:\n{shown}"
+    );
+    assert!(shown.contains("installed acme@1"), "{shown}");
+
+    let json = on_terminal(&publisher.node(), &["--json", "policy", "install", &tag]);
+    assert!(!json.contains(bar), "a bar with --json:\n{json}");
+    assert!(json.contains("\"revision\": 1"), "{json}");
+
+    let piped = publisher.node().ok(&["policy", "install", &tag]);
+    assert!(piped.stderr.is_empty(), "{}", piped.stderr);
 }
 
 #[test]

@@ -10,6 +10,8 @@ use crate::ops::policy_bundle::{self, Evaluation, Switched, Updated};
 use crate::ops::policy_push::{self, Pushed};
 use crate::ops::{Context, OpsError};
 
+use super::download::DownloadBar;
+
 #[derive(Debug, clap::Args)]
 pub struct InstallArgs {
     /// A bundle file, an http(s) URL, or oci://HOST[:PORT]/REPOSITORY:TAG
@@ -63,13 +65,17 @@ pub fn inspect(ctx: &Context, file: &Path, out: &Output) -> anyhow::Result<Finis
 }
 
 pub fn install(ctx: &mut Context, args: InstallArgs, out: &Output) -> anyhow::Result<Finish> {
-    let switched = policy_bundle::install(ctx, &args.source, &mut |_| {})?;
+    let mut bar = DownloadBar::new(out);
+    let switched = policy_bundle::install(ctx, &args.source, &mut |d| bar.update(d))?;
+    drop(bar);
     out.emit(&switched, |w| print_switched(w, "installed", &switched))?;
     Ok(Finish::Done)
 }
 
 pub fn update(ctx: &mut Context, out: &Output) -> anyhow::Result<Finish> {
-    let results = policy_bundle::update(ctx, &mut |_| {})?;
+    let mut bar = DownloadBar::new(out);
+    let results = policy_bundle::update(ctx, &mut |d| bar.update(d))?;
+    drop(bar);
     out.emit(&results, |w| {
         for r in &results {
             match r {

@@ -1,9 +1,10 @@
 //! `policy …`: the active plugin per role, signed bundles and the plugin
 //! author's tools. This file parses and dispatches; `bundle`, `trust` and
-//! `author` print their parts.
+//! `author` print their parts, `download` draws the bundle download bar.
 
 mod author;
 mod bundle;
+mod download;
 mod trust;
 
 use std::path::PathBuf;
