@@ -24,6 +24,9 @@
 //!     the owner's key and meters the tokens.
 //!   - [`bundle`] — signed policy bundles: the canonical manifest, the
 //!     container, RSA-PSS signatures and the trust rules.
+//!   - [`oci`] — policy bundles as OCI artifacts in a registry: the
+//!     `oci://` reference, the artifact's media types, push and a checked
+//!     pull through oci-client.
 //!   - [`crypto`] — the node's RSA key pairs with rotation, and the
 //!     streaming hybrid envelope (`encrypt`/`decrypt`; docs/encryption.md).
 //!   - [`market`] — offers, tasks, claims, results, the RUV ledger and
@@ -50,6 +53,7 @@ pub mod gateway;
 pub mod home;
 pub mod market;
 pub mod metrics;
+pub mod oci;
 pub mod ops;
 mod outcome;
 pub mod policy;

@@ -17,6 +17,7 @@ mod jobs;
 mod market;
 mod metrics;
 mod nats;
+mod oci;
 mod python_plugins;
 mod reports;
 mod sandbox;

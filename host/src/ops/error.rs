@@ -109,6 +109,10 @@ pub enum OpsError {
     #[error("could not fetch {url}: {detail}")]
     Fetch { url: String, detail: String },
     #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
+    #[error("{file} was not pushed: {reason}")]
+    PushRefused { file: PathBuf, reason: String },
+    #[error(transparent)]
     Market(#[from] crate::market::MarketError),
     #[error("no offer on the market fits this task: {reasons}")]
     NoOffer { reasons: String },

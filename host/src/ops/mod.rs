@@ -1,13 +1,15 @@
 //! Operations: one file per user-visible operation. Each takes an options
 //! struct, wires the engines (`policy`, `store`, `config`, `runner`,
-//! `gateway`, `workspace`, `agent`) and returns data. Nothing here parses
-//! arguments or prints; `cli` does both. The few files that are not
-//! operations serve them: `job/` is the one path every job takes from
-//! request to end, `reconcile` cleans up after dead host processes,
-//! `labels`, `process` and `facts` feed those and the pipeline.
+//! `gateway`, `workspace`, `agent`, `bundle`, `oci`) and returns data.
+//! Nothing here parses arguments or prints; `cli` does both. The few files
+//! that are not operations serve them: `job/` is the one path every job
+//! takes from request to end, `reconcile` cleans up after dead host
+//! processes, `labels`, `process` and `facts` feed those and the pipeline,
+//! and `bundle_fetch` gets a bundle's bytes for install and update.
 
 pub mod agent_image;
 pub mod audit;
+pub mod bundle_fetch;
 pub mod clean;
 pub mod compliance;
 pub mod config;
@@ -30,6 +32,7 @@ pub mod opt_out;
 pub mod policy;
 pub mod policy_author;
 pub mod policy_bundle;
+pub mod policy_push;
 pub mod policy_replay;
 pub mod policy_test;
 pub mod policy_trust;

@@ -10,7 +10,7 @@ use crate::crypto::{DEFAULT_KEY_BITS, NodeKey};
 use crate::policy::SandboxLimits;
 
 use super::OpsError;
-use super::policy_bundle::read_bundle_file;
+use super::bundle_fetch::read_bundle_file;
 
 /// The key pair `keygen` wrote.
 #[derive(Debug, Serialize)]

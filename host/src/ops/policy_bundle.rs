@@ -1,6 +1,6 @@
 //! `policy install|update|activate|rollback|verify|inspect`: taking a signed
-//! bundle from a file or URL through every check, in order, and making its
-//! plugins active all at once.
+//! bundle from a file, URL or OCI registry through every check, in order,
+//! and making its plugins active all at once.
 //!
 //! The order is the contract: structure → signatures → expiry → revision →
 //! WIT version → digests → compile → WIT role → validate-config →
@@ -9,7 +9,6 @@
 //! leaves the active policy exactly as it was.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +17,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{
-    Bundle, BundleError, MAX_BUNDLE_BYTES, Manifest, RoleEntry, RoleLimits, SignatureCheck,
-    SignatureEntry, WIT_PACKAGE,
+    Bundle, BundleError, Manifest, RoleEntry, RoleLimits, SignatureCheck, SignatureEntry,
+    WIT_PACKAGE,
 };
 use crate::policy::{
     CompileCache, LoadError, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits,
 };
 use crate::store::{ActivePolicy, BundleChange, BundleRevision, BundleSource};
 
+use super::bundle_fetch::{BundleLocation, Fetched, Progress, fetch, read_bundle_file};
 use super::policy::{store_component, stored_name};
 use super::{Context, OpsError, now_rfc3339, policy_trust};
 
@@ -107,11 +107,11 @@ pub struct SwitchedRole {
     pub sha256: String,
 }
 
-/// What `policy update` did for one URL.
+/// What `policy update` did for one URL or OCI tag (`url` is either).
 #[derive(Debug, Serialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum Updated {
-    /// The server answered 304: nothing new.
+    /// The server answered 304, or the tag still names the same manifest.
     Unchanged {
         url: String,
     },
@@ -134,14 +134,17 @@ enum RevisionRule {
 /// rule and without activating anything.
 pub fn verify(ctx: &Context, path: &Path) -> Result<Evaluation, OpsError> {
     let bytes = read_bundle_file(path)?;
+    verify_bytes(ctx, &bytes, &path.display().to_string())
+}
+
+/// [`verify`] on bytes already read (`push` checks what it sends).
+pub(super) fn verify_bytes(
+    ctx: &Context,
+    bytes: &[u8],
+    source: &str,
+) -> Result<Evaluation, OpsError> {
     let engine = ctx.engine()?;
-    Ok(evaluate(
-        ctx,
-        &engine,
-        &bytes,
-        &path.display().to_string(),
-        RevisionRule::Skip,
-    ))
+    Ok(evaluate(ctx, &engine, bytes, source, RevisionRule::Skip))
 }
 
 /// What is in the bundle at `path`, who signed it and whether this node
@@ -158,32 +161,44 @@ pub fn inspect(ctx: &Context, path: &Path) -> Result<Evaluation, OpsError> {
     ))
 }
 
-/// Installs a bundle from a file path or an http(s) URL and activates it.
-pub fn install(ctx: &mut Context, source: &str) -> Result<Switched, OpsError> {
-    if is_url(source) {
-        let fetched = fetch(source, None)?;
-        let Fetched::Body { bytes, etag } = fetched else {
-            unreachable!("a request without If-None-Match never gets 304");
-        };
-        let switched = install_bytes(ctx, &bytes, source)?;
+/// Installs a bundle from a file, an http(s) URL or an OCI reference and
+/// activates it; a URL or OCI tag is remembered for `update`.
+pub fn install(
+    ctx: &mut Context,
+    location: &BundleLocation,
+    progress: Progress<'_>,
+) -> Result<Switched, OpsError> {
+    let Fetched::Body {
+        bytes,
+        validator,
+        source,
+    } = fetch(location, None, progress)?
+    else {
+        unreachable!("a fetch with nothing to compare with always gets the body");
+    };
+    let switched = install_bytes(ctx, &bytes, &source)?;
+    if location.followed() {
         ctx.store.save_bundle_source(&BundleSource {
-            url: source.into(),
-            etag,
+            url: location.to_string(),
+            etag: validator,
             checked_at: now_rfc3339(),
         })?;
-        return Ok(switched);
     }
-    let bytes = read_bundle_file(Path::new(source))?;
-    install_bytes(ctx, &bytes, source)
+    Ok(switched)
 }
 
-/// Fetches every remembered URL, sending the ETag it last served, and
+/// Asks every remembered URL (sending the ETag it last served) and OCI tag
+/// (comparing the manifest digest it last named) for its bundle, and
 /// installs what changed.
-pub fn update(ctx: &mut Context) -> Result<Vec<Updated>, OpsError> {
+pub fn update(ctx: &mut Context, progress: Progress<'_>) -> Result<Vec<Updated>, OpsError> {
     let mut results = Vec::new();
     for source in ctx.store.bundle_sources()? {
         let url = source.url.clone();
-        let result = match fetch(&url, source.etag.as_deref()) {
+        let fetched = url
+            .parse::<BundleLocation>()
+            .map_err(OpsError::from)
+            .and_then(|location| fetch(&location, source.etag.as_deref(), &mut *progress));
+        let result = match fetched {
             Err(e) => Updated::Refused {
                 url,
                 error: e.to_string(),
@@ -195,11 +210,15 @@ pub fn update(ctx: &mut Context) -> Result<Vec<Updated>, OpsError> {
                 })?;
                 Updated::Unchanged { url }
             }
-            Ok(Fetched::Body { bytes, etag }) => match install_bytes(ctx, &bytes, &url) {
+            Ok(Fetched::Body {
+                bytes,
+                validator,
+                source,
+            }) => match install_bytes(ctx, &bytes, &source) {
                 Ok(switched) => {
                     ctx.store.save_bundle_source(&BundleSource {
                         url,
-                        etag,
+                        etag: validator,
                         checked_at: now_rfc3339(),
                     })?;
                     Updated::Installed(switched)
@@ -214,7 +233,7 @@ pub fn update(ctx: &mut Context) -> Result<Vec<Updated>, OpsError> {
     }
     if results.is_empty() {
         return Err(OpsError::InvalidInput {
-            what: "no bundle was installed from a URL; `policy install URL` first".into(),
+            what: "no bundle was installed from a URL or an OCI tag; `policy install URL` or `policy install oci://HOST/REPOSITORY:TAG` first".into(),
         });
     }
     Ok(results)
@@ -767,97 +786,4 @@ fn not_installed(ctx: &Context, name: &str, revision: u64) -> OpsError {
             "revision {revision} of '{name}' is not installed ({have}); install it with `policy install FILE|URL`"
         ),
     }
-}
-
-fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
-}
-
-/// Reads a bundle file, refusing one over the size cap before reading it.
-pub(super) fn read_bundle_file(path: &Path) -> Result<Vec<u8>, OpsError> {
-    let read_err = |source| OpsError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_BUNDLE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_BUNDLE_BYTES {
-        return Err(OpsError::InvalidInput {
-            what: format!(
-                "{} is larger than {} MiB; that is not a policy bundle",
-                path.display(),
-                MAX_BUNDLE_BYTES >> 20
-            ),
-        });
-    }
-    Ok(bytes)
-}
-
-enum Fetched {
-    NotModified,
-    Body {
-        bytes: Vec<u8>,
-        etag: Option<String>,
-    },
-}
-
-/// GETs `url`, conditionally on `etag`, with the body capped at the bundle
-/// size limit. Redirects are followed a few times; the scheme is the
-/// user's choice (HTTPS is expected in production; the bundle's signatures,
-/// not the transport, are what make it trustworthy).
-fn fetch(url: &str, etag: Option<&str>) -> Result<Fetched, OpsError> {
-    let fail = |detail: String| OpsError::Fetch {
-        url: url.to_string(),
-        detail,
-    };
-    let runtime = super::context::runtime()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("claude-max-market/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
-        let mut request = client.get(url);
-        if let Some(etag) = etag {
-            request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-        }
-        let mut response = request.send().await.map_err(|e| fail(format!("{e:#}")))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
-            return Ok(Fetched::NotModified);
-        }
-        if status != reqwest::StatusCode::OK {
-            return Err(fail(format!("the server answered {status}")));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_BUNDLE_BYTES)
-        {
-            return Err(fail(format!(
-                "the bundle is over the {} MiB cap",
-                MAX_BUNDLE_BYTES >> 20
-            )));
-        }
-        let etag = response
-            .headers()
-            .get(reqwest::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(format!("{e:#}")))? {
-            if (bytes.len() + chunk.len()) as u64 > MAX_BUNDLE_BYTES {
-                return Err(fail(format!(
-                    "the bundle is over the {} MiB cap",
-                    MAX_BUNDLE_BYTES >> 20
-                )));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Fetched::Body { bytes, etag })
-    })
 }

@@ -19,8 +19,9 @@ use crate::policy::{
     Slot, Usage, Workspace,
 };
 
+use super::bundle_fetch::read_bundle_file;
 use super::job::admit::limits_of;
-use super::policy_bundle::{load_plugin, read_bundle_file};
+use super::policy_bundle::load_plugin;
 use super::{Context, OpsError};
 
 /// A cases file: `[[case]]` tables.

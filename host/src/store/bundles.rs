@@ -1,8 +1,8 @@
 //! Signed policy bundles on this node: the keys it trusts to sign policy,
-//! every bundle revision it accepted, and the URLs it installs from. An
-//! install, activation or rollback changes the active policies of all the
-//! bundle's roles in one transaction with its audit rows, so a node never
-//! runs half a bundle. Like `policies`, this records choices only: the
+//! every bundle revision it accepted, and the URLs and OCI tags it installs
+//! from. An install, activation or rollback changes the active policies of
+//! all the bundle's roles in one transaction with its audit rows, so a node
+//! never runs half a bundle. Like `policies`, this records choices only: the
 //! checks happen in `bundle` and `ops` before anything is written here.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -38,10 +38,12 @@ pub struct BundleRevision {
     pub installed_at: String,
 }
 
-/// A URL installed from, with the ETag of what it last served.
+/// A URL or OCI tag installed from, with what it last served.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BundleSource {
+    /// An http(s) URL or an `oci://` reference to a tag.
     pub url: String,
+    /// The URL's ETag, or the digest of the manifest the tag named.
     pub etag: Option<String>,
     pub checked_at: String,
 }
@@ -219,7 +221,7 @@ impl Store {
         tx.commit().during("committing a bundle activation")
     }
 
-    /// Every URL source.
+    /// Every URL and OCI tag installed from.
     pub fn bundle_sources(&self) -> Result<Vec<BundleSource>, StoreError> {
         let mut stmt = self
             .conn

@@ -1,11 +1,34 @@
-//! `policy verify|inspect|install|update|activate|rollback`
+//! `policy verify|inspect|install|update|push|activate|rollback`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::output::short;
 use crate::cli::{Finish, Output};
+use crate::oci::OciReference;
+use crate::ops::bundle_fetch::BundleLocation;
 use crate::ops::policy_bundle::{self, Evaluation, Switched, Updated};
+use crate::ops::policy_push::{self, Pushed};
 use crate::ops::{Context, OpsError};
+
+use super::download::DownloadBar;
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// A bundle file, an http(s) URL, or oci://HOST[:PORT]/REPOSITORY:TAG
+    /// (or @sha256:DIGEST). URLs and OCI tags are remembered for `policy update`.
+    #[arg(value_name = "SOURCE", value_parser = parse_location)]
+    pub source: BundleLocation,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The signed bundle file (`policy build`, then `policy sign`).
+    pub file: PathBuf,
+    /// Where to: oci://HOST[:PORT]/REPOSITORY:TAG. Plain HTTP only to a
+    /// registry on loopback (127.0.0.0/8, ::1, localhost); HTTPS otherwise.
+    #[arg(value_name = "OCI_REFERENCE", value_parser = parse_push_target)]
+    pub target: OciReference,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ActivateArgs {
@@ -41,14 +64,18 @@ pub fn inspect(ctx: &Context, file: &Path, out: &Output) -> anyhow::Result<Finis
     Ok(Finish::Done)
 }
 
-pub fn install(ctx: &mut Context, source: &str, out: &Output) -> anyhow::Result<Finish> {
-    let switched = policy_bundle::install(ctx, source)?;
+pub fn install(ctx: &mut Context, args: InstallArgs, out: &Output) -> anyhow::Result<Finish> {
+    let mut bar = DownloadBar::new(out);
+    let switched = policy_bundle::install(ctx, &args.source, &mut |d| bar.update(d))?;
+    drop(bar);
     out.emit(&switched, |w| print_switched(w, "installed", &switched))?;
     Ok(Finish::Done)
 }
 
 pub fn update(ctx: &mut Context, out: &Output) -> anyhow::Result<Finish> {
-    let results = policy_bundle::update(ctx)?;
+    let mut bar = DownloadBar::new(out);
+    let results = policy_bundle::update(ctx, &mut |d| bar.update(d))?;
+    drop(bar);
     out.emit(&results, |w| {
         for r in &results {
             match r {
@@ -69,6 +96,12 @@ pub fn update(ctx: &mut Context, out: &Output) -> anyhow::Result<Finish> {
     })
 }
 
+pub fn push(ctx: &Context, args: PushArgs, out: &Output) -> anyhow::Result<Finish> {
+    let pushed = policy_push::push(ctx, &args.file, &args.target)?;
+    out.emit(&pushed, |w| print_pushed(w, &pushed))?;
+    Ok(Finish::Done)
+}
+
 pub fn activate(ctx: &mut Context, args: ActivateArgs, out: &Output) -> anyhow::Result<Finish> {
     let (name, revision) = parse_target(&args.target)?;
     let switched = policy_bundle::activate(ctx, name, revision, args.allow_downgrade)?;
@@ -82,6 +115,24 @@ pub fn rollback(ctx: &mut Context, args: RollbackArgs, out: &Output) -> anyhow::
         print_switched(w, "rolled back to", &switched)
     })?;
     Ok(Finish::Done)
+}
+
+fn parse_location(text: &str) -> Result<BundleLocation, String> {
+    text.parse()
+        .map_err(|e: crate::oci::OciError| e.to_string())
+}
+
+fn parse_push_target(text: &str) -> Result<OciReference, String> {
+    let reference: OciReference = text
+        .parse()
+        .map_err(|e: crate::oci::OciError| e.to_string())?;
+    if reference.tag().is_none() || reference.digest().is_some() {
+        return Err(format!(
+            "push to a tag (oci://HOST[:PORT]/REPOSITORY:TAG), not to '{text}'; the registry \
+             gives the pushed bundle its digest"
+        ));
+    }
+    Ok(reference)
 }
 
 fn parse_target(target: &str) -> Result<(&str, u64), OpsError> {
@@ -109,6 +160,20 @@ fn print_switched(w: &mut dyn std::io::Write, verb: &str, s: &Switched) -> std::
         writeln!(w, "  signed by {}", signers.join(", "))?;
     }
     Ok(())
+}
+
+fn print_pushed(w: &mut dyn std::io::Write, p: &Pushed) -> std::io::Result<()> {
+    writeln!(w, "pushed {}@{} to {}", p.name, p.revision, p.reference)?;
+    writeln!(w, "  digest  {}", p.digest)?;
+    writeln!(
+        w,
+        "  bundle  {} bytes, sha256 {}",
+        p.bytes,
+        short(&p.sha256)
+    )?;
+    let signers: Vec<&str> = p.signers.iter().map(|k| short(k)).collect();
+    writeln!(w, "  signed  by {}", signers.join(", "))?;
+    writeln!(w, "  pinned  {}", p.pinned)
 }
 
 fn print_evaluation(

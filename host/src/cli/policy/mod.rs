@@ -1,9 +1,10 @@
 //! `policy …`: the active plugin per role, signed bundles and the plugin
 //! author's tools. This file parses and dispatches; `bundle`, `trust` and
-//! `author` print their parts.
+//! `author` print their parts, `download` draws the bundle download bar.
 
 mod author;
 mod bundle;
+mod download;
 mod trust;
 
 use std::path::PathBuf;
@@ -38,10 +39,13 @@ pub enum Command {
     /// Manage the public keys trusted to sign policy bundles.
     #[command(subcommand)]
     Trust(trust::Command),
-    /// Check, store and activate a bundle from a file or an http(s) URL.
-    Install { source: String },
-    /// Fetch every URL installed from (If-None-Match) and install what changed.
+    /// Check, store and activate a bundle from a file, an http(s) URL or
+    /// oci://HOST[:PORT]/REPOSITORY:TAG (or @sha256:DIGEST).
+    Install(bundle::InstallArgs),
+    /// Fetch every URL (If-None-Match) and OCI tag installed from; install what changed.
     Update,
+    /// Upload a signed bundle to an OCI registry: FILE oci://HOST[:PORT]/REPOSITORY:TAG.
+    Push(bundle::PushArgs),
     /// Activate an installed bundle revision: NAME@REVISION.
     Activate(bundle::ActivateArgs),
     /// Go back to the previous installed revision of a bundle (a downgrade).
@@ -80,8 +84,9 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
         Command::Verify { file } => return bundle::verify(&ctx, &file, out),
         Command::Inspect { file } => return bundle::inspect(&ctx, &file, out),
         Command::Trust(cmd) => return trust::run(&mut ctx, cmd, out),
-        Command::Install { source } => return bundle::install(&mut ctx, &source, out),
+        Command::Install(args) => return bundle::install(&mut ctx, args, out),
         Command::Update => return bundle::update(&mut ctx, out),
+        Command::Push(args) => return bundle::push(&ctx, args, out),
         Command::Activate(args) => return bundle::activate(&mut ctx, args, out),
         Command::Rollback(args) => return bundle::rollback(&mut ctx, args, out),
         Command::Test(args) => return author::test(&ctx, args, out),
