@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Market throughput: tasks matched per second, for BENCHMARKS.md.
 
-Usage: bench/market_throughput.py TARGET_DIR [TASKS] [ROUNDS]
+Usage: bench/market_throughput.py TARGET_DIR [TASKS] [ROUNDS] [ONE_BY_ONE]
 
 TARGET_DIR holds release builds of `claude-max-market` and `mock-anthropic`
 (`cargo build --release -p claude-max-market -p mock-anthropic`);
@@ -21,8 +21,14 @@ is matching, settling and container start. A task counts as matched when
 its requester locked the price (the audit's `market.lock` row); the time
 to match is from `market.task-posted` to that row.
 
-Prints tasks per second on each side, their ratio, and the median and
-maximum time to match.
+Then ONE_BY_ONE (default 20) tasks run one at a time, nothing else on the
+market, for the round trip of a one-request task: the wall time of
+`execute --market` (process start to exit) and, from the requester's audit,
+the time from `market.task-posted` to `market.release` (posted to result
+checked and paid).
+
+Prints tasks per second on each side, their ratio, the median and maximum
+time to match, and the medians of the round trip.
 """
 
 import json
@@ -103,6 +109,24 @@ def batch(command, tasks):
     return time.perf_counter() - start
 
 
+def round_trips(requester, tasks):
+    """Posted-to-released time (ms) of the given market tasks."""
+    posted, released = {}, {}
+    for entry in requester.json("audit", "--format", "json")["entries"]:
+        task = entry["subject"]
+        if entry["kind"] == "market.task-posted":
+            posted[task] = at_ms(entry["ts"])
+        elif entry["kind"] == "market.release":
+            released[task] = at_ms(entry["ts"])
+    return [released[t] - posted[t] for t in tasks if t in posted and t in released]
+
+
+def market_tasks(requester):
+    """The ids of every task the requester has posted."""
+    return {entry["subject"] for entry in requester.json("audit", "--format", "json")["entries"]
+            if entry["kind"] == "market.task-posted"}
+
+
 def match_times(requester):
     """Posted-to-locked time (ms) of every market task of the requester."""
     posted, locked = {}, {}
@@ -119,6 +143,7 @@ def main():
     target = sys.argv[1]
     tasks = int(sys.argv[2]) if len(sys.argv) > 2 else 24
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    one_by_one = int(sys.argv[4]) if len(sys.argv) > 4 else 20
     cmm = os.path.join(target, "claude-max-market")
     mock = os.path.join(target, "mock-anthropic")
     if shutil.which("nats-server") is None:
@@ -178,6 +203,14 @@ def main():
             for command, rates in sides if i % 2 == 0 else reversed(sides):
                 rates.append(tasks / batch(command, tasks))
         matched = match_times(requester)
+        before = market_tasks(requester)
+        walls = []
+        for _ in range(one_by_one):
+            start = time.perf_counter()
+            subprocess.run(on_market, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            walls.append((time.perf_counter() - start) * 1000)
+        trips = round_trips(requester, market_tasks(requester) - before)
     finally:
         for proc in reversed(procs):
             if proc.stdin:
@@ -199,6 +232,10 @@ def main():
     print(f"ratio of medians market / local: {m_market / m_local:.3f}")
     print(f"time to match: median {statistics.median(matched):.0f} ms, "
           f"max {max(matched):.0f} ms, n={len(matched)}")
+    print(f"one task at a time: execute --market median {statistics.median(walls):.0f} ms "
+          f"(min {min(walls):.0f}, max {max(walls):.0f}); posted to released median "
+          f"{statistics.median(trips):.0f} ms (min {min(trips):.0f}, max {max(trips):.0f}), "
+          f"n={len(trips)}")
 
 
 if __name__ == "__main__":

@@ -292,6 +292,37 @@ impl Transport {
             .map(|e| (unix_ms(e.created), e.value)))
     }
 
+    /// Waits up to `wait` for a claim on `task`: (server time in Unix ms,
+    /// bytes) of the claim, or `None` if nobody claimed it in time. The key
+    /// is watched, so a claim is seen the moment it is stored rather than
+    /// at the next of a series of reads.
+    pub async fn await_claim(
+        &self,
+        task: &str,
+        wait: Duration,
+    ) -> Result<Option<(i64, Bytes)>, MarketError> {
+        let read = |detail: String| MarketError::Read {
+            what: format!("the claim on task {task}"),
+            detail,
+        };
+        let mut watch = retry(|| self.claims.watch_with_history(task))
+            .await
+            .map_err(read)?;
+        let claimed = async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| read(e.to_string()))?;
+                if entry.operation == kv::Operation::Put {
+                    return Ok(Some((unix_ms(entry.created), entry.value)));
+                }
+            }
+            Err(read("the watch ended".into()))
+        };
+        match tokio::time::timeout(wait, claimed).await {
+            Ok(found) => found,
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Everything stored on `filter` in `stream` from `from_seq` on, up to
     /// what the stream held when the read began. A read cut off by a server
     /// failing over starts again.

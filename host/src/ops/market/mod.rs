@@ -22,7 +22,7 @@ use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
 use crate::market::message::{self, DropReason, Signed};
 use crate::market::reputation::{self, Reputation};
-use crate::market::transport::{Auth, LEDGER_STREAM, Tls};
+use crate::market::transport::{Auth, LEDGER_STREAM, Stored, Tls};
 use crate::market::types::{Body, Offer};
 use crate::market::{Connection, Ledger, MarketError, Transport};
 use crate::store::Store;
@@ -157,6 +157,26 @@ async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsE
     Ok(())
 }
 
+/// Applies one ledger message delivered live, unless the ledger has it
+/// already (another reader caught up first); messages between what the
+/// ledger has and this one are read first, so none is skipped.
+async fn apply_live(
+    transport: &Transport,
+    ledger: &mut Ledger,
+    stored: Stored,
+) -> Result<(), OpsError> {
+    if stored.seq <= ledger.last_seq() {
+        return Ok(());
+    }
+    if stored.seq > ledger.last_seq() + 1 {
+        catch_up(transport, ledger).await?;
+        return Ok(());
+    }
+    let opened = message::open(&stored.bytes);
+    ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
+    Ok(())
+}
+
 /// Opens a message read from the market at server time `at`, refusing it
 /// (and counting why) unless it verifies, is fresh, and is signed by
 /// `expected` when given.
@@ -258,7 +278,6 @@ fn secs(s: u32) -> Duration {
 }
 
 /// How long to wait between looks at the market while waiting.
-const POLL: Duration = Duration::from_millis(150);
 
 /// The messages on one subject, each read once: every poll returns those
 /// stored since the last that verify (signed by `from`, when given), and

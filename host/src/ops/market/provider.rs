@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
 use crate::market::reputation;
-use crate::market::transport::{Start, TASKS_STREAM};
+use crate::market::transport::{LEDGER_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{Bid, Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
 use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
 use crate::metrics;
@@ -47,7 +47,9 @@ use super::super::job::request::{
 use super::super::job::run::run as run_job;
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
-use super::{POLL, Peer, accept, b64, catch_up, count_drop, matches_digest, open_sealed, secs};
+use super::{
+    Peer, accept, apply_live, b64, catch_up, count_drop, matches_digest, open_sealed, secs,
+};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -917,22 +919,45 @@ fn await_lock(
     task: &str,
     price: u64,
 ) -> Result<Option<u32>, OpsError> {
-    let deadline = Instant::now() + secs(shared.peer.settings.claim_wait_secs);
     let me = shared.peer.node();
-    loop {
-        {
+    let lock_of = |ledger: &Ledger| {
+        ledger
+            .escrow(task)
+            .map(|e| (e.provider == me && e.amount == price).then_some(e.timeout_secs))
+    };
+    let transport = &shared.peer.transport;
+    rt.block_on(async {
+        let from = {
             let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            rt.block_on(catch_up(&shared.peer.transport, &mut ledger))?;
-            if let Some(escrow) = ledger.escrow(task) {
-                let ours = escrow.provider == me && escrow.amount == price;
-                return Ok(ours.then_some(escrow.timeout_secs));
+            catch_up(transport, &mut ledger).await?;
+            if let Some(lock) = lock_of(&ledger) {
+                return Ok(lock);
+            }
+            ledger.last_seq() + 1
+        };
+        // The ledger is pushed as it is stored: the lock is seen the moment
+        // the requester publishes it.
+        let mut feed = transport
+            .watch(LEDGER_STREAM, "cmm.ledger.>", Start::Seq(from))
+            .await?;
+        let until = tokio::time::Instant::now() + secs(shared.peer.settings.claim_wait_secs);
+        loop {
+            let stored = tokio::select! {
+                stored = feed.next() => stored,
+                () = tokio::time::sleep_until(until) => return Ok(None),
+                () = shared.cancel.cancelled() => return Ok(None),
+            };
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            let stored = stored?;
+            let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            apply_live(transport, &mut ledger, stored).await?;
+            if let Some(lock) = lock_of(&ledger) {
+                return Ok(lock);
             }
         }
-        if Instant::now() >= deadline || shared.cancel.is_cancelled() {
-            return Ok(None);
-        }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 /// Decrypts the prompt and checks it is the one the task described.

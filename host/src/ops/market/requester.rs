@@ -9,15 +9,16 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::json;
 
 use crate::crypto::NodeKey;
-use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
+use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
     Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
 };
-use crate::market::{Ledger, Settlement, reputation};
+use crate::market::{Ledger, MarketError, Settlement, reputation};
 use crate::policy::{DecisionInput, MarketContext};
 use crate::store::MarketStep;
 
@@ -32,7 +33,7 @@ use super::super::job::request::{
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
-    Feed, LiveOffer, POLL, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed,
+    Feed, LiveOffer, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed,
     own_job, reputation_of, secs, short,
 };
 
@@ -328,32 +329,37 @@ impl Trade<'_> {
         // The result, or the provider giving up, or the timeout.
         let deadline = locked + secs(timeout_secs);
         let mut running = false;
-        let mut results = Feed::new(
-            RESULTS_STREAM,
-            format!("cmm.result.{}", task.task),
-            Some(&provider),
-        );
-        let mut statuses = Feed::new(
-            TASKS_STREAM,
-            format!("cmm.status.{}", task.task),
-            Some(&provider),
-        );
+        let watch = |stream, subject: String| {
+            rt.block_on(peer.transport.watch(stream, &subject, Start::Seq(1)))
+        };
+        let mut statuses = watch(TASKS_STREAM, format!("cmm.status.{}", task.task))?;
+        let mut results = watch(RESULTS_STREAM, format!("cmm.result.{}", task.task))?;
         let mut next_part = 0;
-        let delivered = loop {
-            let mut failed = false;
-            for msg in statuses.poll(rt, peer, &mut ctx.store)? {
+        // Both feeds are pushed as they are stored; nothing is asked again
+        // on a timer.
+        let delivered = rt.block_on(async {
+            let until = tokio::time::Instant::from_std(deadline);
+            loop {
+                let stored = tokio::select! {
+                    stored = statuses.next() => stored,
+                    stored = results.next() => stored,
+                    () = tokio::time::sleep_until(until) => return Ok::<_, MarketError>(None),
+                };
+                let stored = stored.ok_or_else(|| MarketError::Read {
+                    what: format!("the status and result of task {}", task.task),
+                    detail: "the feed ended".into(),
+                })??;
+                let window = peer.window_ms();
+                let Some(msg) = accept(&mut ctx.store, &stored.bytes, stored.at, window, Some(&provider))
+                else {
+                    continue;
+                };
                 match msg.body {
-                    Body::Status(s) if s.state == TaskState::Failed => failed = true,
+                    Body::Status(s) if s.state == TaskState::Failed => return Ok(None),
                     Body::Status(_) if !running => {
                         running = true;
                         progress(&MarketProgress::Running);
                     }
-                    _ => {}
-                }
-            }
-            let mut delivered = None;
-            for msg in results.poll(rt, peer, &mut ctx.store)? {
-                match msg.body {
                     Body::Part(part) if part.task == task.task && part.seq == next_part => {
                         next_part += 1;
                         match open_sealed(own_keys, &part.payload, "a part of the output") {
@@ -361,21 +367,11 @@ impl Trade<'_> {
                             Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
                         }
                     }
-                    Body::Result(result) if result.task == task.task => {
-                        delivered = Some(result);
-                        break;
-                    }
+                    Body::Result(result) if result.task == task.task => return Ok(Some(result)),
                     _ => {}
                 }
             }
-            if delivered.is_some() || failed {
-                break delivered;
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(POLL);
-        };
+        })?;
 
         let elapsed = elapsed_ms(locked);
         let (outcome, body, output, detail, result) = match delivered {
@@ -600,32 +596,27 @@ fn await_claim(
     peer: &Peer,
     task: &Task,
 ) -> Result<Option<(String, u64)>, OpsError> {
-    let deadline = Instant::now() + secs(peer.settings.claim_wait_secs);
-    loop {
-        if let Some((at, bytes)) = rt.block_on(peer.transport.claim_of(&task.task))? {
-            let Some(msg) = accept(&mut ctx.store, &bytes, at, peer.window_ms(), None) else {
-                return Ok(None);
-            };
-            return Ok(match msg.body {
-                Body::Claim(c)
-                    if task.candidates.contains(&msg.from)
-                        && c.task == task.task
-                        && c.requester == peer.node()
-                        && c.price <= current_bid(ctx, rt, peer, task)? =>
-                {
-                    Some((msg.from, c.price))
-                }
-                _ => {
-                    super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
-                    None
-                }
-            });
+    let wait = secs(peer.settings.claim_wait_secs);
+    let Some((at, bytes)) = rt.block_on(peer.transport.await_claim(&task.task, wait))? else {
+        return Ok(None);
+    };
+    let Some(msg) = accept(&mut ctx.store, &bytes, at, peer.window_ms(), None) else {
+        return Ok(None);
+    };
+    Ok(match msg.body {
+        Body::Claim(c)
+            if task.candidates.contains(&msg.from)
+                && c.task == task.task
+                && c.requester == peer.node()
+                && c.price <= current_bid(ctx, rt, peer, task)? =>
+        {
+            Some((msg.from, c.price))
         }
-        if Instant::now() >= deadline {
-            return Ok(None);
+        _ => {
+            super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
+            None
         }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 /// The task's bid as last changed by its requester.
