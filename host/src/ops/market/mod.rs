@@ -157,24 +157,20 @@ async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsE
     Ok(())
 }
 
-/// Applies one ledger message delivered live, unless the ledger has it
-/// already (another reader caught up first); messages between what the
-/// ledger has and this one are read first, so none is skipped.
-async fn apply_live(
-    transport: &Transport,
-    ledger: &mut Ledger,
-    stored: Stored,
-) -> Result<(), OpsError> {
+/// Applies one ledger message read out of band (live, or by a catch-up
+/// that raced another reader) unless the ledger has it already. `false`
+/// when messages between the ledger's last and this one are missing: the
+/// caller reads them first.
+fn apply_in_order(ledger: &mut Ledger, stored: &Stored) -> bool {
     if stored.seq <= ledger.last_seq() {
-        return Ok(());
+        return true;
     }
     if stored.seq > ledger.last_seq() + 1 {
-        catch_up(transport, ledger).await?;
-        return Ok(());
+        return false;
     }
     let opened = message::open(&stored.bytes);
     ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
-    Ok(())
+    true
 }
 
 /// Opens a message read from the market at server time `at`, refusing it
@@ -276,8 +272,6 @@ fn matches_digest(plain: &[u8], sha256: &str) -> bool {
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
-
-/// How long to wait between looks at the market while waiting.
 
 /// The messages on one subject, each read once: every poll returns those
 /// stored since the last that verify (signed by `from`, when given), and

@@ -48,7 +48,7 @@ use super::super::job::run::run as run_job;
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
-    Peer, accept, apply_live, b64, catch_up, count_drop, matches_digest, open_sealed, secs,
+    Peer, accept, apply_in_order, b64, catch_up, count_drop, matches_digest, open_sealed, secs,
 };
 
 /// The most output a market job returns; the rest stays in the provider's log.
@@ -926,17 +926,25 @@ fn await_lock(
             .map(|e| (e.provider == me && e.amount == price).then_some(e.timeout_secs))
     };
     let transport = &shared.peer.transport;
+    let ledger = || shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
+    // Reads what the ledger lacks without holding it, then applies it: other
+    // handlers use the ledger meanwhile.
+    let read_missing = || async {
+        let from = ledger().last_seq() + 1;
+        let missing = transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await?;
+        let mut ledger = ledger();
+        for stored in &missing {
+            apply_in_order(&mut ledger, stored);
+        }
+        Ok::<_, OpsError>(lock_of(&ledger))
+    };
     rt.block_on(async {
-        let from = {
-            let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            catch_up(transport, &mut ledger).await?;
-            if let Some(lock) = lock_of(&ledger) {
-                return Ok(lock);
-            }
-            ledger.last_seq() + 1
-        };
+        if let Some(lock) = read_missing().await? {
+            return Ok(lock);
+        }
         // The ledger is pushed as it is stored: the lock is seen the moment
         // the requester publishes it.
+        let from = ledger().last_seq() + 1;
         let mut feed = transport
             .watch(LEDGER_STREAM, "cmm.ledger.>", Start::Seq(from))
             .await?;
@@ -951,9 +959,15 @@ fn await_lock(
                 return Ok(None);
             };
             let stored = stored?;
-            let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            apply_live(transport, &mut ledger, stored).await?;
-            if let Some(lock) = lock_of(&ledger) {
+            let found = {
+                let mut ledger = ledger();
+                apply_in_order(&mut ledger, &stored).then(|| lock_of(&ledger))
+            };
+            let found = match found {
+                Some(found) => found,
+                None => read_missing().await?,
+            };
+            if let Some(lock) = found {
                 return Ok(lock);
             }
         }

@@ -350,8 +350,13 @@ impl Trade<'_> {
                     detail: "the feed ended".into(),
                 })??;
                 let window = peer.window_ms();
-                let Some(msg) = accept(&mut ctx.store, &stored.bytes, stored.at, window, Some(&provider))
-                else {
+                let Some(msg) = accept(
+                    &mut ctx.store,
+                    &stored.bytes,
+                    stored.at,
+                    window,
+                    Some(&provider),
+                ) else {
                     continue;
                 };
                 match msg.body {
