@@ -168,7 +168,10 @@ def main():
         issuer = requester.json("keys", "show")["current"]["node_id"]
         market = [f"market.url=nats://127.0.0.1:{port}", f"market.issuerKeys={issuer}",
                   "market.maxBidPrice=1000"]
-        requester.set(*market)
+        # A market job is the requester's own job too: its approval decides
+        # first, and --approve-all counts only where this allows it.
+        requester.set("compliance.allowAutoApprove=true", "limits.dailyTasks=1000000",
+                      "limits.dailyTokens=1000000000", "limits.concurrentJobs=8", *market)
         requester.run("market", "grant", "--to", issuer, "--amount", "100000000")
 
         providers = [Node(cmm, root, f"provider{i}") for i in range(2)]
@@ -190,7 +193,7 @@ def main():
                 sys.exit("the two providers' offers did not appear within 60 s")
             time.sleep(0.2)
 
-        on_market = [cmm, "--home", requester.home, "execute", "--market",
+        on_market = [cmm, "--home", requester.home, "execute", "--market", "--approve-all",
                      "--max-tokens", "1024", "--prompt", PROMPT]
         local = [cmm, "--home", providers[0].home, "execute", "--approve-all",
                  "--max-tokens", "1024", "--prompt", PROMPT]

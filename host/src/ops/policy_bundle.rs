@@ -17,9 +17,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{
-    Bundle, BundleError, Manifest, RoleEntry, RoleLimits, SignatureCheck, SignatureEntry,
-    WIT_PACKAGE,
+    Bundle, BundleError, Loader, Manifest, Revision, RoleEntry, RoleLimits, Rules, SignatureCheck,
+    SignatureEntry, Verified,
 };
+pub use crate::bundle::{Refusal, Step};
 use crate::policy::{
     CompileCache, LoadError, PluginOrigin, PluginPre, PolicyEngine, Role, SandboxLimits,
 };
@@ -28,22 +29,6 @@ use crate::store::{ActivePolicy, BundleChange, BundleRevision, BundleSource};
 use super::bundle_fetch::{BundleLocation, Fetched, Progress, fetch, read_bundle_file};
 use super::policy::{store_component, stored_name};
 use super::{Context, OpsError, now_rfc3339, policy_trust};
-
-/// Why a bundle was refused: the check and what it found.
-#[derive(Clone, Debug, Serialize)]
-pub struct Refusal {
-    pub check: &'static str,
-    pub reason: String,
-}
-
-/// One check as `inspect` lists it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Step {
-    pub check: &'static str,
-    pub passed: bool,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
 
 /// A role's component as `inspect` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -72,8 +57,9 @@ pub struct Evaluation {
     pub accepted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
+    /// The bundle and its loaded components, once every check passed.
     #[serde(skip)]
-    accepted_bundle: Option<Bundle>,
+    verified: Option<Verified<PluginPre>>,
 }
 
 /// The manifest's top-level fields.
@@ -324,72 +310,73 @@ fn switch_to_stored(
         return Err(refused(&label, refusal));
     }
     let engine = ctx.engine()?;
-    let evaluation = evaluate_stored(ctx, &engine, &row);
-    if let Some(refusal) = evaluation.refused.clone() {
-        audit_refusal(
-            ctx,
-            &row.source,
-            &row.sha256,
-            evaluation.manifest.as_ref(),
-            &refusal,
-        )?;
-        return Err(refused(&label, refusal));
+    let mut evaluation = evaluate_stored(ctx, &engine, &row);
+    match evaluation.verdict() {
+        Ok(verified) => activate_verified(ctx, &evaluation, &verified, change, None),
+        Err(refusal) => {
+            audit_refusal(
+                ctx,
+                &row.source,
+                &row.sha256,
+                evaluation.manifest.as_ref(),
+                &refusal,
+            )?;
+            Err(refused(&label, refusal))
+        }
     }
-    activate_accepted(ctx, evaluation, change, None)
 }
 
 fn install_bytes(ctx: &mut Context, bytes: &[u8], source: &str) -> Result<Switched, OpsError> {
     let engine = ctx.engine()?;
-    let evaluation = evaluate(ctx, &engine, bytes, source, RevisionRule::Apply);
-    if let Some(refusal) = evaluation.refused.clone() {
-        let label = evaluation.manifest.as_ref().map_or_else(
-            || source.to_string(),
-            |m| format!("{}@{}", m.name, m.revision),
-        );
-        audit_refusal(
-            ctx,
-            source,
-            &evaluation.sha256,
-            evaluation.manifest.as_ref(),
-            &refusal,
-        )?;
-        return Err(refused(&label, refusal));
-    }
-    let new = {
-        let bundle = evaluation.accepted_bundle.as_ref().expect("accepted");
-        BundleRevision {
-            name: bundle.manifest.name.clone(),
-            revision: bundle.manifest.revision as i64,
-            sha256: evaluation.sha256.clone(),
-            manifest: String::from_utf8(bundle.manifest_bytes.clone())
-                .expect("a parsed manifest is UTF-8"),
-            signatures: serde_json::to_string(&bundle.signatures)
-                .expect("signatures always serialize"),
-            source: source.to_string(),
-            installed_at: now_rfc3339(),
+    let mut evaluation = evaluate(ctx, &engine, bytes, source, RevisionRule::Apply);
+    let verified = match evaluation.verdict() {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            let label = evaluation.manifest.as_ref().map_or_else(
+                || source.to_string(),
+                |m| format!("{}@{}", m.name, m.revision),
+            );
+            audit_refusal(
+                ctx,
+                source,
+                &evaluation.sha256,
+                evaluation.manifest.as_ref(),
+                &refusal,
+            )?;
+            return Err(refused(&label, refusal));
         }
     };
-    activate_accepted(ctx, evaluation, BundleChange::Installed, Some(new))
+    let bundle = verified.bundle();
+    let new = BundleRevision {
+        name: bundle.manifest.name.clone(),
+        revision: bundle.manifest.revision as i64,
+        sha256: evaluation.sha256.clone(),
+        manifest: String::from_utf8_lossy(&bundle.manifest_bytes).into_owned(),
+        signatures: serde_json::to_string(&bundle.signatures).expect("signatures always serialize"),
+        source: source.to_string(),
+        installed_at: now_rfc3339(),
+    };
+    activate_verified(
+        ctx,
+        &evaluation,
+        &verified,
+        BundleChange::Installed,
+        Some(new),
+    )
 }
 
 /// Stores the components and switches every role of the bundle in one
 /// transaction; roles the same bundle held before but this revision does
 /// not fill go back to their defaults.
-fn activate_accepted(
+fn activate_verified(
     ctx: &mut Context,
-    evaluation: Evaluation,
+    evaluation: &Evaluation,
+    verified: &Verified<PluginPre>,
     change: BundleChange,
     new: Option<BundleRevision>,
 ) -> Result<Switched, OpsError> {
-    let signers: Vec<String> = evaluation
-        .signatures
-        .iter()
-        .filter(|s| s.status == crate::bundle::SignatureStatus::Valid)
-        .map(|s| s.key_id.clone())
-        .collect();
-    let bundle = evaluation
-        .accepted_bundle
-        .expect("only accepted bundles activate");
+    let signers = verified.signers().to_vec();
+    let bundle = verified.bundle();
     let manifest = &bundle.manifest;
     for entry in &manifest.roles {
         store_component(ctx, &entry.sha256, bundle.component(entry))?;
@@ -430,8 +417,8 @@ fn activate_accepted(
     Ok(Switched {
         name: manifest.name.clone(),
         revision: manifest.revision,
-        source: evaluation.source,
-        sha256: evaluation.sha256,
+        source: evaluation.source.clone(),
+        sha256: evaluation.sha256.clone(),
         roles: manifest
             .roles
             .iter()
@@ -454,29 +441,106 @@ fn evaluate(
     rule: RevisionRule,
 ) -> Evaluation {
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let mut ev = Evaluation::new(ctx, source, sha256);
-    match Bundle::read(bytes) {
-        Ok(bundle) => {
-            ev.pass("structure", "");
-            ev.run_checks(ctx, engine, bundle, rule);
-        }
-        Err(e) => ev.fail(e.check(), e.to_string()),
-    }
-    ev
+    evaluate_read(ctx, engine, Bundle::read(bytes), source, sha256, rule)
 }
 
 /// Runs the checks on a stored revision: its manifest and signatures from
 /// the database, its components from `policies/`.
 fn evaluate_stored(ctx: &Context, engine: &Arc<PolicyEngine>, row: &BundleRevision) -> Evaluation {
-    let mut ev = Evaluation::new(ctx, &row.source, row.sha256.clone());
-    match reassemble(ctx, row) {
-        Ok(bundle) => {
-            ev.pass("structure", "");
-            ev.run_checks(ctx, engine, bundle, RevisionRule::Skip);
+    evaluate_read(
+        ctx,
+        engine,
+        reassemble(ctx, row),
+        &row.source,
+        row.sha256.clone(),
+        RevisionRule::Skip,
+    )
+}
+
+/// Runs every check ([`crate::bundle::verify`]) on a bundle as read, with
+/// this node's trust, revisions, engine and settings.
+fn evaluate_read(
+    ctx: &Context,
+    engine: &Arc<PolicyEngine>,
+    read: Result<Bundle, BundleError>,
+    source: &str,
+    sha256: String,
+    rule: RevisionRule,
+) -> Evaluation {
+    let mut ev = Evaluation::new(ctx, source, sha256);
+    if let Ok(bundle) = &read {
+        ev.describe(bundle);
+    }
+    let trusted = match policy_trust::trusted_keys(ctx) {
+        Ok(trusted) => trusted,
+        Err(e) => {
+            ev.refuse(Refusal {
+                check: "signatures",
+                reason: e.to_string(),
+            });
+            return ev;
         }
-        Err(e) => ev.fail(e.check(), e.to_string()),
+    };
+    let highest = |name: &str| {
+        ctx.store
+            .highest_bundle_revision(name)
+            .map(|h| h.map(|h| h as u64))
+            .map_err(|e| e.to_string())
+    };
+    let rules = Rules {
+        trust: policy_trust::policy(ctx, &trusted),
+        now: time::OffsetDateTime::now_utc(),
+        revision: match rule {
+            RevisionRule::Apply => Revision::Newer(&highest),
+            RevisionRule::Skip => Revision::Skip,
+        },
+    };
+    let mut loader = NodeLoader {
+        engine,
+        cache: ctx.compile_cache(),
+        settings: ctx.settings.flatten(),
+    };
+    let checked = crate::bundle::verify(read, &rules, &mut loader);
+    ev.checks = checked.steps;
+    ev.signatures = checked.signatures;
+    match checked.verdict {
+        Ok(verified) => {
+            ev.accepted = true;
+            ev.verified = Some(verified);
+        }
+        Err(refusal) => ev.refused = Some(refusal),
     }
     ev
+}
+
+/// The node's half of the checks: compiling and linking each component
+/// for its role, and its `validate-config` under the node's settings.
+struct NodeLoader<'a> {
+    engine: &'a PolicyEngine,
+    cache: Option<CompileCache>,
+    settings: Vec<(String, String)>,
+}
+
+impl Loader for NodeLoader<'_> {
+    type Plugin = PluginPre;
+
+    fn load(&mut self, bundle: &Bundle, entry: &RoleEntry) -> Result<PluginPre, Refusal> {
+        load_plugin(self.engine, self.cache.as_ref(), bundle, entry).map_err(|e| Refusal {
+            check: match e {
+                LoadError::Compile { .. } | LoadError::StartingMemory { .. } => "compile",
+                LoadError::WrongRole { .. }
+                | LoadError::Link { .. }
+                | LoadError::WitVersion { .. } => "wit",
+            },
+            reason: e.to_string(),
+        })
+    }
+
+    fn validate(&mut self, plugin: &PluginPre) -> Result<(), String> {
+        plugin
+            .validate(self.engine, self.settings.clone())
+            .map_err(|f| f.message)
+    }
 }
 
 /// A stored revision as a bundle again. A component missing from
@@ -519,35 +583,12 @@ impl Evaluation {
             checks: Vec::new(),
             accepted: false,
             refused: None,
-            accepted_bundle: None,
+            verified: None,
         }
     }
 
-    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
-        self.checks.push(Step {
-            check,
-            passed: true,
-            detail: detail.into(),
-        });
-    }
-
-    fn fail(&mut self, check: &'static str, reason: String) {
-        self.checks.push(Step {
-            check,
-            passed: false,
-            detail: reason.clone(),
-        });
-        self.refused = Some(Refusal { check, reason });
-    }
-
-    /// Every check after structure, stopping at the first failure.
-    fn run_checks(
-        &mut self,
-        ctx: &Context,
-        engine: &Arc<PolicyEngine>,
-        bundle: Bundle,
-        rule: RevisionRule,
-    ) {
+    /// What the bundle says it is, shown whether or not it passes.
+    fn describe(&mut self, bundle: &Bundle) {
         let m = &bundle.manifest;
         self.manifest = Some(ManifestReport {
             name: m.name.clone(),
@@ -568,100 +609,26 @@ impl Evaluation {
                 config: e.config.clone(),
             })
             .collect();
-        match self.checks_in_order(ctx, engine, &bundle, rule) {
-            Ok(()) => {
-                self.accepted = true;
-                self.accepted_bundle = Some(bundle);
-            }
-            Err((check, reason)) => self.fail(check, reason),
-        }
     }
 
-    fn checks_in_order(
-        &mut self,
-        ctx: &Context,
-        engine: &Arc<PolicyEngine>,
-        bundle: &Bundle,
-        rule: RevisionRule,
-    ) -> Result<(), (&'static str, String)> {
-        let m = &bundle.manifest;
-        let trusted = policy_trust::trusted_keys(ctx).map_err(|e| ("signatures", e.to_string()))?;
-        let trust = policy_trust::policy(ctx, &trusted);
-        self.signatures = trust.check(&bundle.manifest_bytes, &bundle.signatures);
-        trust
-            .accept(&self.signatures)
-            .map_err(|e| (e.check(), e.to_string()))?;
-        self.pass(
-            "signatures",
-            if trusted.is_empty() {
-                "no trusted keys: signatures are not required on this node".to_string()
-            } else {
-                format!(
-                    "{} valid signature(s) from trusted keys",
-                    self.signatures
-                        .iter()
-                        .filter(|s| s.status == crate::bundle::SignatureStatus::Valid)
-                        .count()
-                )
-            },
-        );
-        if m.expired_at(time::OffsetDateTime::now_utc()) {
-            let e = BundleError::Expired {
-                expires: m.expires.clone(),
-            };
-            return Err((e.check(), e.to_string()));
-        }
-        self.pass("expiry", format!("valid until {}", m.expires));
-        if rule == RevisionRule::Apply {
-            let highest = ctx
-                .store
-                .highest_bundle_revision(&m.name)
-                .map_err(|e| ("revision", e.to_string()))?;
-            if let Some(highest) = highest.filter(|&h| m.revision <= h as u64) {
-                let e = BundleError::NotNewer {
-                    name: m.name.clone(),
-                    revision: m.revision,
-                    highest: highest as u64,
-                };
-                return Err((e.check(), e.to_string()));
-            }
-            self.pass("revision", "");
-        }
-        if m.wit != WIT_PACKAGE {
-            let e = BundleError::WitVersion {
-                found: m.wit.clone(),
-                expected: WIT_PACKAGE.into(),
-            };
-            return Err((e.check(), e.to_string()));
-        }
-        self.pass("wit-version", WIT_PACKAGE);
-        bundle
-            .check_digests()
-            .map_err(|e| (e.check(), e.to_string()))?;
-        self.pass("digests", "");
-        let cache = ctx.compile_cache();
-        let mut plugins = Vec::new();
-        for entry in &m.roles {
-            let plugin =
-                load_plugin(engine, cache.as_ref(), bundle, entry).map_err(|e| match e {
-                    LoadError::Compile { .. } | LoadError::StartingMemory { .. } => {
-                        ("compile", e.to_string())
-                    }
-                    LoadError::WrongRole { .. }
-                    | LoadError::Link { .. }
-                    | LoadError::WitVersion { .. } => ("wit", e.to_string()),
-                })?;
-            plugins.push(plugin);
-        }
-        self.pass("compile", "");
-        self.pass("wit", "every component implements its role's world");
-        for plugin in &plugins {
-            plugin
-                .validate(engine, ctx.settings.flatten())
-                .map_err(|f| ("config", f.message))?;
-        }
-        self.pass("config", "");
-        Ok(())
+    /// A refusal before the checks could run (the trust store unreadable).
+    fn refuse(&mut self, refusal: Refusal) {
+        self.checks.push(Step {
+            check: refusal.check,
+            passed: false,
+            detail: refusal.reason.clone(),
+        });
+        self.refused = Some(refusal);
+    }
+
+    /// The verified bundle to activate, or why there is none.
+    fn verdict(&mut self) -> Result<Verified<PluginPre>, Refusal> {
+        self.verified.take().ok_or_else(|| {
+            self.refused.clone().unwrap_or_else(|| Refusal {
+                check: "structure",
+                reason: "the bundle was not checked".into(),
+            })
+        })
     }
 }
 
