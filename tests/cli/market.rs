@@ -598,7 +598,10 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
     let skipped = events.next("skipped", &["claimed"]);
     let task = skipped["task"].as_str().unwrap().to_owned();
     assert!(
-        skipped["reason"].as_str().unwrap().contains("asking price of 55"),
+        skipped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("asking price of 55"),
         "{skipped:#}"
     );
     // A raise signed by anyone but the requester is refused and counted.
