@@ -362,6 +362,23 @@ mod tests {
         assert_eq!(status.broken, None);
     }
 
+    /// Details hold floats (a decision's market load and reputation): read
+    /// back, each must parse to the very number that was hashed.
+    #[test]
+    fn floats_in_details_read_back_to_the_same_hash() {
+        let (_dir, mut store) = temp_store();
+        let floats: Vec<f64> = (1..200).map(|n| f64::from(n) / 11.0).collect();
+        store
+            .append_audit(
+                "test.row",
+                "floats",
+                &json!({ "reputation": 10.0 / 11.0, "load": 1.0 / 3.0, "all": floats }),
+            )
+            .unwrap();
+        let status = store.verify_audit().unwrap();
+        assert_eq!(status.broken, None, "{status:?}");
+    }
+
     #[test]
     fn finds_rows_by_text_without_wildcards() {
         let (_dir, mut store) = store_with_rows(2);
