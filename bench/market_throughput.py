@@ -150,6 +150,7 @@ def main():
         sys.exit("nats-server is not on PATH (apt-get install nats-server)")
     root = tempfile.mkdtemp(prefix="cmm-market-bench-")
     procs = []
+    serve_logs = []
     try:
         port = free_port()
         nats = subprocess.Popen(
@@ -183,10 +184,13 @@ def main():
                   "limits.dailyTokens=1000000000", "limits.concurrentJobs=8",
                   "market.slots=2", *market)
         providers[0].run("docker:build", "--tag", IMAGE)
+        serve_logs = []
         for p in providers:
+            log = open(os.path.join(root, f"{os.path.basename(p.home)}-serve.log"), "wb")
+            serve_logs.append(log.name)
             procs.append(subprocess.Popen(
                 [cmm, "--home", p.home, "serve", "--approve-all", "--price", "1"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + 60
         while len(requester.json("market", "offers")) < 2:
             if time.monotonic() > deadline:
@@ -214,6 +218,13 @@ def main():
                            stderr=subprocess.DEVNULL)
             walls.append((time.perf_counter() - start) * 1000)
         trips = round_trips(requester, market_tasks(requester) - before)
+    except SystemExit:
+        # Why the providers passed a task over is in what `serve` printed.
+        for name in serve_logs:
+            with open(name, encoding="utf-8", errors="replace") as log:
+                print(f"--- {os.path.basename(name)} (last lines)", file=sys.stderr)
+                print("".join(log.readlines()[-8:]), file=sys.stderr)
+        raise
     finally:
         for proc in reversed(procs):
             if proc.stdin:
@@ -225,7 +236,10 @@ def main():
                 proc.kill()
         subprocess.run(["docker", "rmi", "-f", IMAGE], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("CMM_BENCH_KEEP"):
+            print(f"kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
     m_market, m_local = statistics.median(market_rates), statistics.median(local_rates)
     runs = ", ".join(f"{r:.2f}" for r in market_rates)
