@@ -109,34 +109,23 @@ def batch(command, tasks):
     return time.perf_counter() - start
 
 
-def round_trips(requester, tasks):
-    """Posted-to-released time (ms) of the given market tasks."""
-    posted, released = {}, {}
-    for entry in requester.json("audit", "--format", "json")["entries"]:
-        task = entry["subject"]
-        if entry["kind"] == "market.task-posted":
-            posted[task] = at_ms(entry["ts"])
-        elif entry["kind"] == "market.release":
-            released[task] = at_ms(entry["ts"])
-    return [released[t] - posted[t] for t in tasks if t in posted and t in released]
-
-
 def market_tasks(requester):
     """The ids of every task the requester has posted."""
     return {entry["subject"] for entry in requester.json("audit", "--format", "json")["entries"]
             if entry["kind"] == "market.task-posted"}
 
 
-def match_times(requester):
-    """Posted-to-locked time (ms) of every market task of the requester."""
-    posted, locked = {}, {}
+def spans(requester, end_kind, tasks=None):
+    """Time (ms) from each task's `market.task-posted` audit row to its
+    `end_kind` row, for every task (or only `tasks`) that has both."""
+    posted, ended = {}, {}
     for entry in requester.json("audit", "--format", "json")["entries"]:
         task = entry["subject"]
         if entry["kind"] == "market.task-posted":
             posted[task] = at_ms(entry["ts"])
-        elif entry["kind"] == "market.lock":
-            locked[task] = at_ms(entry["ts"])
-    return [locked[t] - posted[t] for t in locked if t in posted]
+        elif entry["kind"] == end_kind:
+            ended[task] = at_ms(entry["ts"])
+    return [ended[t] - posted[t] for t in (ended if tasks is None else tasks) if t in posted and t in ended]
 
 
 def main():
@@ -209,7 +198,7 @@ def main():
             sides = [(on_market, market_rates), (local, local_rates)]
             for command, rates in sides if i % 2 == 0 else reversed(sides):
                 rates.append(tasks / batch(command, tasks))
-        matched = match_times(requester)
+        matched = spans(requester, "market.lock")
         before = market_tasks(requester)
         walls = []
         for _ in range(one_by_one):
@@ -217,7 +206,7 @@ def main():
             subprocess.run(on_market, check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             walls.append((time.perf_counter() - start) * 1000)
-        trips = round_trips(requester, market_tasks(requester) - before)
+        trips = spans(requester, "market.release", market_tasks(requester) - before)
     except SystemExit:
         # Why the providers passed a task over is in what `serve` printed.
         for name in serve_logs:

@@ -3,8 +3,7 @@
 //! read back through Prometheus's own HTTP API; a local job shows its
 //! budget while it runs.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,22 +14,13 @@ use crate::docker_support::JobHome;
 use crate::market::{
     funded_requester, market_execute, provider_home, serve, stop, wait_for_offers,
 };
-use crate::nats::{NatsServer, free_ports};
+use crate::nats::{NatsServer, free_ports, http_get};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// A plain HTTP/1.0 GET on loopback: the status and the body.
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    http_get(addr.port(), path)
 }
 
 /// Percent-encodes a PromQL query for a URL.

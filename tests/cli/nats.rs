@@ -461,7 +461,7 @@ fn free_port_list(n: usize) -> Vec<u16> {
 
 /// A bare HTTP/1.0 GET against the monitoring port; the server closes the
 /// connection after the response, so reading to the end is the whole reply.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -252,11 +252,12 @@ fn check_end(rest: &[u8]) -> Result<(), BundleError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::manifest::tests::sample;
     use super::*;
 
-    fn bundle() -> Bundle {
+    /// A one-role bundle whose digest matches its component.
+    pub(crate) fn bundle() -> Bundle {
         let wasm = b"\0asm component bytes".to_vec();
         let mut manifest = sample();
         manifest.roles[0].sha256 = hex::encode(Sha256::digest(&wasm));

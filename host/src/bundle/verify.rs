@@ -231,19 +231,8 @@ fn run<L: Loader>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use sha2::{Digest, Sha256};
-
-    use super::super::manifest::tests::sample;
+    use super::super::archive::tests::bundle;
     use super::*;
-
-    fn bundle() -> Bundle {
-        let wasm = b"\0asm component bytes".to_vec();
-        let mut manifest = sample();
-        manifest.roles[0].sha256 = hex::encode(Sha256::digest(&wasm));
-        Bundle::new(manifest, BTreeMap::from([("approval.wasm".into(), wasm)]))
-    }
 
     /// Loads every component as its file name, and refuses the config of
     /// the ones named in `bad_config`.
