@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Rust and a Python approval plugin side by side, on one binary.
+"""A Rust, a Python and a C approval plugin side by side, on one binary.
 
 For each plugin: its size, the first load (compile into an empty cache,
 wall time and peak memory of the whole `policy test`), the same command
@@ -7,12 +7,13 @@ once the cache is warm, `policy bench` (fresh instance and warm, p50/p99),
 and the least `policy.fuel` its cases pass with (bisected; fuel is
 deterministic, so this is exact).
 
-usage: bench/plugin_languages.py BINARY RUST_APPROVAL.wasm PYTHON_APPROVAL.wasm
+usage: bench/plugin_languages.py BINARY RUST_APPROVAL.wasm PYTHON_APPROVAL.wasm [C_APPROVAL.wasm]
 
 The Rust plugin is the default approval plugin (built into
 target/release/build/*/out/plugins-target/wasm32-wasip2/release/approval.wasm
 by a release build); the Python one is examples/python-approval built with
-componentize-py as its README says. Both are run against their own cases.
+componentize-py as its README says, and the C one examples/c-approval
+built as its README says. Each is run against its own cases.
 """
 
 import json
@@ -26,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "rust": os.path.join(REPO, "host/src/ops/scaffold/approval/cases.toml"),
     "python": os.path.join(REPO, "examples/python-approval/cases.toml"),
+    "c": os.path.join(REPO, "examples/c-approval/cases.toml"),
 }
 DEFAULT_CASES = """[[case]]
 name = "a small local job"
@@ -54,8 +56,8 @@ def cases_for(kind, directory):
     """The plugin's own cases, except that the Rust default plugin's
     scaffold cases speak of plugin.models, which it does not read; it gets
     one case of its own instead."""
-    if kind == "python":
-        return CASES["python"]
+    if kind != "rust":
+        return CASES[kind]
     path = os.path.join(directory, "cases.toml")
     with open(path, "w") as f:
         f.write(DEFAULT_CASES.format(decision="ask"))
@@ -78,11 +80,11 @@ def least_fuel(binary, wasm, cases):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
-    binary, rust, python = sys.argv[1:]
+    binary = sys.argv[1]
     rows = []
-    for kind, wasm in (("rust", rust), ("python", python)):
+    for kind, wasm in zip(("rust", "python", "c"), sys.argv[2:]):
         work = tempfile.mkdtemp()
         cases = cases_for(kind, work)
         home = tempfile.mkdtemp()

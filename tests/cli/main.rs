@@ -4,6 +4,7 @@
 mod admission;
 mod audit;
 mod bundles;
+mod c_plugins;
 mod clients;
 mod commands;
 mod compliance;
