@@ -238,7 +238,7 @@ fn an_authors_first_hour_changes_a_decision() {
 
 /// `policy new` starts from the real plugins, so every template builds and
 /// passes its own cases as generated: the default plugin of each role in
-/// Rust, and the Python example.
+/// Rust, and the Python and C examples.
 #[test]
 fn every_template_builds_and_passes_its_own_cases() {
     let desk = Desk::new();
@@ -276,6 +276,21 @@ fn every_template_builds_and_passes_its_own_cases() {
     components.push((
         python.clone(),
         crate::python_plugins::component(&python, "approval-policy"),
+    ));
+    let c = desk.path("c-gate");
+    desk.home.ok(&[
+        "policy",
+        "new",
+        "--lang",
+        "c",
+        "approval",
+        "c-gate",
+        "--dir",
+        &c.display().to_string(),
+    ]);
+    components.push((
+        c.clone(),
+        crate::c_plugins::component(&c, "approval-policy"),
     ));
 
     for (dir, component) in &components {

@@ -109,7 +109,7 @@ fn run(cmd: &mut Command, what: &str) {
 /// The component for `app.c` in `dir` targeting `world`, built as the
 /// example's README says, once per content (sources, WIT, flags, clang and
 /// tool versions) and kept in the cache.
-fn component(dir: &Path, world: &str) -> PathBuf {
+pub(crate) fn component(dir: &Path, world: &str) -> PathBuf {
     let wit = repo("wit");
     let mut hash = Sha256::new();
     hash.update(tool_digest());

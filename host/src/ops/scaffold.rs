@@ -1,4 +1,4 @@
-//! `policy new [--lang rust|python] ROLE NAME`: writes a policy plugin of
+//! `policy new [--lang rust|python|c] ROLE NAME`: writes a policy plugin of
 //! one role that builds with one command and passes its own `cases.toml` as
 //! generated.
 //!
@@ -61,6 +61,7 @@ const SDK: [(&str, &str); 4] = [
 pub enum Lang {
     Rust,
     Python,
+    C,
 }
 
 impl Lang {
@@ -68,18 +69,25 @@ impl Lang {
         match self {
             Lang::Rust => "rust",
             Lang::Python => "python",
+            Lang::C => "c",
         }
     }
 
     /// Why there is no `role` plugin to start from in this language, if
     /// there is none.
     pub fn unsupported(self, role: Role) -> Option<String> {
-        (self == Lang::Python && role != Role::Approval).then(|| {
+        let language = match self {
+            Lang::Rust => return None,
+            Lang::Python => "Python",
+            Lang::C => "C",
+        };
+        (role != Role::Approval).then(|| {
             format!(
-                "there is no Python {role} plugin to start from: the Python example is an \
-                 approval policy (policy new --lang python approval NAME); write a {role} \
+                "there is no {language} {role} plugin to start from: the {language} example is \
+                 an approval policy (policy new --lang {} approval NAME); write a {role} \
                  plugin in Rust with --lang rust, or start from the approval example and \
                  target the {} world",
+                self.as_str(),
                 role.world()
             )
         })
@@ -94,6 +102,17 @@ impl Lang {
                 role.world(),
                 self.component(name).display()
             ),
+            Lang::C => {
+                let stem = role.world().replace('-', "_");
+                format!(
+                    "cmm-c-plugin bindings wit {world} gen && clang-19 --target=wasm32-wasi \
+                     -mexec-model=reactor -Os -Wall -Wextra -Werror -Wl,--strip-debug -I gen \
+                     -o app.wasm app.c gen/{stem}.c gen/{stem}_component_type.o && \
+                     cmm-c-plugin component app.wasm {}",
+                    self.component(name).display(),
+                    world = role.world(),
+                )
+            }
         }
     }
 
@@ -103,7 +122,7 @@ impl Lang {
             Lang::Rust => {
                 Path::new("target/wasm32-wasip2/release").join(format!("{}.wasm", crate_name(name)))
             }
-            Lang::Python => PathBuf::from(format!("{name}.wasm")),
+            Lang::Python | Lang::C => PathBuf::from(format!("{name}.wasm")),
         }
     }
 }
@@ -240,7 +259,15 @@ fn render(lang: Lang, role: Role, name: &str) -> Result<Vec<(String, String)>, O
                 include_str!("../../../examples/python-approval/cases.toml"),
             ),
         ],
-        (Lang::Python, _) => {
+        (Lang::C, Role::Approval) => vec![
+            ("README.md", include_str!("scaffold/README-c.md")),
+            ("app.c", include_str!("../../../examples/c-approval/app.c")),
+            (
+                "cases.toml",
+                include_str!("../../../examples/c-approval/cases.toml"),
+            ),
+        ],
+        (Lang::Python | Lang::C, _) => {
             return Err(OpsError::InvalidInput {
                 what: lang.unsupported(role).unwrap_or_default(),
             });
@@ -530,6 +557,9 @@ mod tests {
             fs::read_to_string(dir.join("app.py")).unwrap(),
             include_str!("../../../examples/python-approval/app.py")
         );
+        let c = scaffold(Lang::C, Role::Approval, "gate", &tmp.path().join("c")).unwrap();
+        assert!(c.build.contains("gen/approval_policy.c"), "{}", c.build);
+        assert!(c.files.contains(&PathBuf::from("app.c")));
         let other = tmp.path().join("limits");
         let what = invalid_input(scaffold(Lang::Python, Role::Limits, "gate", &other));
         assert!(what.contains("--lang rust"), "{what}");

@@ -47,7 +47,7 @@ pub struct NewArgs {
     /// The folder to create (default: ./NAME).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The language: Rust (any role, from the node's default plugin) or Python (approval).
+    /// The language: Rust (any role, from the node's default plugin), Python or C (approval).
     #[arg(long, value_enum, default_value_t = LangArg::Rust)]
     pub lang: LangArg,
 }
@@ -57,6 +57,7 @@ pub struct NewArgs {
 pub enum LangArg {
     Rust,
     Python,
+    C,
 }
 
 impl From<LangArg> for Lang {
@@ -64,6 +65,7 @@ impl From<LangArg> for Lang {
         match lang {
             LangArg::Rust => Lang::Rust,
             LangArg::Python => Lang::Python,
+            LangArg::C => Lang::C,
         }
     }
 }
