@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use crate::images::cache;
-use crate::support::{Home, role};
+use crate::support::{Home, repo, role};
 
 /// Debian bookworm's clang that knows wasm32 and finds wasi-libc's sysroot.
 const CLANG: &str = "clang-19";
@@ -29,10 +29,6 @@ const CFLAGS: &[&str] = &[
     "-Werror",
     "-Wl,--strip-debug",
 ];
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
 
 fn hash_files(hash: &mut Sha256, dir: &Path, names: &[&str]) {
     for name in names {
@@ -180,12 +176,7 @@ fn a_c_approval_policy_passes_its_cases_and_decides_from_a_signed_bundle() {
         tested.stdout
     );
 
-    let desk = tempfile::tempdir().unwrap();
-    let src = desk.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::copy(example.join("bundle.toml"), src.join("bundle.toml")).unwrap();
-    std::fs::copy(&wasm, src.join("approval.wasm")).unwrap();
-    let installed = home.install_signed_bundle(&src);
+    let installed = home.install_example_bundle(&example, &wasm);
     assert!(
         installed.stdout.contains("installed c-approval@1"),
         "{}",

@@ -11,14 +11,10 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use crate::images::cache;
-use crate::support::{Home, role};
+use crate::support::{Home, repo, role};
 
 /// Pinned, so a new release cannot change what the tests build.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
 
 /// componentize-py installed once into the test cache.
 fn componentize_py() -> &'static Path {
@@ -103,12 +99,7 @@ fn a_python_approval_policy_passes_its_cases_and_decides_from_a_signed_bundle() 
         tested.stdout
     );
 
-    let desk = tempfile::tempdir().unwrap();
-    let src = desk.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::copy(example.join("bundle.toml"), src.join("bundle.toml")).unwrap();
-    std::fs::copy(&wasm, src.join("approval.wasm")).unwrap();
-    let installed = home.install_signed_bundle(&src);
+    let installed = home.install_example_bundle(&example, &wasm);
     assert!(
         installed.stdout.contains("installed python-approval@1"),
         "{}",

@@ -158,6 +158,17 @@ impl Home {
         db.execute_batch(sql).unwrap();
     }
 
+    /// Installs an example plugin (`examples/NAME`) as a signed bundle: its
+    /// bundle.toml with `component`, the example built, as approval.wasm.
+    pub fn install_example_bundle(&self, example: &Path, component: &Path) -> Run {
+        let desk = tempfile::tempdir().unwrap();
+        let src = desk.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::copy(example.join("bundle.toml"), src.join("bundle.toml")).unwrap();
+        std::fs::copy(component, src.join("approval.wasm")).unwrap();
+        self.install_signed_bundle(&src)
+    }
+
     /// Builds the bundle from `source` (a folder holding bundle.toml, or the
     /// file), signs it with a new key, trusts that key and installs it, as
     /// an operator would; returns what `install` printed.
@@ -228,6 +239,11 @@ pub fn build_components(dir: &Path, target_name: &str) -> PathBuf {
         dir.display()
     );
     target.join("wasm32-wasip2/release")
+}
+
+/// A path in the repository, from its root.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
 /// The decision of one role in an `execute --dry-run --json` document.
