@@ -11,8 +11,8 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression,
 };
 use claude_max_market::policy::{
-    ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Job, JobSource,
-    MarketContext, Usage,
+    Budget, ConfiguredLimits, CredentialKind, DecisionInput, Fact, FactStatus, Image, Job,
+    JobSource, MarketContext, Usage, Workspace,
 };
 
 pub const ALLOWED_MODELS: [&str; 3] = ["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"];
@@ -27,15 +27,38 @@ pub fn input() -> DecisionInput {
             id: "0123456789abcdef01234567".into(),
             requester: "local".into(),
             model: "claude-sonnet-4-5".into(),
-            max_tokens: 1024,
+            budget: Budget {
+                tokens: 50_000,
+                requests: 40,
+                timeout_secs: 600,
+            },
             prompt_bytes: 2048,
             prompt_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
                 .into(),
-            image: "claude-max-market-job:0.1.0".into(),
+            image: Image {
+                reference: "claude-max-market-agent:0.2.0".into(),
+                digest: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                    .into(),
+            },
+            command: [
+                "claude",
+                "-p",
+                "--output-format",
+                "json",
+                "Fix the failing test",
+            ]
+            .map(String::from)
+            .to_vec(),
+            agent: "claude-code".into(),
+            workspace: Some(Workspace {
+                bytes: 4_812_331,
+                files: 214,
+            }),
+            egress: false,
             source: JobSource::Local,
             credential: CredentialKind::ApiKey,
             pre_approved: false,
-            labels: Vec::new(),
+            labels: vec![("project".into(), "billing".into())],
         },
         usage: Usage {
             tasks_today: 3,
@@ -44,9 +67,10 @@ pub fn input() -> DecisionInput {
             limits: ConfiguredLimits {
                 daily_tasks: 20,
                 daily_tokens: 200_000,
-                max_tokens_per_task: 8192,
+                max_tokens_per_task: 100_000,
+                requests_per_job: 200,
                 concurrent_jobs: 2,
-                timeout_secs: 300,
+                timeout_secs: 3600,
             },
         },
         market: MarketContext {
@@ -62,6 +86,7 @@ pub fn input() -> DecisionInput {
             "no-credentials-in-config",
             "no-credentials-in-logs",
             "audit-chain",
+            "job-hardening",
         ]
         .into_iter()
         .map(|name| Fact {
@@ -70,6 +95,7 @@ pub fn input() -> DecisionInput {
             status: FactStatus::Ok,
         })
         .collect(),
+        at: 1_796_000_000,
     }
 }
 
@@ -80,19 +106,27 @@ pub fn native_decision(input: &DecisionInput) -> (bool, u64) {
     let l = &u.limits;
     let approved =
         ALLOWED_MODELS.contains(&job.model.as_str()) && job.prompt_bytes <= MAX_PROMPT_BYTES;
+    let asked = &job.budget;
     let within = u.tasks_today < l.daily_tasks
-        && u.tokens_today.saturating_add(u64::from(job.max_tokens)) <= l.daily_tokens
-        && job.max_tokens <= l.max_tokens_per_task
+        && u.tokens_today
+            .checked_add(asked.tokens)
+            .is_some_and(|after| after <= l.daily_tokens)
+        && asked.tokens <= l.max_tokens_per_task
+        && asked.requests <= l.requests_per_job
+        && asked.timeout_secs <= l.timeout_secs
         && u.running_jobs < l.concurrent_jobs;
+    let market = job.source == JobSource::Market;
     let compliant = input.facts.iter().all(|f| f.status != FactStatus::Failed)
-        && !(job.source == JobSource::Market && job.credential == CredentialKind::Subscription);
+        && !(market && job.credential == CredentialKind::Subscription)
+        && !job.egress
+        && !(market && !job.image.reference.starts_with("claude-max-market-job:"));
     (approved && within && compliant, native_quote(input))
 }
 
 /// list price × (1 + load) × (1.5 − reputation / 2), rounded up, in
 /// thousandths as the pricing plugin computes it.
 pub fn native_quote(input: &DecisionInput) -> u64 {
-    let list = BASE_PRICE + u64::from(input.job.max_tokens).div_ceil(1000) * PRICE_PER_KILO_TOKEN;
+    let list = BASE_PRICE + input.job.budget.tokens.div_ceil(1000) * PRICE_PER_KILO_TOKEN;
     let load = (input.market.load.clamp(0.0, 1.0) * 1000.0).round() as u64;
     let reputation = (input.market.reputation.clamp(0.0, 1.0) * 1000.0).round() as u64;
     (list * (1000 + load) * (3000 - reputation)).div_ceil(2_000_000)
@@ -106,13 +140,18 @@ when {
     ["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"].contains(context.model) &&
     context.prompt_bytes <= 200000 &&
     context.tasks_today < context.daily_tasks &&
-    context.tokens_today + context.max_tokens <= context.daily_tokens &&
-    context.max_tokens <= context.max_tokens_per_task &&
+    context.tokens_today + context.budget_tokens <= context.daily_tokens &&
+    context.budget_tokens <= context.max_tokens_per_task &&
+    context.budget_requests <= context.requests_per_job &&
+    context.budget_timeout_secs <= context.timeout_secs &&
     context.running_jobs < context.concurrent_jobs &&
-    context.facts_ok
+    context.facts_ok &&
+    !context.egress
 };
 forbid (principal, action, resource)
 when { context.source == "market" && context.credential == "subscription" };
+forbid (principal, action, resource)
+when { context.source == "market" && !(context.image like "claude-max-market-job:*") };
 "#;
 
 /// A parsed cedar policy and the fixed parts of its requests.
@@ -158,7 +197,23 @@ impl Cedar {
                 RestrictedExpression::new_string(job.model.clone()),
             ),
             ("prompt_bytes".to_string(), long(job.prompt_bytes)),
-            ("max_tokens".to_string(), long(u64::from(job.max_tokens))),
+            ("budget_tokens".to_string(), long(job.budget.tokens)),
+            (
+                "budget_requests".to_string(),
+                long(u64::from(job.budget.requests)),
+            ),
+            (
+                "budget_timeout_secs".to_string(),
+                long(u64::from(job.budget.timeout_secs)),
+            ),
+            (
+                "image".to_string(),
+                RestrictedExpression::new_string(job.image.reference.clone()),
+            ),
+            (
+                "egress".to_string(),
+                RestrictedExpression::new_bool(job.egress),
+            ),
             ("tasks_today".to_string(), long(u64::from(u.tasks_today))),
             ("tokens_today".to_string(), long(u.tokens_today)),
             ("running_jobs".to_string(), long(u64::from(u.running_jobs))),
@@ -172,8 +227,16 @@ impl Cedar {
                 long(u64::from(u.limits.max_tokens_per_task)),
             ),
             (
+                "requests_per_job".to_string(),
+                long(u64::from(u.limits.requests_per_job)),
+            ),
+            (
                 "concurrent_jobs".to_string(),
                 long(u64::from(u.limits.concurrent_jobs)),
+            ),
+            (
+                "timeout_secs".to_string(),
+                long(u64::from(u.limits.timeout_secs)),
             ),
             (
                 "facts_ok".to_string(),
