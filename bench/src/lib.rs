@@ -6,6 +6,7 @@
 //! measures, so the comparison is of the same decision.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request, RestrictedExpression,
@@ -23,7 +24,7 @@ pub const PRICE_PER_KILO_TOKEN: u64 = 2;
 /// A typical local job on a node with room to spare, all facts in order.
 pub fn input() -> DecisionInput {
     DecisionInput {
-        job: Job {
+        job: Arc::new(Job {
             id: "0123456789abcdef01234567".into(),
             requester: "local".into(),
             model: "claude-sonnet-4-5".into(),
@@ -59,7 +60,7 @@ pub fn input() -> DecisionInput {
             credential: CredentialKind::ApiKey,
             pre_approved: false,
             labels: vec![("project".into(), "billing".into())],
-        },
+        }),
         usage: Usage {
             tasks_today: 3,
             tokens_today: 12_000,
@@ -116,10 +117,12 @@ pub fn native_decision(input: &DecisionInput) -> (bool, u64) {
         && asked.timeout_secs <= l.timeout_secs
         && u.running_jobs < l.concurrent_jobs;
     let market = job.source == JobSource::Market;
+    let paid_by_subscription = market && job.credential == CredentialKind::Subscription;
+    let image_listed = !market || job.image.reference.starts_with("claude-max-market-job:");
     let compliant = input.facts.iter().all(|f| f.status != FactStatus::Failed)
-        && !(market && job.credential == CredentialKind::Subscription)
+        && !paid_by_subscription
         && !job.egress
-        && !(market && !job.image.reference.starts_with("claude-max-market-job:"));
+        && image_listed;
     (approved && within && compliant, native_quote(input))
 }
 
@@ -224,7 +227,7 @@ impl Cedar {
             ("daily_tokens".to_string(), long(u.limits.daily_tokens)),
             (
                 "max_tokens_per_task".to_string(),
-                long(u64::from(u.limits.max_tokens_per_task)),
+                long(u.limits.max_tokens_per_task),
             ),
             (
                 "requests_per_job".to_string(),

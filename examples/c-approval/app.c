@@ -12,7 +12,8 @@
  * generated code's ownership rules: arguments of an exported function are
  * ours to free, results we return are freed by the bindings after the host
  * has copied them (so they must come from malloc), and strings the host
- * passes are not NUL-terminated.
+ * passes are not NUL-terminated. The job is the host's: a borrowed handle
+ * whose fields we fetch one call each, and which we drop before returning.
  */
 
 #include <ctype.h>
@@ -29,7 +30,8 @@
 #define DEFAULT_ASK_ABOVE 100000
 
 typedef approval_policy_string_t string_t;
-typedef exports_claude_max_market_policy_approval_job_t job_t;
+typedef claude_max_market_policy_types_borrow_job_t job_t;
+typedef claude_max_market_policy_types_image_t image_t;
 typedef exports_claude_max_market_policy_approval_verdict_t verdict_t;
 
 /* A piece of a string the host passed: not NUL-terminated. */
@@ -166,10 +168,13 @@ static verdict_t verdict(uint8_t tag, string_t reason) {
     return v;
 }
 
-static verdict_t judge(const job_t *job) {
+static verdict_t judge(job_t job) {
     string_t images, raw;
     if (setting(IMAGES, &images)) {
-        string_t refusal = refuse_image(span(&images), span(&job->image.reference));
+        image_t image;
+        claude_max_market_policy_types_method_job_image(job, &image);
+        string_t refusal = refuse_image(span(&images), span(&image.reference));
+        claude_max_market_policy_types_image_free(&image);
         approval_policy_string_free(&images);
         if (refusal.len > 0) return verdict(EXPORTS_CLAUDE_MAX_MARKET_POLICY_APPROVAL_VERDICT_DENY, refusal);
     }
@@ -182,16 +187,22 @@ static verdict_t judge(const job_t *job) {
         approval_policy_string_free(&raw);
         if (!ok) return verdict(EXPORTS_CLAUDE_MAX_MARKET_POLICY_APPROVAL_VERDICT_DENY, problem);
     }
-    if (job->budget.tokens > limit) {
-        string_t question = format("job %.*s asks for %llu tokens, more than %llu (%s); run it?", (int)job->id.len,
-                                   (const char *)job->id.ptr, (unsigned long long)job->budget.tokens,
+    claude_max_market_policy_types_budget_t budget;
+    claude_max_market_policy_types_method_job_budget(job, &budget);
+    if (budget.tokens > limit) {
+        string_t id;
+        claude_max_market_policy_types_method_job_id(job, &id);
+        string_t question = format("job %.*s asks for %llu tokens, more than %llu (%s); run it?", (int)id.len,
+                                   (const char *)id.ptr, (unsigned long long)budget.tokens,
                                    (unsigned long long)limit, ASK_ABOVE);
+        approval_policy_string_free(&id);
         return verdict(EXPORTS_CLAUDE_MAX_MARKET_POLICY_APPROVAL_VERDICT_ASK, question);
     }
     return verdict(EXPORTS_CLAUDE_MAX_MARKET_POLICY_APPROVAL_VERDICT_ALLOW, (string_t){NULL, 0});
 }
 
-void exports_claude_max_market_policy_approval_decide(job_t *job, verdict_t *ret) {
+void exports_claude_max_market_policy_approval_decide(job_t job, verdict_t *ret) {
     *ret = judge(job);
-    exports_claude_max_market_policy_approval_job_free(job);
+    /* A borrowed handle must be given back before the call returns. */
+    claude_max_market_policy_types_job_drop_borrow(job);
 }

@@ -53,16 +53,19 @@ class ConfigCheck(exports.ConfigCheck):
 
 class Approval(exports.Approval):
     def decide(self, job):
+        # `job` is the host's: each method call fetches one field.
         allowed = images(settings.get(IMAGES))
-        reference = job.image.reference
-        if allowed and reference not in allowed and repository(reference) not in allowed:
-            return Verdict_Deny(
-                f"image {reference} is not one of {', '.join(allowed)} ({IMAGES})"
-            )
+        if allowed:
+            reference = job.image().reference
+            if reference not in allowed and repository(reference) not in allowed:
+                return Verdict_Deny(
+                    f"image {reference} is not one of {', '.join(allowed)} ({IMAGES})"
+                )
         limit = ask_above(settings.get(ASK_ABOVE))
-        if job.budget.tokens > limit:
+        tokens = job.budget().tokens
+        if tokens > limit:
             return Verdict_Ask(
-                f"job {job.id} asks for {job.budget.tokens} tokens, more than {limit} "
+                f"job {job.id()} asks for {tokens} tokens, more than {limit} "
                 f"({ASK_ABOVE}); run it?"
             )
         return Verdict_Allow()

@@ -135,13 +135,13 @@ fn an_authors_first_hour_changes_a_decision() {
     // The author's change: haiku only, whatever the node allows.
     let lib = crate_dir.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();
-    let rule = "if !rules.allowed_models.contains(&job.model) {";
+    let rule = "if !rules.allowed_models.contains(&model) {";
     assert!(source.contains(rule), "the template is the default plugin");
     std::fs::write(
         &lib,
         source.replace(
             rule,
-            "if !rules.allowed_models.contains(&job.model) || job.model != \"claude-haiku-4-5\" {",
+            "if !rules.allowed_models.contains(&model) || model != \"claude-haiku-4-5\" {",
         ),
     )
     .unwrap();

@@ -91,7 +91,7 @@ pub fn replay(
             report.skipped += 1;
             continue;
         };
-        let decision = pipeline.decide(&input);
+        let decision = pipeline.decide(input);
         report.replayed += 1;
         for role in &roles {
             let Some(recorded) = recorded_answer(&entry.details, *role) else {

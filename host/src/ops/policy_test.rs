@@ -550,7 +550,7 @@ fn input_for(
     facts: &[FactSpec],
 ) -> DecisionInput {
     DecisionInput {
-        job: Job {
+        job: Arc::new(Job {
             id: "policy-test".into(),
             requester: job.requester.clone(),
             model: job.model.clone(),
@@ -588,7 +588,7 @@ fn input_for(
             },
             pre_approved: job.pre_approved,
             labels: job.labels.clone().into_iter().collect(),
-        },
+        }),
         usage: Usage {
             tasks_today: usage.tasks_today,
             tokens_today: usage.tokens_today,

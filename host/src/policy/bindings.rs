@@ -10,11 +10,19 @@ wasmtime::component::bindgen!({
     // A decision's input is recorded on the audit log as these types, so
     // `policy test --replay` can ask a candidate plugin the same question.
     additional_derives: [serde::Serialize, serde::Deserialize],
+    // The job is lent to a plugin as a handle to the host's record.
+    with: {
+        "claude-max-market:policy/types.job": super::job::LentJob,
+    },
+    // A getter on a handle the host did not lend traps the call.
+    imports: {
+        "claude-max-market:policy/types": trappable,
+    },
 });
 
 pub use self::claude_max_market::policy::types::{
-    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, Job, JobSource,
-    MarketContext, Usage, Workspace,
+    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, JobSource, MarketContext,
+    Usage, Workspace,
 };
 pub use self::exports::claude_max_market::policy::{
     approval, compliance, config_check, limits, pricing,

@@ -6,6 +6,7 @@
 //! - `engine` — the wasmtime engine, its pooling allocator and epoch ticker.
 //! - `sandbox` — per-call store state: limits, a deny-everything WASI context.
 //! - `imports/` — the host functions a plugin may call, one file each.
+//! - `job` — the job a decision is about, lent to plugins as a handle.
 //! - `cache` — the on-disk compile cache.
 //! - `plugin` — a compiled, linked plugin for one role (`PluginPre`).
 //! - `call` — running one guest call, fresh or warm, and classifying failures.
@@ -21,6 +22,7 @@ pub mod defaults;
 mod engine;
 mod failure;
 mod imports;
+mod job;
 mod node_rules;
 mod outcome;
 mod pipeline;
@@ -30,12 +32,13 @@ mod sandbox;
 mod stderr;
 
 pub use bindings::{
-    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, Job, JobSource,
-    MarketContext, Usage, Workspace,
+    Budget, ConfiguredLimits, CredentialKind, Fact, FactStatus, Image, JobSource, MarketContext,
+    Usage, Workspace,
 };
 pub use cache::CompileCache;
 pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
+pub use job::Job;
 pub use node_rules::NodeRules;
 pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
 pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot, unix_now};

@@ -11,7 +11,8 @@
 
 use std::borrow::Cow;
 
-use super::bindings::{CredentialKind, Image, Job, JobSource};
+use super::bindings::{CredentialKind, Image, JobSource};
+use super::job::Job;
 use super::outcome::{Outcome, RoleDecision};
 use super::role::Role;
 

@@ -1,6 +1,8 @@
 //! What a role decided, in host types the rest of the crate can use without
 //! knowing the WIT bindings.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 pub use crate::outcome::Outcome;
@@ -66,7 +68,7 @@ pub enum RoleResult {
 #[derive(Clone, Debug, Serialize)]
 pub struct RoleDecision {
     pub role: Role,
-    pub plugin: PluginMeta,
+    pub plugin: Arc<PluginMeta>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -80,7 +82,12 @@ pub struct RoleDecision {
 }
 
 impl RoleDecision {
-    pub(crate) fn new(role: Role, plugin: PluginMeta, result: RoleResult, elapsed_us: u64) -> Self {
+    pub(crate) fn new(
+        role: Role,
+        plugin: Arc<PluginMeta>,
+        result: RoleResult,
+        elapsed_us: u64,
+    ) -> Self {
         let mut d = RoleDecision {
             role,
             plugin,

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 use wasmtime::Store;
+use wasmtime::component::Resource;
 
-use super::bindings::{
-    Budget, Fact, Job, MarketContext, Usage, approval, compliance, limits, pricing,
-};
+use super::bindings::{Budget, Fact, MarketContext, Usage, approval, compliance, limits, pricing};
 use super::call::{Live, RoleGuest};
 use super::engine::{Isolation, PolicyEngine};
 use super::failure::{Failure, FailureClass};
+use super::job::{Job, LentJob};
 use super::node_rules::NodeRules;
 use super::outcome::{
     ComplianceFinding, Grant, Outcome, Quote, RoleDecision, RoleResult, Severity,
@@ -34,7 +34,8 @@ pub const MAX_FINDINGS: usize = 256;
 /// decision (serialized as the WIT records are), which is what replays it.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct DecisionInput {
-    pub job: Job,
+    /// Shared with the plugins' stores while they are asked, not copied.
+    pub job: Arc<Job>,
     pub usage: Usage,
     pub market: MarketContext,
     pub facts: Vec<Fact>,
@@ -75,7 +76,8 @@ impl PipelineDecision {
 /// One role's plugin, or the reason there is none usable.
 pub struct Slot {
     role: Role,
-    meta: PluginMeta,
+    /// Shared with every decision this slot makes.
+    meta: Arc<PluginMeta>,
     plugin: Result<PluginPre, Failure>,
     /// The node's settings plus the plugin's own, set by the pipeline.
     settings: Arc<PluginSettings>,
@@ -86,7 +88,7 @@ impl Slot {
     pub fn ready(plugin: PluginPre) -> Slot {
         Slot {
             role: plugin.role(),
-            meta: plugin.meta().clone(),
+            meta: Arc::new(plugin.meta().clone()),
             plugin: Ok(plugin),
             settings: Arc::default(),
             warm: None,
@@ -98,7 +100,7 @@ impl Slot {
     pub fn missing(role: Role, meta: PluginMeta, message: String) -> Slot {
         Slot {
             role,
-            meta,
+            meta: Arc::new(meta),
             plugin: Err(Failure::new(FailureClass::Missing, message)),
             settings: Arc::default(),
             warm: None,
@@ -169,16 +171,15 @@ impl Pipeline {
 
     /// Asks every role about `input` and combines the answers.
     #[tracing::instrument(skip_all, fields(job_id = %input.job.id))]
-    pub fn decide(&mut self, input: &DecisionInput) -> PipelineDecision {
+    pub fn decide(&mut self, input: DecisionInput) -> PipelineDecision {
+        // One record for the four roles, each lent a handle to it.
         let shown = match self.rules.shown(&input.job) {
-            Cow::Borrowed(_) => Cow::Borrowed(input),
-            Cow::Owned(job) => Cow::Owned(DecisionInput {
-                job,
-                ..input.clone()
-            }),
+            Cow::Borrowed(_) => input.job.clone(),
+            Cow::Owned(job) => Arc::new(job),
         };
-        let mut roles: Vec<RoleDecision> =
-            (0..self.slots.len()).map(|i| self.ask(i, &shown)).collect();
+        let mut roles: Vec<RoleDecision> = (0..self.slots.len())
+            .map(|i| self.ask(i, &input, &shown))
+            .collect();
         self.rules.enforce(&input.job, &mut roles);
         let decision = if roles.iter().any(|r| r.outcome == Outcome::Deny) {
             Outcome::Deny
@@ -190,7 +191,7 @@ impl Pipeline {
         PipelineDecision {
             decision,
             roles,
-            input: input.clone(),
+            input,
         }
     }
 
@@ -248,7 +249,7 @@ impl Pipeline {
 
     /// Asks one role alone (what `policy test` and `policy bench` do).
     pub fn decide_role(&mut self, role: Role, input: &DecisionInput) -> RoleDecision {
-        self.ask(role.index(), input)
+        self.ask(role.index(), input, &input.job)
     }
 
     /// Asks pricing whether a bid of `bid` RUV for the job is acceptable:
@@ -269,7 +270,9 @@ impl Pipeline {
             |store, guests| match &guests.role {
                 RoleGuest::Pricing(g) => {
                     store.data_mut().clock = Some(input.at);
-                    g.call_consider_bid(store, &input.job, input.market, bid)
+                    LentJob::during(store, &input.job, |store, job| {
+                        g.call_consider_bid(store, job, input.market, bid)
+                    })
                 }
                 _ => unreachable!("the pricing slot holds a pricing plugin"),
             },
@@ -280,7 +283,8 @@ impl Pipeline {
         })
     }
 
-    fn ask(&mut self, index: usize, input: &DecisionInput) -> RoleDecision {
+    /// Asks one role about `job`, the input's job as the plugins are shown it.
+    fn ask(&mut self, index: usize, input: &DecisionInput, job: &Arc<Job>) -> RoleDecision {
         let started = Instant::now();
         let reuse = self.engine.isolation() == Isolation::Reuse;
         let slot = &mut self.slots[index];
@@ -290,7 +294,10 @@ impl Pipeline {
                 let warm = if reuse { Some(&mut slot.warm) } else { None };
                 let max = self.engine.limits().max_answer_bytes;
                 let answer = plugin.run(&self.engine, &slot.settings, warm, |store, guests| {
-                    call_role(&guests.role, store, input)
+                    store.data_mut().clock = Some(input.at);
+                    LentJob::during(store, job, |store, job| {
+                        call_role(&guests.role, store, job, input)
+                    })
                 });
                 answer
                     .and_then(|result| check_answer(plugin, result, &input.job, max))
@@ -304,27 +311,27 @@ impl Pipeline {
     }
 }
 
-/// Asks one plugin its role's question.
+/// Asks one plugin its role's question about the lent `job`.
 fn call_role(
     guest: &RoleGuest,
     store: &mut Store<PluginState>,
+    job: Resource<LentJob>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    store.data_mut().clock = Some(input.at);
     match guest {
-        RoleGuest::Approval(g) => ask_approval(g, store, input),
-        RoleGuest::Limits(g) => ask_limits(g, store, input),
-        RoleGuest::Compliance(g) => ask_compliance(g, store, input),
-        RoleGuest::Pricing(g) => ask_pricing(g, store, input),
+        RoleGuest::Approval(g) => ask_approval(g, store, job),
+        RoleGuest::Limits(g) => ask_limits(g, store, job, input),
+        RoleGuest::Compliance(g) => ask_compliance(g, store, job, input),
+        RoleGuest::Pricing(g) => ask_pricing(g, store, job, input),
     }
 }
 
 fn ask_approval(
     guest: &approval::Guest,
     store: &mut Store<PluginState>,
-    input: &DecisionInput,
+    job: Resource<LentJob>,
 ) -> wasmtime::Result<RoleResult> {
-    Ok(match guest.call_decide(store, &input.job)? {
+    Ok(match guest.call_decide(store, job)? {
         approval::Verdict::Allow => RoleResult::Allow,
         approval::Verdict::Deny(reason) => RoleResult::Deny(reason),
         approval::Verdict::Ask(reason) => RoleResult::Ask(reason),
@@ -334,9 +341,10 @@ fn ask_approval(
 fn ask_limits(
     guest: &limits::Guest,
     store: &mut Store<PluginState>,
+    job: Resource<LentJob>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    Ok(match guest.call_check(store, &input.job, input.usage)? {
+    Ok(match guest.call_check(store, job, input.usage)? {
         limits::Verdict::Allow(g) => RoleResult::Granted(Grant {
             tokens: g.tokens,
             requests: g.requests,
@@ -349,30 +357,28 @@ fn ask_limits(
 fn ask_compliance(
     guest: &compliance::Guest,
     store: &mut Store<PluginState>,
+    job: Resource<LentJob>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    Ok(
-        match guest.call_check_job(store, &input.job, &input.facts)? {
-            compliance::Verdict::Allow => RoleResult::Allow,
-            compliance::Verdict::Deny(reason) => RoleResult::Deny(reason),
-        },
-    )
+    Ok(match guest.call_check_job(store, job, &input.facts)? {
+        compliance::Verdict::Allow => RoleResult::Allow,
+        compliance::Verdict::Deny(reason) => RoleResult::Deny(reason),
+    })
 }
 
 fn ask_pricing(
     guest: &pricing::Guest,
     store: &mut Store<PluginState>,
+    job: Resource<LentJob>,
     input: &DecisionInput,
 ) -> wasmtime::Result<RoleResult> {
-    Ok(
-        match guest.call_quote_job(store, &input.job, input.market)? {
-            Some(quote) => RoleResult::Quoted(Quote {
-                price: quote.price,
-                explanation: quote.explanation,
-            }),
-            None => RoleResult::NoQuote,
-        },
-    )
+    Ok(match guest.call_quote_job(store, job, input.market)? {
+        Some(quote) => RoleResult::Quoted(Quote {
+            price: quote.price,
+            explanation: quote.explanation,
+        }),
+        None => RoleResult::NoQuote,
+    })
 }
 
 /// Refuses answers the host will not carry: oversized text (the guest

@@ -72,6 +72,14 @@ pub struct PluginState {
 }
 
 impl PluginState {
+    pub(crate) fn table(&self) -> &ResourceTable {
+        &self.table
+    }
+
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
     /// True once the plugin tried to grow memory past its cap.
     pub fn memory_exceeded(&self) -> bool {
         self.limiter.exceeded

@@ -40,21 +40,23 @@ impl Settings for Rules {
     }
 }
 
-/// The approval decision for one job under the given rules.
-fn judge(job: &Job, rules: &Rules) -> Verdict {
-    if !rules.allowed_models.contains(&job.model) {
+/// The approval decision for one job under the given rules. It reads the
+/// model and the prompt's size; the rest only when it asks the owner.
+fn judge(job: &impl JobFacts, rules: &Rules) -> Verdict {
+    let model = job.model();
+    if !rules.allowed_models.contains(&model) {
         let allowed = rules.allowed_models.join(",");
         return Verdict::Deny(format!(
-            "model '{}' is not allowed on this node (allowed: {allowed}); to allow it, run \
-             `claude-max-market config --set compliance.allowedModels={allowed},{}`",
-            job.model, job.model
+            "model '{model}' is not allowed on this node (allowed: {allowed}); to allow it, run \
+             `claude-max-market config --set compliance.allowedModels={allowed},{model}`"
         ));
     }
-    if job.prompt_bytes > rules.max_prompt_bytes {
+    let prompt_bytes = job.prompt_bytes();
+    if prompt_bytes > rules.max_prompt_bytes {
         return Verdict::Deny(format!(
-            "the prompt is {} bytes, over compliance.maxPromptBytes ({}); shorten it or run \
-             `claude-max-market config --set compliance.maxPromptBytes=<bytes>`",
-            job.prompt_bytes, rules.max_prompt_bytes
+            "the prompt is {prompt_bytes} bytes, over compliance.maxPromptBytes ({}); shorten it \
+             or run `claude-max-market config --set compliance.maxPromptBytes=<bytes>`",
+            rules.max_prompt_bytes
         ));
     }
     if rules.require_approval {
@@ -65,8 +67,8 @@ fn judge(job: &Job, rules: &Rules) -> Verdict {
 }
 
 /// Whether the owner still has to be asked, when approval is required.
-fn ask_owner(job: &Job, rules: &Rules) -> Verdict {
-    match (job.pre_approved, rules.allow_auto_approve) {
+fn ask_owner(job: &impl JobFacts, rules: &Rules) -> Verdict {
+    match (job.pre_approved(), rules.allow_auto_approve) {
         (true, true) => Verdict::Allow,
         (true, false) => Verdict::Ask(
             "--approve-all was given but compliance.allowAutoApprove is false; approve this \
@@ -80,34 +82,40 @@ fn ask_owner(job: &Job, rules: &Rules) -> Verdict {
 
 /// The job in one sentence, as the owner is asked about it: what runs,
 /// where, on what, and what it may spend.
-fn what_runs(job: &Job) -> String {
-    let work = if job.command.is_empty() {
-        format!("answer a {}-byte prompt", job.prompt_bytes)
+fn what_runs(job: &impl JobFacts) -> String {
+    let command = job.command();
+    let work = if command.is_empty() {
+        format!("answer a {}-byte prompt", job.prompt_bytes())
     } else {
-        format!("run `{}`", job.command.join(" "))
+        format!("run `{}`", command.join(" "))
     };
-    let digest = job
-        .image
+    let image = job.image();
+    let digest = image
         .digest
         .strip_prefix("sha256:")
-        .unwrap_or(&job.image.digest);
+        .unwrap_or(&image.digest);
     let image = match digest.get(..12) {
-        Some(short) => format!("{} ({short})", job.image.reference),
-        None => job.image.reference.clone(),
+        Some(short) => format!("{} ({short})", image.reference),
+        None => image.reference,
     };
-    let workspace = job.workspace.as_ref().map_or(String::new(), |w| {
+    let workspace = job.workspace().map_or(String::new(), |w| {
         format!(" on a workspace of {} files, {} bytes", w.files, w.bytes)
     });
-    let egress = if job.egress {
+    let egress = if job.egress() {
         ", with web access through server-side tools"
     } else {
         ""
     };
-    let b = &job.budget;
+    let b = job.budget();
     format!(
         "job {}: {work} in {image}{workspace} with {}, budget {} tokens, {} requests, {} s{egress}, \
          for {}",
-        job.id, job.model, b.tokens, b.requests, b.timeout_secs, job.requester
+        job.id(),
+        job.model(),
+        b.tokens,
+        b.requests,
+        b.timeout_secs,
+        job.requester()
     )
 }
 
@@ -122,12 +130,12 @@ impl ConfigCheck for ApprovalPolicy {
 static RULES: Cached<Rules> = Cached::new();
 
 impl Approval for ApprovalPolicy {
-    fn decide(job: Job) -> Verdict {
+    fn decide(job: &Job) -> Verdict {
         // The host only activates a plugin whose configuration validated, so
         // a failure here means the host changed underneath us: refuse rather
         // than guess.
         match RULES.get(settings::get) {
-            Ok(rules) => judge(&job, rules),
+            Ok(rules) => judge(job, rules),
             Err(problems) => {
                 // The host records every decision; a log line is for what
                 // only the plugin knows.
@@ -149,7 +157,7 @@ mod tests {
     use super::*;
     use claude_max_market::policy::types::{Budget, CredentialKind, Image, JobSource, Workspace};
 
-    fn job(model: &str) -> Job {
+    fn job(model: &str) -> JobRecord {
         cmm_policy_sdk::job! {
             model: model.into(),
             budget: Budget {

@@ -259,16 +259,16 @@ fn judge_facts(facts: &[Fact], rotation_days: u64) -> Vec<Finding> {
 }
 
 /// The decision for one job, given the findings for this node.
-fn judge_job(job: &Job, rules: &Rules, findings: &[Finding]) -> Verdict {
-    let market = job.source == JobSource::Market;
-    if market && job.credential == CredentialKind::Subscription {
+fn judge_job(job: &impl JobFacts, rules: &Rules, findings: &[Finding]) -> Verdict {
+    let market = job.source() == JobSource::Market;
+    if market && job.credential() == CredentialKind::Subscription {
         return Verdict::Deny(
             "subscription credentials are for the owner's own use; market jobs must be paid \
              with an API key"
                 .into(),
         );
     }
-    if job.egress && !rules.allow_egress {
+    if job.egress() && !rules.allow_egress {
         return Verdict::Deny(
             "the job asks for server-side tools that reach the internet (web search, web \
              fetch, code execution, MCP servers) and compliance.allowEgress is off; run it \
@@ -277,18 +277,21 @@ fn judge_job(job: &Job, rules: &Rules, findings: &[Finding]) -> Verdict {
                 .into(),
         );
     }
-    if (market || rules.restrict_local_images) && !rules.allows_image(&job.image) {
+    if let Some(image) = (market || rules.restrict_local_images)
+        .then(|| job.image())
+        .filter(|image| !rules.allows_image(image))
+    {
         let listed = rules.allowed_images.join(",");
-        let id = if job.image.digest.is_empty() {
+        let id = if image.digest.is_empty() {
             "id unknown"
         } else {
-            &job.image.digest
+            &image.digest
         };
         return Verdict::Deny(format!(
             "image {} ({id}) is not on compliance.allowedImages ({listed}); add its repository \
              or id with `claude-max-market config --set compliance.allowedImages={listed},{}`",
-            job.image.reference,
-            split_reference(&job.image.reference).0
+            image.reference,
+            split_reference(&image.reference).0
         ));
     }
     let blocking = findings
@@ -351,9 +354,9 @@ impl Compliance for CompliancePolicy {
         }
     }
 
-    fn check_job(job: Job, facts: Vec<Fact>) -> Verdict {
+    fn check_job(job: &Job, facts: Vec<Fact>) -> Verdict {
         match CONFIGURED.get(settings::get) {
-            Ok(rules) => judge_job(&job, rules, &critical_failures(&facts)),
+            Ok(rules) => judge_job(job, rules, &critical_failures(&facts)),
             Err(problems) => configuration_denial(problems),
         }
     }

@@ -10,7 +10,7 @@ fn fact(name: &str, status: FactStatus, value: &str) -> Fact {
     }
 }
 
-fn job(source: JobSource, credential: CredentialKind) -> Job {
+fn job(source: JobSource, credential: CredentialKind) -> JobRecord {
     use claude_max_market::policy::types::Budget;
     cmm_policy_sdk::job! { source: source, credential: credential }
 }
@@ -23,7 +23,7 @@ fn defaults() -> Rules {
     rules(&[])
 }
 
-fn local_job() -> Job {
+fn local_job() -> JobRecord {
     job(JobSource::Local, CredentialKind::Subscription)
 }
 

@@ -19,9 +19,9 @@ use exports::claude_max_market::policy::limits::{Guest as Limits, Verdict};
 /// checked rather than saturated: a saturated sum equals `u64::MAX` and would
 /// slip under a daily cap of `u64::MAX`, whereas a sum that overflows is
 /// over any cap.
-fn judge(job: &Job, usage: &Usage) -> Verdict {
+fn judge(job: &impl JobFacts, usage: &Usage) -> Verdict {
     let limits = &usage.limits;
-    let asked = &job.budget;
+    let asked = job.budget();
     if usage.tasks_today >= limits.daily_tasks {
         return Verdict::Deny(format!(
             "{} of {} jobs already admitted today (UTC); raise the cap with \
@@ -69,7 +69,7 @@ fn judge(job: &Job, usage: &Usage) -> Verdict {
             usage.running_jobs, limits.concurrent_jobs
         ));
     }
-    Verdict::Allow(*asked)
+    Verdict::Allow(asked)
 }
 
 struct LimitsPolicy;
@@ -83,8 +83,8 @@ impl ConfigCheck for LimitsPolicy {
 }
 
 impl Limits for LimitsPolicy {
-    fn check(job: Job, usage: Usage) -> Verdict {
-        judge(&job, &usage)
+    fn check(job: &Job, usage: Usage) -> Verdict {
+        judge(job, &usage)
     }
 }
 
@@ -97,7 +97,7 @@ mod tests {
         Budget, ConfiguredLimits, CredentialKind, Image, JobSource,
     };
 
-    fn job(tokens: u64) -> Job {
+    fn job(tokens: u64) -> JobRecord {
         cmm_policy_sdk::job! {
             budget: Budget {
                 tokens,
@@ -120,7 +120,7 @@ mod tests {
         }
     }
 
-    fn denial(job: &Job, usage: &Usage) -> String {
+    fn denial(job: &JobRecord, usage: &Usage) -> String {
         match judge(job, usage) {
             Verdict::Deny(reason) => reason,
             Verdict::Allow(grant) => panic!("expected deny, got {grant:?}"),

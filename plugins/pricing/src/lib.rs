@@ -111,8 +111,8 @@ fn explain(rates: Rates, b: &Breakdown) -> String {
     )
 }
 
-fn quote_for(rates: Rates, job: &Job, market: &MarketContext) -> Quote {
-    let b = price(rates, job.budget.tokens, market.load, market.reputation);
+fn quote_for(rates: Rates, job: &impl JobFacts, market: &MarketContext) -> Quote {
+    let b = price(rates, job.budget().tokens, market.load, market.reputation);
     Quote {
         price: b.price,
         explanation: explain(rates, &b),
@@ -131,8 +131,13 @@ fn ceiling(rates: Rates, tokens: u64, load: f64, reputation: f64) -> u64 {
     u64::try_from(scaled / 1_000_000).unwrap_or(u64::MAX)
 }
 
-fn judge_offer(rates: Rates, job: &Job, market: &MarketContext, asked: u64) -> BidVerdict {
-    let most = ceiling(rates, job.budget.tokens, market.load, market.reputation);
+fn judge_offer(
+    rates: Rates,
+    job: &impl JobFacts,
+    market: &MarketContext,
+    asked: u64,
+) -> BidVerdict {
+    let most = ceiling(rates, job.budget().tokens, market.load, market.reputation);
     if asked <= most {
         BidVerdict::Accept
     } else {
@@ -176,9 +181,9 @@ impl ConfigCheck for PricingPolicy {
 
 impl Pricing for PricingPolicy {
     /// Always an opinion: the default policy prices every job.
-    fn quote_job(job: Job, market: MarketContext) -> Option<Quote> {
+    fn quote_job(job: &Job, market: MarketContext) -> Option<Quote> {
         Some(match current_rates() {
-            Ok(rates) => quote_for(rates, &job, &market),
+            Ok(rates) => quote_for(rates, job, &market),
             // Nobody can pay u64::MAX, so a misconfigured node sells nothing
             // instead of selling at a price nobody chose.
             Err(explanation) => Quote {
@@ -191,10 +196,10 @@ impl Pricing for PricingPolicy {
     /// As the seller (a market job), a bid must reach the quote. As the
     /// buyer (this node's own job, sent to the market), the seller's price
     /// must be within the buyer's ceiling.
-    fn consider_bid(job: Job, market: MarketContext, bid: u64) -> BidVerdict {
-        match (current_rates(), job.source) {
-            (Ok(rates), JobSource::Market) => judge_bid(&quote_for(rates, &job, &market), bid),
-            (Ok(rates), JobSource::Local) => judge_offer(rates, &job, &market, bid),
+    fn consider_bid(job: &Job, market: MarketContext, bid: u64) -> BidVerdict {
+        match (current_rates(), job.source()) {
+            (Ok(rates), JobSource::Market) => judge_bid(&quote_for(rates, job, &market), bid),
+            (Ok(rates), JobSource::Local) => judge_offer(rates, job, &market, bid),
             (Err(reason), _) => BidVerdict::Reject(reason),
         }
     }

@@ -3,9 +3,10 @@
 //! from, and settings given as pairs.
 //!
 //! The macros build the records of the calling plugin's own bindings (each
-//! plugin generates its own), so the record types must be in scope where
-//! they are used, e.g.
-//! `use claude_max_market::policy::types::{Budget, CredentialKind, Image, Job, JobSource};`.
+//! plugin generates its own): [`job!`](crate::job!) a `JobRecord`, which the
+//! rules read through `JobFacts` as they read the host's job handle. The
+//! record types must be in scope where they are used, e.g.
+//! `use claude_max_market::policy::types::{Budget, CredentialKind, Image, JobSource};`.
 //! A field the contract adds makes them fail to compile until this crate
 //! knows it, rather than leaving it at some default nobody chose.
 //!
@@ -24,14 +25,15 @@ pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// A local job on the built-in image asking for 1000 tokens, one request
 /// and a minute, paid with an API key; the fields given replace those.
-/// Needs `Job`, `Budget`, `Image`, `JobSource` and `CredentialKind` in scope.
+/// Builds the plugin's `JobRecord`; needs it, `Budget`, `Image`,
+/// `JobSource` and `CredentialKind` in scope.
 #[macro_export]
 macro_rules! job {
     ($($field:ident : $value:expr),* $(,)?) => {
         #[allow(clippy::needless_update)]
-        Job {
+        JobRecord {
             $($field: $value,)*
-            ..Job {
+            ..JobRecord {
                 id: "job-1".into(),
                 requester: "local".into(),
                 model: "claude-sonnet-4-5".into(),

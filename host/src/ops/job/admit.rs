@@ -173,17 +173,17 @@ pub fn admit_market(
     let mut price = None;
     let (_, admission) = ctx.store.admit(&record, today(), |snapshot| {
         let input = DecisionInput {
-            job: request.policy_job(),
+            job: request.policy_job().into(),
             usage: usage_of(snapshot, limits),
             market: terms.market,
             facts,
             at: crate::policy::unix_now(),
         };
-        let mut d = pipeline.decide(&input);
+        let mut d = pipeline.decide(input);
         count(&d);
         if d.decision == Outcome::Allow {
             let ask = asking_price(terms.fixed, d.quote().map(|q| q.price), terms.market);
-            price = ask.and_then(|ask| accept_bid(&mut pipeline, &input, ask, terms.bid));
+            price = ask.and_then(|ask| accept_bid(&mut pipeline, &d.input, ask, terms.bid));
             if price.is_none() {
                 refuse_bid(&mut d, terms.bid, ask);
             }
@@ -245,7 +245,7 @@ pub fn dry_run(
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let facts = facts::gather(ctx)?;
     let usage = ctx.store.usage_snapshot(today())?;
-    let decision = pipeline.decide(&decision_input(
+    let decision = pipeline.decide(decision_input(
         request,
         &usage,
         limits_of(&ctx.settings),
@@ -318,7 +318,7 @@ pub(crate) fn admit_with(
     // The pipeline runs inside the store's IMMEDIATE transaction, on the
     // usage snapshot taken under the same lock.
     let (_, admission) = ctx.store.admit(&record, today(), |snapshot| {
-        let mut d = pipeline.decide(&decision_input(request, snapshot, limits, facts));
+        let mut d = pipeline.decide(decision_input(request, snapshot, limits, facts));
         count(&d);
         if owner_approved {
             approve_at_prompt(&mut d);
@@ -358,7 +358,7 @@ fn decision_input(
     facts: Vec<Fact>,
 ) -> DecisionInput {
     DecisionInput {
-        job: request.policy_job(),
+        job: request.policy_job().into(),
         usage: usage_of(usage, limits),
         market: MarketContext {
             slots: 0,

@@ -153,7 +153,7 @@ fn quote(ctx: &Context, offer: &Offer) -> Result<u64, OpsError> {
     };
     let usage = ctx.store.usage_snapshot(today())?;
     let input = DecisionInput {
-        job: largest.policy_job(),
+        job: largest.policy_job().into(),
         usage: usage_of(&usage, limits_of(&ctx.settings)),
         market: MarketContext {
             slots: offer.slots,

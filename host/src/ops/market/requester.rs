@@ -550,7 +550,7 @@ fn choose(
             ))
         } else {
             let input = DecisionInput {
-                job: job.policy_job(),
+                job: job.policy_job().into(),
                 usage: usage_of(&usage, limits_of(&ctx.settings)),
                 market: MarketContext {
                     slots: o.offer.slots,

@@ -2,6 +2,7 @@
 //! Each bounds what the guest can make the host allocate or do.
 
 mod clock;
+mod job;
 mod logging;
 mod settings;
 
