@@ -7,16 +7,20 @@
 //! - [`message`]: signing, checking and replay protection for every message.
 //! - [`transport`]: the NATS connection, streams and buckets.
 //! - [`ledger`]: balances and escrow as the replay of the ledger stream.
+//! - [`checkpoint`]: the replayed state at a sequence, which an issuer signs
+//!   and a node can resume from.
 //! - [`reputation`]: per-node scores computed from the ledger.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
+pub mod checkpoint;
 pub mod ledger;
 pub mod message;
 pub mod reputation;
 pub mod transport;
 pub mod types;
 
+pub use checkpoint::{LedgerState, ResumeError};
 pub use ledger::{Account, Effect, Escrow, Ledger, Settlement};
 pub use message::{DropReason, ReplayGuard, Signed};
 pub use reputation::Reputation;

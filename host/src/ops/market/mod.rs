@@ -142,6 +142,7 @@ fn subject_of(body: &Body) -> String {
         Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),
         Body::Release(r) => format!("cmm.ledger.release.{}", r.task),
         Body::Refund(r) => format!("cmm.ledger.refund.{}", r.task),
+        Body::Checkpoint(c) => format!("cmm.ledger.checkpoint.{}", c.seq),
         // Offers and claims live in buckets, not streams.
         Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),
     }
