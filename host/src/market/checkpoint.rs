@@ -84,17 +84,17 @@ impl Ledger {
         }
     }
 
-    /// A ledger that carries on from `state`, vouched for by `checkpoint`:
-    /// an issuer's signed checkpoint message, stored at stream sequence
-    /// `stored_at`. Replay continues with the entry after it.
+    /// This ledger, which has applied nothing yet, carried on from `state`
+    /// as vouched for by `checkpoint`: a signed checkpoint message from one
+    /// of its issuers, stored at stream sequence `stored_at`. Replay
+    /// continues with the entry after it.
     pub fn resume(
-        issuers: impl IntoIterator<Item = String>,
-        window_ms: i64,
+        self,
         state: LedgerState,
         checkpoint: &Signed,
         stored_at: u64,
     ) -> Result<Ledger, ResumeError> {
-        let mut ledger = Ledger::new(issuers, window_ms);
+        let mut ledger = self;
         if !ledger.issuers.contains(&checkpoint.from) {
             return Err(ResumeError::NotAnIssuer {
                 from: checkpoint.from.clone(),
@@ -229,14 +229,9 @@ mod tests {
             "the checkpoint agrees"
         );
 
-        let mut resumed = Ledger::resume(
-            [issuer.node_id()],
-            WINDOW,
-            before.state(),
-            &open(&note).unwrap(),
-            4,
-        )
-        .unwrap();
+        let mut resumed = Ledger::new([issuer.node_id()], WINDOW)
+            .resume(before.state(), &open(&note).unwrap(), 4)
+            .unwrap();
         stream.replay_into(&mut resumed, 5);
         assert_eq!(resumed.accounts(), full.accounts());
         assert_eq!(
@@ -312,7 +307,9 @@ mod tests {
         let sealed =
             |key: &NodeKey, body: Body| open(&seal_at(key, body, 1_002_000).unwrap().0).unwrap();
         let resume = |state: LedgerState, note: &Signed| {
-            Ledger::resume([issuer.node_id()], WINDOW, state, note, 3).map(|_| ())
+            Ledger::new([issuer.node_id()], WINDOW)
+                .resume(state, note, 3)
+                .map(|_| ())
         };
 
         let by_stranger = sealed(stranger, checkpoint_of(&ledger));

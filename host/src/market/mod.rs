@@ -53,4 +53,19 @@ pub enum MarketError {
     Publish { subject: String, detail: String },
     #[error("cannot read {what}: {detail}")]
     Read { what: String, detail: String },
+    #[error(
+        "the ledger's entries before {first} were purged by a checkpoint, and {detail}; this \
+         node cannot compute balances without them"
+    )]
+    Unresumable { first: u64, detail: String },
+    #[error(
+        "this node's replay disagrees with the issuer's checkpoint of entry {seq}: its \
+         balances are not the ones the issuer signed, so it signs none"
+    )]
+    Diverged { seq: u64 },
+    #[error(
+        "another ledger entry landed before the checkpoint {attempts} times in a row; try \
+         again when the market is quieter"
+    )]
+    Contended { attempts: u32 },
 }
