@@ -41,6 +41,13 @@ impl Peer {
     }
 }
 
+/// A node that issues the market's RUV, trusting only itself as issuer.
+fn issuer_on(url: &str) -> Peer {
+    let home = Home::new();
+    let id = node_id(&home);
+    Peer::join(home, url, &id)
+}
+
 fn node_id(home: &Home) -> String {
     let (code, doc) = home.json(&["keys", "show"]);
     assert_eq!(code, 0, "{doc:#}");
@@ -157,9 +164,7 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
     let server = NatsServer::start(dir.path());
     let url = server.url();
 
-    let issuer_home = Home::new();
-    let issuer = node_id(&issuer_home);
-    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let issuer = issuer_on(&url);
 
     // A serves both models at the higher price; B is cheaper but its own policy
     // refuses sonnet, whatever its offer says.
@@ -307,9 +312,7 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let issuer_home = Home::new();
-    let issuer = node_id(&issuer_home);
-    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let issuer = issuer_on(&url);
     let receiver = Peer::join(Home::new(), &url, &issuer.id);
 
     let granted = issuer.json(&["market", "grant", "--to", &receiver.id, "--amount", "50"]);
@@ -1151,9 +1154,7 @@ fn a_checkpoint_lets_a_new_node_start_after_the_purged_entries_with_the_same_bal
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let issuer_home = Home::new();
-    let issuer = node_id(&issuer_home);
-    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let issuer = issuer_on(&url);
     let (a, b) = (
         Peer::join(Home::new(), &url, &issuer.id),
         Peer::join(Home::new(), &url, &issuer.id),

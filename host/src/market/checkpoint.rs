@@ -134,8 +134,9 @@ mod tests {
     use super::*;
     use crate::crypto::NodeKey;
     use crate::crypto::testutil::shared_keys;
+    use crate::market::ledger::entries::{grant, lock, release};
     use crate::market::message::{open, seal_at};
-    use crate::market::types::{Checkpoint, Grant, Lock, Refund, RefundReason, Release};
+    use crate::market::types::{Checkpoint, Refund, RefundReason};
     use crate::market::{DropReason, Effect};
 
     const WINDOW: i64 = 60_000;
@@ -169,31 +170,6 @@ mod tests {
             self.replay_into(&mut ledger, 1);
             ledger
         }
-    }
-
-    fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
-        Body::Grant(Grant {
-            grant: id.into(),
-            to: to.node_id(),
-            amount,
-            memo: String::new(),
-        })
-    }
-
-    fn lock(task: &str, provider: &NodeKey, amount: u64) -> Body {
-        Body::Lock(Lock {
-            task: task.into(),
-            provider: provider.node_id(),
-            amount,
-            timeout_secs: 60,
-        })
-    }
-
-    fn release(task: &str) -> Body {
-        Body::Release(Release {
-            task: task.into(),
-            elapsed_ms: 500,
-        })
     }
 
     fn checkpoint_of(ledger: &Ledger) -> Body {

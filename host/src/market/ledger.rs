@@ -371,13 +371,52 @@ fn describe(body: &Body, escrow: Option<&Escrow>) -> (Option<String>, Option<u64
     }
 }
 
+/// Ledger entries for the tests here and in `checkpoint`.
+#[cfg(test)]
+pub(super) mod entries {
+    use crate::crypto::NodeKey;
+    use crate::market::types::{Body, Grant, Lock, Refund, RefundReason, Release};
+
+    pub fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
+        Body::Grant(Grant {
+            grant: id.into(),
+            to: to.node_id(),
+            amount,
+            memo: String::new(),
+        })
+    }
+
+    pub fn lock(task: &str, provider: &NodeKey, amount: u64) -> Body {
+        Body::Lock(Lock {
+            task: task.into(),
+            provider: provider.node_id(),
+            amount,
+            timeout_secs: 60,
+        })
+    }
+
+    pub fn release(task: &str) -> Body {
+        Body::Release(Release {
+            task: task.into(),
+            elapsed_ms: 1000,
+        })
+    }
+
+    pub fn refund(task: &str, reason: RefundReason) -> Body {
+        Body::Refund(Refund {
+            task: task.into(),
+            reason,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::entries::{grant, lock, refund, release};
     use super::*;
     use crate::crypto::NodeKey;
     use crate::crypto::testutil::shared_keys;
     use crate::market::message::{open, seal_at};
-    use crate::market::types::{Grant, Lock, Refund, Release};
 
     const WINDOW: i64 = 60_000;
 
@@ -416,38 +455,6 @@ mod tests {
                 .effect
                 .clone()
         }
-    }
-
-    fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
-        Body::Grant(Grant {
-            grant: id.into(),
-            to: to.node_id(),
-            amount,
-            memo: String::new(),
-        })
-    }
-
-    fn lock(task: &str, provider: &NodeKey, amount: u64) -> Body {
-        Body::Lock(Lock {
-            task: task.into(),
-            provider: provider.node_id(),
-            amount,
-            timeout_secs: 60,
-        })
-    }
-
-    fn release(task: &str) -> Body {
-        Body::Release(Release {
-            task: task.into(),
-            elapsed_ms: 1000,
-        })
-    }
-
-    fn refund(task: &str, reason: RefundReason) -> Body {
-        Body::Refund(Refund {
-            task: task.into(),
-            reason,
-        })
     }
 
     #[test]

@@ -222,34 +222,26 @@ impl Transport {
         last: u64,
     ) -> Result<Option<u64>, MarketError> {
         let payload = Bytes::from(bytes);
-        let failed = |detail: String| MarketError::Publish {
+        let ack = retry_settled(
+            || async {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", msg_id);
+                headers.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
+                self.js
+                    .publish_with_headers(subject.to_owned(), headers, payload.clone())
+                    .await?
+                    .await
+            },
+            |e: &context::PublishError| {
+                matches!(e.kind(), context::PublishErrorKind::WrongLastSequence)
+            },
+        )
+        .await
+        .map_err(|detail| MarketError::Publish {
             subject: subject.to_owned(),
             detail,
-        };
-        for _ in 0..ATTEMPTS {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id);
-            headers.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
-            let ack = match self
-                .js
-                .publish_with_headers(subject.to_owned(), headers, payload.clone())
-                .await
-            {
-                Ok(pending) => pending.await,
-                Err(e) => Err(e),
-            };
-            match ack {
-                Ok(ack) => return Ok(Some(ack.sequence)),
-                Err(e) if matches!(e.kind(), context::PublishErrorKind::WrongLastSequence) => {
-                    return Ok(None);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "market publish failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
-        }
-        Err(failed("the servers did not acknowledge it".into()))
+        })?;
+        Ok(ack.map(|ack| ack.sequence))
     }
 
     /// The first sequence `stream` still holds: above 1 once a checkpoint
@@ -284,26 +276,20 @@ impl Transport {
         let handle = retry(|| self.js.get_stream_no_info(stream))
             .await
             .map_err(read)?;
-        for _ in 0..ATTEMPTS {
-            match handle.get_last_raw_message_by_subject(subject).await {
-                Ok(m) => {
-                    return Ok(Some(Stored {
-                        seq: m.sequence,
-                        at: unix_ms(m.time),
-                        subject: m.subject.to_string(),
-                        bytes: m.payload,
-                    }));
-                }
-                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => {
-                    return Ok(None);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "market read failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
-        }
-        Err(read("the servers did not answer".into()))
+        let last = retry_settled(
+            || handle.get_last_raw_message_by_subject(subject),
+            |e: &stream::LastRawMessageError| {
+                matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
+            },
+        )
+        .await
+        .map_err(read)?;
+        Ok(last.map(|m| Stored {
+            seq: m.sequence,
+            at: unix_ms(m.time),
+            subject: m.subject.to_string(),
+            bytes: m.payload,
+        }))
     }
 
     /// Removes every entry of `stream` before `keep_from`; returns how many.
@@ -350,26 +336,21 @@ impl Transport {
             what: format!("{CHECKPOINTS_STORE}/{name}"),
             detail,
         };
-        for _ in 0..ATTEMPTS {
-            match store.get(name).await {
-                Ok(mut object) => {
-                    let mut bytes = Vec::new();
-                    object
-                        .read_to_end(&mut bytes)
-                        .await
-                        .map_err(|e| read(e.to_string()))?;
-                    return Ok(Some(bytes));
-                }
-                Err(e) if matches!(e.kind(), object_store::GetErrorKind::NotFound) => {
-                    return Ok(None);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "market read failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
-        }
-        Err(read("the servers did not answer".into()))
+        let found = retry_settled(
+            || store.get(name),
+            |e: &object_store::GetError| matches!(e.kind(), object_store::GetErrorKind::NotFound),
+        )
+        .await
+        .map_err(read)?;
+        let Some(mut object) = found else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| read(e.to_string()))?;
+        Ok(Some(bytes))
     }
 
     /// The object store ledger states live in, made on first use by hand
@@ -725,6 +706,31 @@ where
         }
     }
     Err(last)
+}
+
+/// Like `retry`, except that an error `settled` recognises is an answer,
+/// not a failure: it ends the attempts with `Ok(None)`.
+async fn retry_settled<T, E, F, Fut>(
+    mut op: F,
+    settled: impl Fn(&E) -> bool,
+) -> Result<Option<T>, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let settled = &settled;
+    retry(|| {
+        let attempt = op();
+        async move {
+            match attempt.await {
+                Ok(value) => Ok(Some(value)),
+                Err(e) if settled(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
 }
 
 fn unix_ms(at: time::OffsetDateTime) -> i64 {
