@@ -41,6 +41,13 @@ impl Peer {
     }
 }
 
+/// A node that issues the market's RUV, trusting only itself as issuer.
+fn issuer_on(url: &str) -> Peer {
+    let home = Home::new();
+    let id = node_id(&home);
+    Peer::join(home, url, &id)
+}
+
 fn node_id(home: &Home) -> String {
     let (code, doc) = home.json(&["keys", "show"]);
     assert_eq!(code, 0, "{doc:#}");
@@ -157,9 +164,7 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
     let server = NatsServer::start(dir.path());
     let url = server.url();
 
-    let issuer_home = Home::new();
-    let issuer = node_id(&issuer_home);
-    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let issuer = issuer_on(&url);
 
     // A serves both models at the higher price; B is cheaper but its own policy
     // refuses sonnet, whatever its offer says.
@@ -307,9 +312,7 @@ fn forged_unsigned_and_replayed_ledger_entries_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let url = server.url();
-    let issuer_home = Home::new();
-    let issuer = node_id(&issuer_home);
-    let issuer = Peer::join(issuer_home, &url, &issuer);
+    let issuer = issuer_on(&url);
     let receiver = Peer::join(Home::new(), &url, &issuer.id);
 
     let granted = issuer.json(&["market", "grant", "--to", &receiver.id, "--amount", "50"]);
@@ -1143,5 +1146,80 @@ fn with_no_provider_serving_the_requester_says_so_after_its_wait() {
                 .contains("is a provider running `claude-max-market serve`?"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn a_checkpoint_lets_a_new_node_start_after_the_purged_entries_with_the_same_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let issuer = issuer_on(&url);
+    let (a, b) = (
+        Peer::join(Home::new(), &url, &issuer.id),
+        Peer::join(Home::new(), &url, &issuer.id),
+    );
+    for (to, amount) in [(&a.id, "100"), (&b.id, "40"), (&a.id, "5")] {
+        issuer.json(&["market", "grant", "--to", to, "--amount", amount]);
+    }
+
+    // Without --purge the stream keeps everything, and a full replay
+    // checks the checkpoint against its own state.
+    let kept = issuer.json(&["market", "checkpoint"]);
+    assert_eq!(
+        (kept["seq"].as_u64(), kept["stored_at"].as_u64()),
+        (Some(3), Some(4)),
+        "{kept:#}"
+    );
+    assert!(kept.get("purged").is_none());
+    let full = a.json(&["market", "ledger"]);
+    assert_eq!(full["lines"][3]["kind"], "checkpoint");
+    assert_eq!(full["lines"][3]["effect"], "applied", "{full:#}");
+    assert!(full.get("diverged").is_none());
+
+    let purged = issuer.json(&["market", "checkpoint", "--purge"]);
+    assert_eq!(purged["seq"], 4);
+    assert_eq!(purged["purged"], 4, "{purged:#}");
+    issuer.json(&["market", "grant", "--to", &a.id, "--amount", "7"]);
+
+    let newcomer = Peer::join(Home::new(), &url, &issuer.id);
+    let resumed = newcomer.json(&["market", "ledger"]);
+    let lines = resumed["lines"].as_array().unwrap();
+    assert_eq!(
+        lines.len(),
+        1,
+        "only what came after the checkpoint: {resumed:#}"
+    );
+    assert_eq!(lines[0]["seq"], 6);
+    assert_eq!(resumed["accounts"][&a.id]["available"], 112);
+    assert_eq!(resumed["accounts"][&b.id]["available"], 40);
+    assert_eq!(newcomer.json(&["market", "balance"])["available"], 0);
+    let balance = a.json(&["market", "balance"]);
+    assert_eq!(
+        (balance["available"].as_u64(), balance["granted"].as_u64()),
+        (Some(112), Some(112))
+    );
+
+    // A node that does not trust the checkpoint's issuer cannot start.
+    let stranger = Home::new();
+    let other_issuer = node_id(&Home::new());
+    let stranger = Peer::join(stranger, &url, &other_issuer);
+    let run = stranger.home.run(&["market", "ledger"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("purged by a checkpoint")
+            && run
+                .stderr
+                .contains("not one of this node's trusted issuers"),
+        "{}",
+        run.stderr
+    );
+    // Nor does a node sign a checkpoint for an issuer it does not trust.
+    let refused = a.home.run(&["market", "checkpoint"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("market.issuerKeys"),
+        "{}",
+        refused.stderr
     );
 }

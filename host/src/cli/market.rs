@@ -205,6 +205,20 @@ pub enum Command {
         #[arg(long, default_value = "")]
         memo: String,
     },
+    /// As an issuer: sign the ledger's current state so nodes can start
+    /// from it, and optionally purge the entries before it.
+    Checkpoint {
+        /// The issuer's private key (default: this node's key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Environment variable holding the key file's passphrase.
+        #[arg(long, value_name = "VAR")]
+        passphrase_env: Option<String>,
+        /// Remove the ledger entries before the checkpoint: nodes then
+        /// start from it instead of the stream's first entry.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<Finish> {
@@ -307,6 +321,9 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
                         l.effect
                     )?;
                 }
+                if let Some(seq) = view.diverged {
+                    writeln!(w, "warning: this node's balances disagree with the issuer's checkpoint of entry {seq}")?;
+                }
                 Ok(())
             })?;
         }
@@ -340,6 +357,24 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
                 writeln!(w, "granted {} RUV to {} (grant {}, issuer {})", g.amount, short(&g.to), g.grant, short(&g.issuer))?;
                 if !g.issuer_trusted_here {
                     writeln!(w, "note: this node does not list the issuer in market.issuerKeys, so its balances ignore the grant")?;
+                }
+                Ok(())
+            })?;
+        }
+        Command::Checkpoint {
+            key,
+            passphrase_env,
+            purge,
+        } => {
+            let c = market::checkpoint(&mut ctx, key.as_deref(), passphrase_env.as_deref(), purge)?;
+            out.emit(&c, |w| {
+                writeln!(
+                    w,
+                    "checkpoint of the ledger after entry {} ({} accounts, {} escrows) stored at {}, state {}",
+                    c.seq, c.accounts, c.escrows, c.stored_at, c.digest
+                )?;
+                if let Some(purged) = c.purged {
+                    writeln!(w, "purged {purged} entries before it")?;
                 }
                 Ok(())
             })?;

@@ -12,18 +12,22 @@
 //! - `refund`: from the requester (any reason) or the provider (`failed`
 //!   only: it gives the task up); returns the lock; once.
 //!
+//! - `checkpoint`: from a trusted issuer; checked against this node's own
+//!   state when it is stored right after the entry it covers, and a
+//!   disagreement is recorded (`Ledger::diverged`); it moves no RUV.
+//!
 //! A second lock, release or refund for a task (a redelivered message, a
 //! retried publish) changes nothing, so nothing is ever paid twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::message::{DropReason, Signed};
-use super::types::{Body, RefundReason};
+use super::types::{Body, Checkpoint, RefundReason};
 
 /// One node's account.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// What it may spend or lock now.
     pub available: u64,
@@ -38,7 +42,7 @@ pub struct Account {
 }
 
 /// How an escrowed task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum Settlement {
     Open,
@@ -47,7 +51,7 @@ pub enum Settlement {
 }
 
 /// A task's escrow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escrow {
     pub task: String,
     pub requester: String,
@@ -96,14 +100,19 @@ pub struct Line {
 
 #[derive(Debug)]
 pub struct Ledger {
-    issuers: HashSet<String>,
-    window_ms: i64,
-    seen: HashSet<String>,
-    grants: HashSet<String>,
-    accounts: BTreeMap<String, Account>,
-    escrows: BTreeMap<String, Escrow>,
+    pub(super) issuers: HashSet<String>,
+    pub(super) window_ms: i64,
+    /// Every message id applied, with the time its sender stamped on it.
+    pub(super) seen: HashMap<String, i64>,
+    pub(super) grants: HashSet<String>,
+    pub(super) accounts: BTreeMap<String, Account>,
+    pub(super) escrows: BTreeMap<String, Escrow>,
     lines: Vec<Line>,
-    last_seq: u64,
+    pub(super) last_seq: u64,
+    /// Server time of the entry at `last_seq`.
+    pub(super) last_at: i64,
+    /// The first checkpoint this node's replay disagreed with.
+    diverged: Option<u64>,
 }
 
 impl Ledger {
@@ -114,19 +123,21 @@ impl Ledger {
         Ledger {
             issuers: issuers.into_iter().collect(),
             window_ms,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             grants: HashSet::new(),
             accounts: BTreeMap::new(),
             escrows: BTreeMap::new(),
             lines: Vec::new(),
             last_seq: 0,
+            last_at: 0,
+            diverged: None,
         }
     }
 
     /// Applies the entry stored at `seq` at server time `at` (Unix ms).
     /// `message` is `Err` when it did not even verify; it is still a line.
     pub fn apply(&mut self, seq: u64, at: i64, message: Result<&Signed, DropReason>) -> &Line {
-        self.last_seq = self.last_seq.max(seq);
+        let covered = self.last_seq;
         let line = match message {
             Err(reason) => Line {
                 seq,
@@ -138,7 +149,10 @@ impl Ledger {
                 effect: Effect::Dropped(reason),
             },
             Ok(msg) => {
-                let effect = self.effect(msg, at);
+                let effect = match &msg.body {
+                    Body::Checkpoint(c) => self.check(msg, c, covered, at),
+                    _ => self.effect(msg, at),
+                };
                 let (task, amount) = describe(&msg.body, self.escrows.get(task_of(&msg.body)));
                 Line {
                     seq,
@@ -151,15 +165,50 @@ impl Ledger {
                 }
             }
         };
+        self.last_seq = self.last_seq.max(seq);
+        self.last_at = at;
         self.lines.push(line);
         self.lines.last().expect("just pushed")
+    }
+
+    /// Compares a checkpoint with this node's state after `covered`, the
+    /// entry before it. The state is read before the checkpoint's own id is
+    /// recorded, since the issuer signed it before sending it.
+    fn check(&mut self, msg: &Signed, c: &Checkpoint, covered: u64, at: i64) -> Effect {
+        if !msg.fresh_at(at, self.window_ms) {
+            return Effect::Dropped(DropReason::Stale);
+        }
+        if self.seen.contains_key(&msg.id) {
+            return Effect::Dropped(DropReason::Replayed);
+        }
+        if !self.issuers.contains(&msg.from) {
+            return Effect::Dropped(DropReason::NotAuthorised);
+        }
+        let effect = if c.seq != covered {
+            Effect::Ignored(format!(
+                "a checkpoint of the state after entry {} stored after entry {covered} cannot \
+                 be checked",
+                c.seq
+            ))
+        } else if self.state().digest() != c.digest {
+            self.diverged.get_or_insert(c.seq);
+            Effect::Ignored(format!(
+                "this node's replay up to entry {covered} disagrees with the issuer's \
+                 checkpoint {}",
+                c.digest
+            ))
+        } else {
+            Effect::Applied
+        };
+        self.seen.insert(msg.id.clone(), msg.ts);
+        effect
     }
 
     fn effect(&mut self, msg: &Signed, at: i64) -> Effect {
         if !msg.fresh_at(at, self.window_ms) {
             return Effect::Dropped(DropReason::Stale);
         }
-        if !self.seen.insert(msg.id.clone()) {
+        if self.seen.insert(msg.id.clone(), msg.ts).is_some() {
             return Effect::Dropped(DropReason::Replayed);
         }
         match &msg.body {
@@ -279,6 +328,12 @@ impl Ledger {
         self.last_seq
     }
 
+    /// The sequence of the first issuer checkpoint this node's replay
+    /// disagreed with: its balances are not the ones the issuer signed.
+    pub fn diverged(&self) -> Option<u64> {
+        self.diverged
+    }
+
     /// Entries dropped, by reason.
     pub fn dropped(&self) -> BTreeMap<DropReason, u64> {
         let mut counts = BTreeMap::new();
@@ -316,13 +371,52 @@ fn describe(body: &Body, escrow: Option<&Escrow>) -> (Option<String>, Option<u64
     }
 }
 
+/// Ledger entries for the tests here and in `checkpoint`.
+#[cfg(test)]
+pub(super) mod entries {
+    use crate::crypto::NodeKey;
+    use crate::market::types::{Body, Grant, Lock, Refund, RefundReason, Release};
+
+    pub fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
+        Body::Grant(Grant {
+            grant: id.into(),
+            to: to.node_id(),
+            amount,
+            memo: String::new(),
+        })
+    }
+
+    pub fn lock(task: &str, provider: &NodeKey, amount: u64) -> Body {
+        Body::Lock(Lock {
+            task: task.into(),
+            provider: provider.node_id(),
+            amount,
+            timeout_secs: 60,
+        })
+    }
+
+    pub fn release(task: &str) -> Body {
+        Body::Release(Release {
+            task: task.into(),
+            elapsed_ms: 1000,
+        })
+    }
+
+    pub fn refund(task: &str, reason: RefundReason) -> Body {
+        Body::Refund(Refund {
+            task: task.into(),
+            reason,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::entries::{grant, lock, refund, release};
     use super::*;
     use crate::crypto::NodeKey;
     use crate::crypto::testutil::shared_keys;
     use crate::market::message::{open, seal_at};
-    use crate::market::types::{Grant, Lock, Refund, Release};
 
     const WINDOW: i64 = 60_000;
 
@@ -361,38 +455,6 @@ mod tests {
                 .effect
                 .clone()
         }
-    }
-
-    fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
-        Body::Grant(Grant {
-            grant: id.into(),
-            to: to.node_id(),
-            amount,
-            memo: String::new(),
-        })
-    }
-
-    fn lock(task: &str, provider: &NodeKey, amount: u64) -> Body {
-        Body::Lock(Lock {
-            task: task.into(),
-            provider: provider.node_id(),
-            amount,
-            timeout_secs: 60,
-        })
-    }
-
-    fn release(task: &str) -> Body {
-        Body::Release(Release {
-            task: task.into(),
-            elapsed_ms: 1000,
-        })
-    }
-
-    fn refund(task: &str, reason: RefundReason) -> Body {
-        Body::Refund(Refund {
-            task: task.into(),
-            reason,
-        })
     }
 
     #[test]

@@ -7,16 +7,20 @@
 //! - [`message`]: signing, checking and replay protection for every message.
 //! - [`transport`]: the NATS connection, streams and buckets.
 //! - [`ledger`]: balances and escrow as the replay of the ledger stream.
+//! - [`checkpoint`]: the replayed state at a sequence, which an issuer signs
+//!   and a node can resume from.
 //! - [`reputation`]: per-node scores computed from the ledger.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
+pub mod checkpoint;
 pub mod ledger;
 pub mod message;
 pub mod reputation;
 pub mod transport;
 pub mod types;
 
+pub use checkpoint::{LedgerState, ResumeError};
 pub use ledger::{Account, Effect, Escrow, Ledger, Settlement};
 pub use message::{DropReason, ReplayGuard, Signed};
 pub use reputation::Reputation;
@@ -49,4 +53,19 @@ pub enum MarketError {
     Publish { subject: String, detail: String },
     #[error("cannot read {what}: {detail}")]
     Read { what: String, detail: String },
+    #[error(
+        "the ledger's entries before {first} were purged by a checkpoint, and {detail}; this \
+         node cannot compute balances without them"
+    )]
+    Unresumable { first: u64, detail: String },
+    #[error(
+        "this node's replay disagrees with the issuer's checkpoint of entry {seq}: its \
+         balances are not the ones the issuer signed, so it signs none"
+    )]
+    Diverged { seq: u64 },
+    #[error(
+        "another ledger entry landed before the checkpoint {attempts} times in a row; try \
+         again when the market is quieter"
+    )]
+    Contended { attempts: u32 },
 }

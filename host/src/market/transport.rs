@@ -7,7 +7,8 @@
 //! |---------------|--------|----------------------------------------------|-----------------|
 //! | `CMM_TASKS`   | stream | `cmm.task.<id>`, `cmm.bid.<id>`, `cmm.status.<id>` | 24 h      |
 //! | `CMM_RESULTS` | stream | `cmm.result.<id>` (parts, then the result)    | 7 days          |
-//! | `CMM_LEDGER`  | stream | `cmm.ledger.<kind>.<id>`                      | forever         |
+//! | `CMM_LEDGER`  | stream | `cmm.ledger.<kind>.<id>`, `cmm.ledger.checkpoint` | until a checkpoint purges it |
+//! | `cmm-checkpoints` | object store | ledger state digest → the state's JSON | forever |
 //! | `cmm-offers`  | KV     | provider node id → signed offer               | `market.offerTtlSecs` |
 //! | `cmm-claims`  | KV     | task id → signed claim (create-only)          | 24 h            |
 //!
@@ -18,7 +19,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context, kv, stream};
+use async_nats::jetstream::{self, consumer, context, kv, object_store, stream};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
@@ -29,6 +30,10 @@ pub const RESULTS_STREAM: &str = "CMM_RESULTS";
 pub const LEDGER_STREAM: &str = "CMM_LEDGER";
 pub const OFFERS_BUCKET: &str = "cmm-offers";
 pub const CLAIMS_BUCKET: &str = "cmm-claims";
+pub const CHECKPOINTS_STORE: &str = "cmm-checkpoints";
+/// Where issuers' checkpoints are stored in the ledger stream: one subject,
+/// so the latest is one lookup.
+pub const CHECKPOINT_SUBJECT: &str = "cmm.ledger.checkpoint";
 
 /// The largest message the streams take; a prompt or result must fit in
 /// one (with its envelope and signature).
@@ -111,6 +116,8 @@ pub struct Transport {
     js: jetstream::Context,
     offers: kv::Store,
     claims: kv::Store,
+    urls: Vec<String>,
+    replicas: usize,
 }
 
 impl Transport {
@@ -171,7 +178,13 @@ impl Transport {
         }
         let offers = bucket(&js, &conn.urls, OFFERS_BUCKET, conn.offer_ttl, replicas).await?;
         let claims = bucket(&js, &conn.urls, CLAIMS_BUCKET, DAY, replicas).await?;
-        Ok(Transport { js, offers, claims })
+        Ok(Transport {
+            js,
+            offers,
+            claims,
+            urls: conn.urls.clone(),
+            replicas,
+        })
     }
 
     /// Publishes `bytes` on `subject`, stored once however often a lost
@@ -197,6 +210,172 @@ impl Transport {
             detail,
         })?;
         Ok(ack.sequence)
+    }
+
+    /// Publishes `bytes` on `subject` only if the last entry in `stream` is
+    /// still the one at `last`: `Ok(None)` when another landed first.
+    pub async fn publish_after(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        bytes: Vec<u8>,
+        last: u64,
+    ) -> Result<Option<u64>, MarketError> {
+        let payload = Bytes::from(bytes);
+        let ack = retry_settled(
+            || async {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", msg_id);
+                headers.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
+                self.js
+                    .publish_with_headers(subject.to_owned(), headers, payload.clone())
+                    .await?
+                    .await
+            },
+            |e: &context::PublishError| {
+                matches!(e.kind(), context::PublishErrorKind::WrongLastSequence)
+            },
+        )
+        .await
+        .map_err(|detail| MarketError::Publish {
+            subject: subject.to_owned(),
+            detail,
+        })?;
+        Ok(ack.map(|ack| ack.sequence))
+    }
+
+    /// The first sequence `stream` still holds: above 1 once a checkpoint
+    /// purged what came before it.
+    pub async fn first_seq(&self, stream: &str) -> Result<u64, MarketError> {
+        retry(|| async {
+            let mut handle = self
+                .js
+                .get_stream(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = handle.info().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(info.state.first_sequence)
+        })
+        .await
+        .map_err(|detail| MarketError::Read {
+            what: format!("the state of {stream}"),
+            detail,
+        })
+    }
+
+    /// The last message stored on exactly `subject` in `stream`, if any.
+    pub async fn last_on(
+        &self,
+        stream: &str,
+        subject: &str,
+    ) -> Result<Option<Stored>, MarketError> {
+        let read = |detail: String| MarketError::Read {
+            what: format!("the last {subject} in {stream}"),
+            detail,
+        };
+        let handle = retry(|| self.js.get_stream_no_info(stream))
+            .await
+            .map_err(read)?;
+        let last = retry_settled(
+            || handle.get_last_raw_message_by_subject(subject),
+            |e: &stream::LastRawMessageError| {
+                matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
+            },
+        )
+        .await
+        .map_err(read)?;
+        Ok(last.map(|m| Stored {
+            seq: m.sequence,
+            at: unix_ms(m.time),
+            subject: m.subject.to_string(),
+            bytes: m.payload,
+        }))
+    }
+
+    /// Removes every entry of `stream` before `keep_from`; returns how many.
+    pub async fn purge_before(&self, stream: &str, keep_from: u64) -> Result<u64, MarketError> {
+        retry(|| async {
+            let handle = self
+                .js
+                .get_stream_no_info(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let purged = handle
+                .purge()
+                .sequence(keep_from)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(purged.purged)
+        })
+        .await
+        .map_err(|detail| MarketError::Publish {
+            subject: format!("a purge of {stream}"),
+            detail,
+        })
+    }
+
+    /// Stores a ledger state under `name` (its digest), once.
+    pub async fn put_state(&self, name: &str, bytes: Vec<u8>) -> Result<(), MarketError> {
+        let store = self.checkpoints().await?;
+        retry(|| async {
+            let mut reader = bytes.as_slice();
+            store.put(name, &mut reader).await.map(|_| ())
+        })
+        .await
+        .map_err(|detail| MarketError::Publish {
+            subject: format!("{CHECKPOINTS_STORE}/{name}"),
+            detail,
+        })
+    }
+
+    /// The ledger state stored under `name`, if there is one.
+    pub async fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>, MarketError> {
+        use tokio::io::AsyncReadExt as _;
+        let store = self.checkpoints().await?;
+        let read = |detail: String| MarketError::Read {
+            what: format!("{CHECKPOINTS_STORE}/{name}"),
+            detail,
+        };
+        let found = retry_settled(
+            || store.get(name),
+            |e: &object_store::GetError| matches!(e.kind(), object_store::GetErrorKind::NotFound),
+        )
+        .await
+        .map_err(read)?;
+        let Some(mut object) = found else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| read(e.to_string()))?;
+        Ok(Some(bytes))
+    }
+
+    /// The object store ledger states live in, made on first use by hand
+    /// like the buckets (see `bucket`).
+    async fn checkpoints(&self) -> Result<object_store::ObjectStore, MarketError> {
+        let config = stream::Config {
+            name: format!("OBJ_{CHECKPOINTS_STORE}"),
+            subjects: vec![
+                format!("$O.{CHECKPOINTS_STORE}.C.>"),
+                format!("$O.{CHECKPOINTS_STORE}.M.>"),
+            ],
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        ensure_stream(&self.js, config, &self.urls).await?;
+        retry(|| self.js.get_object_store(CHECKPOINTS_STORE))
+            .await
+            .map_err(|detail| MarketError::Setup {
+                what: format!("object store {CHECKPOINTS_STORE}"),
+                detail,
+            })
     }
 
     /// Puts this node's offer (refreshing its time to live).
@@ -527,6 +706,31 @@ where
         }
     }
     Err(last)
+}
+
+/// Like `retry`, except that an error `settled` recognises is an answer,
+/// not a failure: it ends the attempts with `Ok(None)`.
+async fn retry_settled<T, E, F, Fut>(
+    mut op: F,
+    settled: impl Fn(&E) -> bool,
+) -> Result<Option<T>, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let settled = &settled;
+    retry(|| {
+        let attempt = op();
+        async move {
+            match attempt.await {
+                Ok(value) => Ok(Some(value)),
+                Err(e) if settled(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
 }
 
 fn unix_ms(at: time::OffsetDateTime) -> i64 {

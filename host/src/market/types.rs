@@ -20,6 +20,7 @@ pub enum Body {
     Lock(Lock),
     Release(Release),
     Refund(Refund),
+    Checkpoint(Checkpoint),
 }
 
 impl Body {
@@ -36,6 +37,7 @@ impl Body {
             Body::Lock(_) => "lock",
             Body::Release(_) => "release",
             Body::Refund(_) => "refund",
+            Body::Checkpoint(_) => "checkpoint",
         }
     }
 }
@@ -133,6 +135,21 @@ pub struct TaskResult {
     pub payload: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+}
+
+/// An issuer's word on the ledger's state after the entry at `seq`: the
+/// digest of the [`LedgerState`](super::checkpoint::LedgerState) every node
+/// replaying the stream up to there must reach. The state itself is not in
+/// the message, so a checkpoint stays small however many accounts there
+/// are; a node resuming from it gets the state elsewhere and checks it
+/// against this digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The last stream sequence the state includes. A checkpoint is only
+    /// checked when it is stored right after that entry.
+    pub seq: u64,
+    /// Hex SHA-256 of the state's canonical JSON.
+    pub digest: String,
 }
 
 /// RUV created by an issuer the nodes trust (`market.issuerKeys`).

@@ -28,6 +28,22 @@ pub struct Granted {
     pub issuer_trusted_here: bool,
 }
 
+/// The issuer's key: the file given (a key made with `policy keygen`), or
+/// this node's own key.
+pub(super) fn issuer_key(
+    ctx: &mut Context,
+    key_file: Option<&Path>,
+    passphrase_env: Option<&str>,
+) -> Result<NodeKey, OpsError> {
+    Ok(match key_file {
+        Some(path) => {
+            let passphrase = passphrase_env.and_then(|v| std::env::var(v).ok());
+            NodeKey::read_file(path, passphrase.as_deref(), passphrase_env)?
+        }
+        None => keys::current(ctx)?.0,
+    })
+}
+
 /// Signs and publishes a grant of `amount` RUV to node `to`, with the
 /// private key in `key_file` (this node's key when `None`).
 pub fn grant(
@@ -50,13 +66,7 @@ pub fn grant(
             what: "a grant of 0 RUV changes nothing; give --amount above 0".into(),
         });
     }
-    let issuer = match key_file {
-        Some(path) => {
-            let passphrase = passphrase_env.and_then(|v| std::env::var(v).ok());
-            NodeKey::read_file(path, passphrase.as_deref(), passphrase_env)?
-        }
-        None => keys::current(ctx)?.0,
-    };
+    let issuer = issuer_key(ctx, key_file, passphrase_env)?;
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
     let mut id = [0u8; 16];

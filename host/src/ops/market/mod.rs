@@ -4,6 +4,7 @@
 //! issuer's). This file holds what they share: connecting, signing and
 //! publishing, checking what comes in, and replaying the ledger.
 
+mod checkpoint;
 mod grant;
 mod own_job;
 mod provider;
@@ -22,13 +23,16 @@ use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
 use crate::market::message::{self, DropReason, Signed};
 use crate::market::reputation::{self, Reputation};
-use crate::market::transport::{Auth, LEDGER_STREAM, Stored, Tls};
+use crate::market::transport::{
+    Auth, CHECKPOINT_SUBJECT, CHECKPOINTS_STORE, LEDGER_STREAM, Stored, Tls,
+};
 use crate::market::types::{Body, Offer};
 use crate::market::{Connection, Ledger, MarketError, Transport};
 use crate::store::Store;
 
 use super::{Context, OpsError, keys};
 
+pub use checkpoint::{Checkpointed, checkpoint};
 pub use grant::{Granted, grant};
 pub use provider::{
     AdvertiseOptions, Advertised, ServeEvent, ServeOptions, ServeSummary, advertise, serve,
@@ -142,18 +146,59 @@ fn subject_of(body: &Body) -> String {
         Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),
         Body::Release(r) => format!("cmm.ledger.release.{}", r.task),
         Body::Refund(r) => format!("cmm.ledger.refund.{}", r.task),
+        Body::Checkpoint(_) => CHECKPOINT_SUBJECT.to_owned(),
         // Offers and claims live in buckets, not streams.
         Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),
     }
 }
 
-/// Reads the ledger entries stored after the last one `ledger` applied.
+/// Reads the ledger entries stored after the last one `ledger` applied. A
+/// ledger that has applied nothing starts from the latest checkpoint when
+/// the entries before it were purged.
 async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
+    if ledger.last_seq() == 0 {
+        resume(transport, ledger).await?;
+    }
     let from = ledger.last_seq() + 1;
     for stored in transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await? {
         let opened = message::open(&stored.bytes);
         ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
     }
+    Ok(())
+}
+
+/// Starts an empty `ledger` from the latest issuer checkpoint when the
+/// stream no longer holds its first entries; otherwise leaves it to replay
+/// the whole stream, which checks every checkpoint on the way.
+async fn resume(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
+    let first = transport.first_seq(LEDGER_STREAM).await?;
+    if first <= 1 {
+        return Ok(());
+    }
+    let unresumable = |detail: String| MarketError::Unresumable { first, detail };
+    let Some(stored) = transport.last_on(LEDGER_STREAM, CHECKPOINT_SUBJECT).await? else {
+        return Err(unresumable("no checkpoint is stored".into()).into());
+    };
+    let note = message::open(&stored.bytes)
+        .map_err(|reason| unresumable(format!("the latest checkpoint is {reason}")))?;
+    let Body::Checkpoint(checkpoint) = &note.body else {
+        return Err(unresumable(format!("the latest checkpoint is a {}", note.body.kind())).into());
+    };
+    let bytes = transport
+        .get_state(&checkpoint.digest)
+        .await?
+        .ok_or_else(|| {
+            unresumable(format!(
+                "the state it names ({}) is not in {CHECKPOINTS_STORE}",
+                checkpoint.digest
+            ))
+        })?;
+    let state = serde_json::from_slice(&bytes)
+        .map_err(|e| unresumable(format!("the stored state does not parse: {e}")))?;
+    let empty = std::mem::replace(ledger, Ledger::new([], 0));
+    *ledger = empty
+        .resume(state, &note, stored.seq)
+        .map_err(|e| unresumable(e.to_string()))?;
     Ok(())
 }
 

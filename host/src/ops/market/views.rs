@@ -137,6 +137,9 @@ pub struct LedgerView {
     pub lines: Vec<Line>,
     /// Every account, as the replay computes it.
     pub accounts: BTreeMap<String, Account>,
+    /// The first issuer checkpoint this node's replay disagreed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<u64>,
 }
 
 /// The ledger's entries (those of one task when given) and every balance.
@@ -153,6 +156,7 @@ pub fn ledger(ctx: &mut Context, task: Option<&str>) -> Result<LedgerView, OpsEr
             .cloned()
             .collect(),
         accounts: ledger.accounts().clone(),
+        diverged: ledger.diverged(),
     })
 }
 
