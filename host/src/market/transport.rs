@@ -61,6 +61,9 @@ const UNANSWERED_ATTEMPTS: u32 = 4;
 /// its own bytes, and a duplicate ordered consumer lapses on its own.
 const API_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest one attempt at listing a bucket's keys may take.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How to reach the servers.
 #[derive(Debug, Clone, Default)]
 pub struct Connection {
@@ -402,30 +405,40 @@ impl Transport {
 
     /// Every live offer: (key, server time in Unix ms, bytes).
     pub async fn offers(&self) -> Result<Vec<(String, i64, Bytes)>, MarketError> {
+        // Listing keys waits for the bucket's pending count to drain, and an
+        // offer expiring (market.offerTtlSecs) mid-listing can leave it
+        // waiting for a message that is gone: each attempt is bounded.
         retry(|| async {
-            let mut keys = self.offers.keys().await.map_err(|e| e.to_string())?;
-            let mut names = Vec::new();
-            while let Some(key) = keys.next().await {
-                names.push(key.map_err(|e| e.to_string())?);
-            }
-            let mut offers = Vec::new();
-            for name in names {
-                let entry = self
-                    .offers
-                    .entry(name.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                    offers.push((name, unix_ms(entry.created), entry.value));
-                }
-            }
-            Ok::<_, String>(offers)
+            tokio::time::timeout(LIST_TIMEOUT, self.list_offers())
+                .await
+                .map_err(|_| format!("listing took over {LIST_TIMEOUT:?}"))?
         })
         .await
         .map_err(|detail| MarketError::Read {
             what: format!("the offers in {OFFERS_BUCKET}"),
             detail,
         })
+    }
+
+    /// One attempt at listing the offers.
+    async fn list_offers(&self) -> Result<Vec<(String, i64, Bytes)>, String> {
+        let mut keys = self.offers.keys().await.map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(|e| e.to_string())?);
+        }
+        let mut offers = Vec::new();
+        for name in names {
+            let entry = self
+                .offers
+                .entry(name.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                offers.push((name, unix_ms(entry.created), entry.value));
+            }
+        }
+        Ok(offers)
     }
 
     /// Claims `task`: the first create wins. A create whose acknowledgement
