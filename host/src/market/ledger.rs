@@ -149,10 +149,7 @@ impl Ledger {
                 effect: Effect::Dropped(reason),
             },
             Ok(msg) => {
-                let effect = match &msg.body {
-                    Body::Checkpoint(c) => self.check(msg, c, covered, at),
-                    _ => self.effect(msg, at),
-                };
+                let effect = self.effect(msg, at, covered);
                 let (task, amount) = describe(&msg.body, self.escrows.get(task_of(&msg.body)));
                 Line {
                     seq,
@@ -172,45 +169,45 @@ impl Ledger {
     }
 
     /// Compares a checkpoint with this node's state after `covered`, the
-    /// entry before it. The state is read before the checkpoint's own id is
-    /// recorded, since the issuer signed it before sending it.
-    fn check(&mut self, msg: &Signed, c: &Checkpoint, covered: u64, at: i64) -> Effect {
+    /// entry before it.
+    fn check(&mut self, msg: &Signed, c: &Checkpoint, covered: u64) -> Effect {
+        if !self.issuers.contains(&msg.from) {
+            return Effect::Dropped(DropReason::NotAuthorised);
+        }
+        if c.seq != covered {
+            return Effect::Ignored(format!(
+                "a checkpoint of the state after entry {} stored after entry {covered} cannot \
+                 be checked",
+                c.seq
+            ));
+        }
+        if self.state().digest() != c.digest {
+            self.diverged.get_or_insert(c.seq);
+            return Effect::Ignored(format!(
+                "this node's replay up to entry {covered} disagrees with the issuer's \
+                 checkpoint {}",
+                c.digest
+            ));
+        }
+        Effect::Applied
+    }
+
+    /// What a fresh message not seen before does. Its id is recorded after
+    /// it is judged, so a checkpoint compares the state its issuer signed,
+    /// which did not hold the checkpoint's own id.
+    fn effect(&mut self, msg: &Signed, at: i64, covered: u64) -> Effect {
         if !msg.fresh_at(at, self.window_ms) {
             return Effect::Dropped(DropReason::Stale);
         }
         if self.seen.contains_key(&msg.id) {
             return Effect::Dropped(DropReason::Replayed);
         }
-        if !self.issuers.contains(&msg.from) {
-            return Effect::Dropped(DropReason::NotAuthorised);
-        }
-        let effect = if c.seq != covered {
-            Effect::Ignored(format!(
-                "a checkpoint of the state after entry {} stored after entry {covered} cannot \
-                 be checked",
-                c.seq
-            ))
-        } else if self.state().digest() != c.digest {
-            self.diverged.get_or_insert(c.seq);
-            Effect::Ignored(format!(
-                "this node's replay up to entry {covered} disagrees with the issuer's \
-                 checkpoint {}",
-                c.digest
-            ))
-        } else {
-            Effect::Applied
-        };
+        let effect = self.judge(msg, at, covered);
         self.seen.insert(msg.id.clone(), msg.ts);
         effect
     }
 
-    fn effect(&mut self, msg: &Signed, at: i64) -> Effect {
-        if !msg.fresh_at(at, self.window_ms) {
-            return Effect::Dropped(DropReason::Stale);
-        }
-        if self.seen.insert(msg.id.clone(), msg.ts).is_some() {
-            return Effect::Dropped(DropReason::Replayed);
-        }
+    fn judge(&mut self, msg: &Signed, at: i64, covered: u64) -> Effect {
         match &msg.body {
             Body::Grant(g) => {
                 if !self.issuers.contains(&msg.from) {
@@ -298,6 +295,7 @@ impl Ledger {
                 back.available += amount;
                 Effect::Applied
             }
+            Body::Checkpoint(c) => self.check(msg, c, covered),
             _ => Effect::Dropped(DropReason::Malformed),
         }
     }
