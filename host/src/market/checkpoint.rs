@@ -84,17 +84,17 @@ impl Ledger {
         }
     }
 
-    /// This ledger, which has applied nothing yet, carried on from `state`
-    /// as vouched for by `checkpoint`: a signed checkpoint message from one
-    /// of its issuers, stored at stream sequence `stored_at`. Replay
-    /// continues with the entry after it.
+    /// A ledger with this one's trust carried on from `state`, as vouched
+    /// for by `checkpoint`: a signed checkpoint message from one of its
+    /// issuers, stored at stream sequence `stored_at`. Replay continues
+    /// with the entry after it; nothing this ledger applied is kept.
     pub fn resume(
-        self,
+        &self,
         state: LedgerState,
         checkpoint: &Signed,
         stored_at: u64,
     ) -> Result<Ledger, ResumeError> {
-        let mut ledger = self;
+        let mut ledger = Ledger::new(self.issuers.iter().cloned(), self.window_ms);
         if !ledger.issuers.contains(&checkpoint.from) {
             return Err(ResumeError::NotAnIssuer {
                 from: checkpoint.from.clone(),

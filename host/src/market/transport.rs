@@ -247,25 +247,6 @@ impl Transport {
         Ok(ack.map(|ack| ack.sequence))
     }
 
-    /// The first sequence `stream` still holds: above 1 once a checkpoint
-    /// purged what came before it.
-    pub async fn first_seq(&self, stream: &str) -> Result<u64, MarketError> {
-        retry(|| async {
-            let mut handle = self
-                .js
-                .get_stream(stream)
-                .await
-                .map_err(|e| e.to_string())?;
-            let info = handle.info().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(info.state.first_sequence)
-        })
-        .await
-        .map_err(|detail| MarketError::Read {
-            what: format!("the state of {stream}"),
-            detail,
-        })
-    }
-
     /// The last message stored on exactly `subject` in `stream`, if any.
     pub async fn last_on(
         &self,

@@ -152,33 +152,38 @@ fn subject_of(body: &Body) -> String {
     }
 }
 
-/// Reads the ledger entries stored after the last one `ledger` applied. A
-/// ledger that has applied nothing starts from the latest checkpoint when
-/// the entries before it were purged.
+/// Reads the ledger entries stored after the last one `ledger` applied.
+/// When the first of them is not the next one, an issuer's checkpoint
+/// purged what came between: the ledger carries on from the latest
+/// checkpoint instead (a new node, or one that fell behind a purge).
 async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
-    if ledger.last_seq() == 0 {
-        resume(transport, ledger).await?;
-    }
     let from = ledger.last_seq() + 1;
-    for stored in transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await? {
+    let stored = transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await?;
+    if let Some(first) = stored.first().map(|s| s.seq).filter(|&seq| seq > from) {
+        *ledger = resume(transport, ledger, first).await?;
+    }
+    let resumed_at = ledger.last_seq();
+    for stored in stored.iter().filter(|s| s.seq > resumed_at) {
         let opened = message::open(&stored.bytes);
         ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
     }
     Ok(())
 }
 
-/// Starts an empty `ledger` from the latest issuer checkpoint when the
-/// stream no longer holds its first entries; otherwise leaves it to replay
-/// the whole stream, which checks every checkpoint on the way.
-async fn resume(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
-    let first = transport.first_seq(LEDGER_STREAM).await?;
-    if first <= 1 {
-        return Ok(());
-    }
+/// `ledger` carried on from the latest issuer checkpoint, which must cover
+/// every entry before `first`, the first one the stream still holds.
+async fn resume(transport: &Transport, ledger: &Ledger, first: u64) -> Result<Ledger, OpsError> {
     let unresumable = |detail: String| MarketError::Unresumable { first, detail };
     let Some(stored) = transport.last_on(LEDGER_STREAM, CHECKPOINT_SUBJECT).await? else {
         return Err(unresumable("no checkpoint is stored".into()).into());
     };
+    if stored.seq < first {
+        return Err(unresumable(format!(
+            "the latest checkpoint, at {}, does not cover them",
+            stored.seq
+        ))
+        .into());
+    }
     let note = message::open(&stored.bytes)
         .map_err(|reason| unresumable(format!("the latest checkpoint is {reason}")))?;
     let Body::Checkpoint(checkpoint) = &note.body else {
@@ -195,11 +200,9 @@ async fn resume(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsErr
         })?;
     let state = serde_json::from_slice(&bytes)
         .map_err(|e| unresumable(format!("the stored state does not parse: {e}")))?;
-    let empty = std::mem::replace(ledger, Ledger::new([], 0));
-    *ledger = empty
+    Ok(ledger
         .resume(state, &note, stored.seq)
-        .map_err(|e| unresumable(e.to_string()))?;
-    Ok(())
+        .map_err(|e| unresumable(e.to_string()))?)
 }
 
 /// Applies one ledger message read out of band (live, or by a catch-up
