@@ -15,6 +15,7 @@
 //! - `snapshot` — the checked copy of the owner's folder (refuses links that
 //!   leave it, devices, and more files or bytes than the limits).
 //! - `archive` — unpacking the tar the relay sends back, within the limits.
+//! - `pack` — packing a folder as that tar, for a workspace sent to a peer.
 //! - `changes` — added, changed and removed paths, and a unified diff.
 //! - `apply` — writing the changes into the owner's folder, refusing (unless
 //!   forced) when it changed since the job took its copy.
@@ -26,6 +27,7 @@ mod archive;
 mod changes;
 mod channel;
 mod manifest;
+mod pack;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ pub use archive::{Received, unpack};
 pub use changes::{Change, ChangeKind, compare, unified_diff};
 pub use channel::{Channel, EndReport, Returned};
 pub use manifest::{Entry, Manifest};
+pub use pack::{Packed, pack};
 pub use snapshot::{Snapshot, snapshot};
 
 /// How big a workspace may be, going in and coming back.
