@@ -16,6 +16,7 @@ mod execute;
 mod images;
 mod jobs;
 mod market;
+mod market_tasks;
 mod metrics;
 mod nats;
 mod oci;

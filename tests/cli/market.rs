@@ -34,7 +34,7 @@ impl Peer {
         Peer { home, id }
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let (code, doc) = self.home.json(args);
         assert_eq!(code, 0, "{args:?}: {doc:#}");
         doc
@@ -282,7 +282,7 @@ fn tasks_go_to_the_provider_that_fits_and_every_node_agrees_on_the_ledger() {
 
 /// A direct connection to the market, as a peer that does not follow the
 /// protocol would have, and a runtime to drive it.
-fn raw_market(
+pub(crate) fn raw_market(
     url: &str,
 ) -> (
     tokio::runtime::Runtime,
@@ -521,12 +521,12 @@ fn a_cluster_loses_a_server_mid_run_and_no_task_is_lost_or_run_twice() {
 }
 
 /// `serve`'s JSON events as they come, read on a thread of their own.
-struct Events {
+pub(crate) struct Events {
     lines: std::sync::mpsc::Receiver<Value>,
 }
 
 impl Events {
-    fn of(child: &mut Child) -> Events {
+    pub(crate) fn of(child: &mut Child) -> Events {
         use std::io::BufRead as _;
         let stdout = child.stdout.take().expect("serve's stdout is piped");
         let (send, lines) = std::sync::mpsc::channel();
@@ -544,7 +544,7 @@ impl Events {
 
     /// The next event named `name`, failing after 60 s or on one named in
     /// `unexpected`.
-    fn next(&self, name: &str, unexpected: &[&str]) -> Value {
+    pub(crate) fn next(&self, name: &str, unexpected: &[&str]) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -640,6 +640,8 @@ fn a_task_passed_over_at_its_bid_is_taken_when_the_bid_rises() {
             payload: B64.encode(&sealed),
             input_tokens: 1,
             output_tokens: 1,
+            exit_code: None,
+            workspace: None,
         }),
     )
     .unwrap();
@@ -718,6 +720,7 @@ fn forged_unsigned_and_replayed_live_messages_are_refused_and_counted() {
         candidates: vec![provider_id.clone()],
         timeout_secs: 30,
         payload: String::new(),
+        command: None,
     };
     let publish = |subject: String, bytes: Vec<u8>| {
         rt.block_on(raw.publish(&subject, &subject, bytes)).unwrap();
@@ -929,7 +932,7 @@ fn put_offer(
 }
 
 /// The id of the first task posted on the market.
-fn first_posted_task(
+pub(crate) fn first_posted_task(
     rt: &tokio::runtime::Runtime,
     raw: &claude_max_market::market::Transport,
 ) -> String {

@@ -4,7 +4,7 @@
 //! or an agent on a folder (`--agent claude-code --workspace DIR --prompt …`),
 //! within a budget (`--budget-tokens`, `--max-requests`, `--timeout`).
 //! `--dry-run` shows each role's decision and runs nothing; `--market` runs
-//! a prompt job on a peer.
+//! the same job on a peer, its workspace sent and returned encrypted.
 //!
 //! The job's output streams as it arrives with a status line on a terminal;
 //! with `--json`, one event per line, the last one the report. The exit code
@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     /// Run an agent on the prompt (default image: what `docker:build --agent` builds).
-    #[arg(long, value_name = "AGENT", value_enum, conflicts_with = "market")]
+    #[arg(long, value_name = "AGENT", value_enum)]
     agent: Option<AgentArg>,
     /// Copy this folder in as the job's writable /workspace (never written back unless you `result --apply`).
     #[arg(long, value_name = "DIR")]
@@ -79,7 +79,7 @@ pub struct Args {
     /// Run the policy pipeline and print each role's decision; run nothing.
     #[arg(long, conflicts_with = "market")]
     dry_run: bool,
-    /// Run the job on a peer through the market instead of here.
+    /// Run the job on a peer through the market instead of here (a prompt, a command or an agent; the workspace travels encrypted).
     #[arg(long)]
     market: bool,
     /// With --market: the most to pay in RUV (never above market.maxBidPrice).
@@ -194,16 +194,9 @@ pub fn run(home: Option<PathBuf>, mut args: Args, out: &Output) -> anyhow::Resul
     };
     let mut ctx = Context::open(home)?;
     if args.market {
-        let Program::Prompt(prompt) = opts.program else {
-            usage_error("--market carries prompt jobs only, for now");
-        };
         let opts = MarketExecuteOptions {
-            prompt,
-            model: opts.model,
-            max_tokens: opts.max_tokens,
+            job: opts,
             max_price: args.max_price,
-            timeout_secs: opts.timeout_secs,
-            approve_all: opts.approve_all,
         };
         return run_on_market(&mut ctx, &opts, out);
     }
@@ -298,6 +291,16 @@ fn run_on_market(
             "task {} {}{by}{price} in {} ms ({} in / {} out tokens){detail}",
             run.task, run.outcome, run.elapsed_ms, run.input_tokens, run.output_tokens
         );
+        if let Some(ws) = &run.workspace {
+            eprintln!(
+                "workspace: {} added, {} changed, {} removed; `result {}` shows the diff \
+                 (--diff) and applies it (--apply)",
+                ws.added.len(),
+                ws.changed.len(),
+                ws.removed.len(),
+                run.task
+            );
+        }
     }
     Ok(if run.completed() {
         Finish::Done

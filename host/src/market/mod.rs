@@ -6,6 +6,10 @@
 //! - [`types`]: the bodies of market messages.
 //! - [`message`]: signing, checking and replay protection for every message.
 //! - [`transport`]: the NATS connection, streams and buckets.
+//! - [`sealed`]: files too large for a message, sealed to their readers
+//!   and checked against the digest a message names.
+//! - [`workspace`]: a command task's workspace, sent and received as a
+//!   sealed object.
 //! - [`ledger`]: balances and escrow as the replay of the ledger stream.
 //! - [`checkpoint`]: the replayed state at a sequence, which an issuer signs
 //!   and a node can resume from.
@@ -17,8 +21,10 @@ pub mod checkpoint;
 pub mod ledger;
 pub mod message;
 pub mod reputation;
+pub mod sealed;
 pub mod transport;
 pub mod types;
+pub mod workspace;
 
 pub use checkpoint::{LedgerState, ResumeError};
 pub use ledger::{Account, Effect, Escrow, Ledger, Settlement};

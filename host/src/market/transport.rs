@@ -16,7 +16,7 @@
 //! acknowledgement (a server failing over) is stored once. Only bytes go
 //! through here: signing and checking is `message`'s job.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context, kv, object_store, stream};
@@ -31,6 +31,9 @@ pub const LEDGER_STREAM: &str = "CMM_LEDGER";
 pub const OFFERS_BUCKET: &str = "cmm-offers";
 pub const CLAIMS_BUCKET: &str = "cmm-claims";
 pub const CHECKPOINTS_STORE: &str = "cmm-checkpoints";
+/// Where command tasks' workspaces travel, both ways; an object left
+/// behind expires after a day.
+pub const WORKSPACES_STORE: &str = "cmm-workspaces";
 /// Where issuers' checkpoints are stored in the ledger stream: one subject,
 /// so the latest is one lookup.
 pub const CHECKPOINT_SUBJECT: &str = "cmm.ledger.checkpoint";
@@ -300,7 +303,7 @@ impl Transport {
 
     /// Stores a ledger state under `name` (its digest), once.
     pub async fn put_state(&self, name: &str, bytes: Vec<u8>) -> Result<(), MarketError> {
-        let store = self.checkpoints().await?;
+        let store = self.object_store(CHECKPOINTS_STORE, Duration::ZERO).await?;
         retry(|| async {
             let mut reader = bytes.as_slice();
             store.put(name, &mut reader).await.map(|_| ())
@@ -315,7 +318,7 @@ impl Transport {
     /// The ledger state stored under `name`, if there is one.
     pub async fn get_state(&self, name: &str) -> Result<Option<Vec<u8>>, MarketError> {
         use tokio::io::AsyncReadExt as _;
-        let store = self.checkpoints().await?;
+        let store = self.object_store(CHECKPOINTS_STORE, Duration::ZERO).await?;
         let read = |detail: String| MarketError::Read {
             what: format!("{CHECKPOINTS_STORE}/{name}"),
             detail,
@@ -337,27 +340,122 @@ impl Transport {
         Ok(Some(bytes))
     }
 
-    /// The object store ledger states live in, made on first use by hand
-    /// like the buckets (see `bucket`).
-    async fn checkpoints(&self) -> Result<object_store::ObjectStore, MarketError> {
+    /// Stores the file at `path` as object `name` of the workspaces store.
+    /// An attempt that fails starts again from the file's beginning.
+    pub async fn put_workspace(&self, name: &str, path: &Path) -> Result<(), MarketError> {
+        let store = self.object_store(WORKSPACES_STORE, DAY).await?;
+        retry(|| async {
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .put(name, &mut file)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|detail| MarketError::Publish {
+            subject: format!("{WORKSPACES_STORE}/{name}"),
+            detail,
+        })
+    }
+
+    /// Fetches object `name` of the workspaces store into a new file at
+    /// `path`, refusing an object of more than `max_bytes` before reading
+    /// it. `None` when there is no such object.
+    pub async fn get_workspace(
+        &self,
+        name: &str,
+        max_bytes: u64,
+        path: &Path,
+    ) -> Result<Option<u64>, MarketError> {
+        use tokio::io::AsyncReadExt as _;
+        let store = self.object_store(WORKSPACES_STORE, DAY).await?;
+        let read = |detail: String| MarketError::Read {
+            what: format!("{WORKSPACES_STORE}/{name}"),
+            detail,
+        };
+        let found = retry_settled(
+            || store.info(name),
+            |e: &object_store::InfoError| matches!(e.kind(), object_store::InfoErrorKind::NotFound),
+        )
+        .await
+        .map_err(read)?;
+        // A removed object leaves its description behind, marked deleted.
+        let Some(info) = found.filter(|info| !info.deleted) else {
+            return Ok(None);
+        };
+        let too_large = |size: u64| {
+            read(format!(
+                "it holds {size} bytes, more than the {max_bytes} this node takes"
+            ))
+        };
+        if info.size as u64 > max_bytes {
+            return Err(too_large(info.size as u64));
+        }
+        let object = retry(|| store.get(name)).await.map_err(read)?;
+        // Read once: a copy that fails (or whose digest is wrong at the
+        // end) would fail again, and each attempt reads the whole object.
+        let copy = async {
+            let mut file = tokio::fs::File::create(path)
+                .await
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            // The size in its description is the sender's word: the copy
+            // stops one byte past the cap whatever the chunks hold.
+            let copied = tokio::io::copy(&mut object.take(max_bytes + 1), &mut file)
+                .await
+                .map_err(|e| e.to_string())?;
+            file.sync_all().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(copied)
+        };
+        let copied = copy.await.map_err(read)?;
+        if copied > max_bytes {
+            return Err(too_large(copied));
+        }
+        Ok(Some(copied))
+    }
+
+    /// Removes object `name` of the workspaces store, if it is there.
+    pub async fn delete_workspace(&self, name: &str) -> Result<(), MarketError> {
+        let store = self.object_store(WORKSPACES_STORE, DAY).await?;
+        retry_settled(
+            || store.delete(name),
+            |e: &object_store::DeleteError| {
+                matches!(e.kind(), object_store::DeleteErrorKind::NotFound)
+            },
+        )
+        .await
+        .map(drop)
+        .map_err(|detail| MarketError::Publish {
+            subject: format!("{WORKSPACES_STORE}/{name}"),
+            detail,
+        })
+    }
+
+    /// Object store `name`, made on first use by hand like the buckets (see
+    /// `bucket`); its objects expire after `max_age` (never for zero).
+    async fn object_store(
+        &self,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<object_store::ObjectStore, MarketError> {
         let config = stream::Config {
-            name: format!("OBJ_{CHECKPOINTS_STORE}"),
-            subjects: vec![
-                format!("$O.{CHECKPOINTS_STORE}.C.>"),
-                format!("$O.{CHECKPOINTS_STORE}.M.>"),
-            ],
+            name: format!("OBJ_{name}"),
+            subjects: vec![format!("$O.{name}.C.>"), format!("$O.{name}.M.>")],
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
+            max_age,
             discard: stream::DiscardPolicy::New,
             allow_rollup: true,
             allow_direct: true,
             ..Default::default()
         };
         ensure_stream(&self.js, config, &self.urls).await?;
-        retry(|| self.js.get_object_store(CHECKPOINTS_STORE))
+        retry(|| self.js.get_object_store(name))
             .await
             .map_err(|detail| MarketError::Setup {
-                what: format!("object store {CHECKPOINTS_STORE}"),
+                what: format!("object store {name}"),
                 detail,
             })
     }

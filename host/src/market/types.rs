@@ -57,15 +57,18 @@ pub struct Offer {
     pub max_tokens: u32,
 }
 
-/// A requester's task. The prompt is in `payload`, encrypted to every
-/// candidate provider; the rest is what providers decide on.
+/// A requester's task. The prompt (or, for a command task, the
+/// [`CommandPayload`]) is in `payload`, encrypted to every candidate
+/// provider; the rest is what providers decide on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub task: String,
     pub model: String,
     pub max_tokens: u32,
+    /// The size of the payload's plaintext.
     pub prompt_bytes: u64,
-    /// Hex SHA-256 of the prompt; the provider checks it after decrypting.
+    /// Hex SHA-256 of the payload's plaintext; the provider checks it after
+    /// decrypting.
     pub prompt_sha256: String,
     /// The most the requester pays, in RUV (a later `Bid` may change it).
     pub bid: u64,
@@ -75,6 +78,58 @@ pub struct Task {
     pub timeout_secs: u32,
     /// The prompt, as a base64 CMMENC envelope.
     pub payload: String,
+    /// Set for a command task: the image, budget and workspace a provider
+    /// decides on. Absent for a one-prompt task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandTask>,
+}
+
+/// What a command task runs on and may spend. The command line and its
+/// environment are in the task's encrypted payload; the workspace is an
+/// object of its own, encrypted to the same candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandTask {
+    /// The image by digest: an image id (`sha256:…`) or a reference pinned
+    /// by digest (`repo@sha256:…`). A provider never resolves a tag.
+    pub image: String,
+    /// The requester's name for the image, for people to read.
+    pub reference: String,
+    /// The agent the command was set up for (`claude-code`), or empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent: String,
+    /// Tokens, input and output over all requests, the job may use.
+    pub budget_tokens: u64,
+    pub max_requests: u32,
+    /// It asks to use server-side tools that reach the internet.
+    pub egress: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceObject>,
+}
+
+/// A workspace travelling as an object of the market's object store: a tar
+/// of the folder, sealed (CMMENC) to its readers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceObject {
+    /// Its name in the object store.
+    pub object: String,
+    /// The sealed object's size, which a reader checks before fetching it.
+    pub stored_bytes: u64,
+    /// Hex SHA-256 of the tar inside.
+    pub sha256: String,
+    /// The bytes of the folder's regular files, and its files, folders and
+    /// symlinks, as the policies judge them.
+    pub bytes: u64,
+    pub files: u32,
+}
+
+/// The plaintext of a command task's payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandPayload {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// What the command reads on stdin (an agent's prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
 }
 
 /// A changed bid on an open task, from the task's requester.
@@ -135,6 +190,13 @@ pub struct TaskResult {
     pub payload: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// A command task's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// A command task's workspace as the job left it, sealed to the
+    /// requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceObject>,
 }
 
 /// An issuer's word on the ledger's state after the entry at `seq`: the

@@ -114,6 +114,8 @@ pub enum OpsError {
     PushRefused { file: PathBuf, reason: String },
     #[error(transparent)]
     Market(#[from] crate::market::MarketError),
+    #[error(transparent)]
+    Transfer(#[from] crate::market::workspace::TransferError),
     #[error("no offer on the market fits this task: {reasons}")]
     NoOffer { reasons: String },
     #[error(

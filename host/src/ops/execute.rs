@@ -169,7 +169,7 @@ fn build_missing_job_image(
 
 /// The job request for `opts`: the image resolved (required to be there
 /// when `strict`), the prompt read, the workspace copied into `folder`.
-fn describe(
+pub(super) fn describe(
     ctx: &Context,
     runtime: &tokio::runtime::Runtime,
     (docker, strict): (Option<&Docker>, bool),

@@ -93,6 +93,11 @@ impl AdmittedJob {
         self.grant.timeout_secs = self.grant.timeout_secs.min(secs);
     }
 
+    /// The job's folder: the copy of its workspace, among the rest.
+    pub(crate) fn folder(&self) -> &JobFolder {
+        &self.folder
+    }
+
     /// Takes the job apart for running; the folder goes with it.
     pub(crate) fn into_parts(self) -> (JobRequest, JobFolder, Budget, Vec<(String, String)>) {
         (self.request, self.folder, self.grant, self.policies)

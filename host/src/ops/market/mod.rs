@@ -10,6 +10,7 @@ mod own_job;
 mod provider;
 mod requester;
 mod views;
+mod work;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -12,16 +12,15 @@ use super::super::job::request::JobRequest;
 use super::super::{Context, OpsError};
 use super::MarketRun;
 
-/// Admits `job`; an ask goes to `confirm`. A denial, or an ask nobody
+/// Admits `job`, whose folder holds the copy of its workspace that goes to
+/// the provider; an ask goes to `confirm`. A denial, or an ask nobody
 /// answers, is an error that the binary reports as a denial.
 pub(super) fn admit(
     ctx: &mut Context,
     job: JobRequest,
+    folder: JobFolder,
     confirm: Confirm<'_>,
 ) -> Result<AdmittedJob, OpsError> {
-    // Nothing runs in it here, but every admitted job has its folder, and
-    // it is removed with the job.
-    let folder = JobFolder::create(ctx, &job.id)?;
     admit::admit(ctx, job, folder, confirm)
 }
 

@@ -41,15 +41,11 @@ use super::super::execute::require_consent;
 use super::super::job::JobEvent;
 use super::super::job::admit::{AdmittedJob, MarketTerms, admit_market, limits_of, usage_of};
 use super::super::job::folder::JobFolder;
-use super::super::job::request::{
-    JobRequest, Requester, ResolvedImage, Work, prompt_budget, resolve_image,
-};
+use super::super::job::request::{JobRequest, Requester, ResolvedImage, Work};
 use super::super::job::run::run as run_job;
 use super::super::limits::today;
-use super::super::{Context, OpsError, keys, policy};
-use super::{
-    Peer, accept, apply_in_order, b64, catch_up, count_drop, matches_digest, open_sealed, secs,
-};
+use super::super::{Context, OpsError, policy};
+use super::{Peer, accept, apply_in_order, b64, catch_up, count_drop, secs, work};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -635,33 +631,26 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
             reason,
         })
     };
-    // Opened before anything is claimed: a task this node cannot run is
-    // one it must not take.
-    let prompt = match open_payload(&mut ctx, &task) {
-        Ok(prompt) => prompt,
-        Err(reason) => return skip(format!("its payload cannot be used: {reason}")),
-    };
-    let image = match rt.block_on(resolve_image(&docker, &ctx.settings.docker.image)) {
-        Ok(image) => image,
-        Err(e) => return skip(e.to_string()),
-    };
     let requester_rep = {
         let mut ledger = shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
         rt.block_on(catch_up(&peer.transport, &mut ledger))?;
         reputation::of(&ledger, &msg.from).as_requester
     };
+    // Opened before anything is claimed: a task this node cannot run is
+    // one it must not take.
     let folder = JobFolder::create(&ctx, &task.task)?;
+    let opened = match work::open(&mut ctx, &rt, &docker, peer, (&task, &msg.from), &folder)? {
+        Ok(opened) => opened,
+        Err(reason) => return skip(reason),
+    };
     let request = JobRequest {
         id: task.task.clone(),
         requester: Requester::Market(msg.from.clone()),
         model: task.model.clone(),
-        image,
-        budget: prompt_budget(&ctx, &prompt, task.max_tokens),
-        work: Work::Prompt {
-            text: prompt,
-            max_tokens: task.max_tokens,
-        },
-        egress: false,
+        image: opened.image,
+        budget: opened.budget,
+        work: opened.work,
+        egress: opened.egress,
         pre_approved: shared.approve_all,
     };
     let terms = MarketTerms {
@@ -819,6 +808,16 @@ fn deliver(
         std::slice::from_ref(requester_key),
         crate::crypto::DEFAULT_SEGMENT_SIZE,
     )?;
+    let workspace = match &report.workspace {
+        Some(kept) if kept.returned => match work::send_back(ctx, rt, peer, task, requester_key) {
+            Ok(object) => Some(object),
+            Err(e) => {
+                tracing::warn!(task, error = %e, "could not send the workspace back");
+                None
+            }
+        },
+        _ => None,
+    };
     let result = TaskResult {
         task: task.to_owned(),
         state: report.state.clone(),
@@ -826,6 +825,8 @@ fn deliver(
         payload: b64(&sealed),
         input_tokens: report.input_tokens,
         output_tokens: report.output_tokens,
+        exit_code: report.exit_code,
+        workspace,
     };
     ctx.store.market_step(
         MarketStep {
@@ -972,14 +973,4 @@ fn await_lock(
             }
         }
     })
-}
-
-/// Decrypts the prompt and checks it is the one the task described.
-fn open_payload(ctx: &mut Context, task: &Task) -> Result<String, String> {
-    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
-    let prompt = open_sealed(&keys, &task.payload, "the task's payload")?;
-    if !matches_digest(&prompt, &task.prompt_sha256) || prompt.len() as u64 != task.prompt_bytes {
-        return Err("the payload is not the prompt the task describes".into());
-    }
-    String::from_utf8(prompt).map_err(|_| "the prompt is not UTF-8 text".into())
 }

@@ -9,27 +9,33 @@
 
 use std::time::{Duration, Instant};
 
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
 use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
-    Bid, Body, Lock, Refund, RefundReason, Release, Task, TaskResult, TaskState,
+    Bid, Body, CommandPayload, CommandTask, Lock, Refund, RefundReason, Release, Task, TaskResult,
+    TaskState, WorkspaceObject,
 };
-use crate::market::{Ledger, MarketError, Settlement, reputation};
+use crate::market::{Ledger, MarketError, Settlement, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext};
+use crate::runner::Docker;
+use crate::runner::program::WORKSPACE_IN;
 use crate::store::MarketStep;
+use crate::workspace::Limits;
 
 use super::super::context::runtime;
-use super::super::execute::{
-    DEFAULT_PROMPT_MAX_TOKENS, PromptSource, prompt_text, require_consent,
-};
-use super::super::job::admit::{Confirm, limits_of, usage_of};
-use super::super::job::request::{
-    JobRequest, Requester, ResolvedImage, Work, new_job_id, prompt_budget,
-};
+use super::super::docker_image::pinned_digest;
+use super::super::execute::{ExecuteOptions, Program, describe, require_consent};
+use super::super::job::admit::{AdmittedJob, Confirm, limits_of, usage_of};
+use super::super::job::folder::JobFolder;
+use super::super::job::request::{JobRequest, Work, new_job_id};
+use super::super::job::results::{self, WorkspaceSummary};
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
@@ -39,18 +45,13 @@ use super::{
 
 #[derive(Debug, Clone)]
 pub struct MarketExecuteOptions {
-    pub prompt: PromptSource,
-    /// Defaults to `api.defaultModel`.
-    pub model: Option<String>,
-    /// Defaults to the one-prompt job's default.
-    pub max_tokens: Option<u32>,
+    /// The job, as a local `execute` takes it: a prompt, or a command (or
+    /// an agent) in an image on a workspace, with its budget. Its timeout
+    /// is the time the provider has once the task is locked, by default
+    /// `market.taskTimeoutSecs`.
+    pub job: ExecuteOptions,
     /// The most to pay; never above `market.maxBidPrice`.
     pub max_price: Option<u64>,
-    /// Seconds the provider has once the task is locked; defaults to
-    /// `market.taskTimeoutSecs`.
-    pub timeout_secs: Option<u32>,
-    /// Ask approval to skip the interactive prompt.
-    pub approve_all: bool,
 }
 
 /// Progress while a market task is under way.
@@ -97,6 +98,13 @@ pub struct MarketRun {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub elapsed_ms: u64,
+    /// A command task's exit code on the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// A command task's workspace as it came back: what changed, and where
+    /// `result` finds it to show or apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSummary>,
 }
 
 impl MarketRun {
@@ -116,7 +124,6 @@ pub fn execute(
     progress: &mut dyn FnMut(&MarketProgress),
 ) -> Result<MarketRun, OpsError> {
     require_consent(ctx)?;
-    let prompt = prompt_text(&opts.prompt)?;
     let cap = opts
         .max_price
         .unwrap_or(ctx.settings.market.max_bid_price)
@@ -126,26 +133,22 @@ pub fn execute(
     // Loaded before anything is posted: a local key problem must stop the
     // task here, not turn into a dispute of a provider's good result.
     let own_keys = keys::decryption_keys(ctx)?;
-    let max_tokens = opts.max_tokens.unwrap_or(DEFAULT_PROMPT_MAX_TOKENS);
-    let job = JobRequest {
-        id: new_job_id(),
-        requester: Requester::Local,
-        model: opts
-            .model
-            .clone()
-            .unwrap_or_else(|| ctx.settings.api.default_model.clone()),
-        image: ResolvedImage {
-            reference: ctx.settings.docker.image.clone(),
-            id: String::new(),
-        },
-        budget: prompt_budget(ctx, &prompt, max_tokens),
-        work: Work::Prompt {
-            text: prompt.clone(),
-            max_tokens,
-        },
-        egress: false,
-        pre_approved: opts.approve_all,
+    let mut job_opts = opts.job.clone();
+    job_opts.timeout_secs = Some(
+        job_opts
+            .timeout_secs
+            .unwrap_or(peer.settings.task_timeout_secs),
+    );
+    // The image of a command is named by digest, which this node's Docker
+    // knows when it has the image; a prompt runs in the provider's own.
+    let docker = match job_opts.program {
+        Program::Prompt(_) => None,
+        _ => rt.block_on(Docker::connect()).ok(),
     };
+    let id = new_job_id();
+    let folder = JobFolder::create(ctx, &id)?;
+    let job = describe(ctx, &rt, (docker.as_ref(), false), &job_opts, id, &folder)?;
+    let image = task_image(&job)?;
     let mut ledger = peer.ledger();
     rt.block_on(catch_up(&peer.transport, &mut ledger))?;
     let available = ledger.account(&peer.node()).available;
@@ -158,20 +161,42 @@ pub fn execute(
             needed: cap,
         });
     }
-    let admitted = own_job::admit(ctx, job, confirm)?;
+    let admitted = own_job::admit(ctx, job, folder, confirm)?;
     let trade = Trade {
         rt: &rt,
         peer: &peer,
         own_keys: &own_keys,
-        job: admitted.request(),
-        prompt: &prompt,
-        max_tokens,
+        job: &admitted,
+        image,
         bid: cap.min(available),
-        timeout_secs: opts.timeout_secs.unwrap_or(peer.settings.task_timeout_secs),
+        timeout_secs: admitted.grant().timeout_secs,
     };
     let run = trade.run(ctx, &mut ledger, progress);
+    trade.remove_objects();
     own_job::end(ctx, admitted, &run)?;
     run
+}
+
+/// The image a command task names, by digest: its id on this node, or
+/// the digest its reference is pinned to. `None` for a prompt, which runs
+/// in the provider's own job image.
+fn task_image(job: &JobRequest) -> Result<Option<String>, OpsError> {
+    if matches!(job.work, Work::Prompt { .. }) {
+        return Ok(None);
+    }
+    let reference = &job.image.reference;
+    if pinned_digest(reference).is_some() {
+        return Ok(Some(reference.clone()));
+    }
+    if !job.image.id.is_empty() {
+        return Ok(Some(job.image.id.clone()));
+    }
+    Err(OpsError::InvalidInput {
+        what: format!(
+            "a market task names its image by digest, and {reference} is not on this node to \
+             read its digest from; load it here (`docker load`) or pin it (`REPO@sha256:…`)"
+        ),
+    })
 }
 
 /// One market task of this node's, from choosing offers to settling.
@@ -180,9 +205,9 @@ struct Trade<'a> {
     peer: &'a Peer,
     /// This node's keys, for the output sealed to it.
     own_keys: &'a [NodeKey],
-    job: &'a JobRequest,
-    prompt: &'a str,
-    max_tokens: u32,
+    job: &'a AdmittedJob,
+    /// A command's image, by digest.
+    image: Option<String>,
     /// The most this node pays: the cap, within the available balance.
     bid: u64,
     timeout_secs: u32,
@@ -201,32 +226,61 @@ impl Trade<'_> {
             rt,
             peer,
             own_keys,
-            job,
-            prompt,
-            max_tokens,
             bid,
             timeout_secs,
+            ..
         } = *self;
+        let job = self.job.request();
         let record = job.record();
         let candidates = self.await_offers(ctx, ledger, progress)?;
         let keys: Vec<_> = candidates.iter().map(|o| o.key.clone()).collect();
+        let (payload, max_tokens) = match &job.work {
+            Work::Prompt { text, max_tokens } => (text.clone().into_bytes(), *max_tokens),
+            Work::Command(c) => {
+                let payload = CommandPayload {
+                    argv: c.argv.clone(),
+                    env: c.env.clone(),
+                    stdin: c.stdin.clone(),
+                };
+                (
+                    serde_json::to_vec(&payload).expect("a command line of strings encodes"),
+                    0,
+                )
+            }
+        };
         let mut sealed = Vec::new();
         crate::crypto::encrypt(
-            prompt.as_bytes(),
+            payload.as_slice(),
             &mut sealed,
             &keys,
             crate::crypto::DEFAULT_SEGMENT_SIZE,
         )?;
+        let command = match (&job.work, &self.image) {
+            (Work::Command(c), Some(image)) => Some(CommandTask {
+                image: image.clone(),
+                reference: job.image.reference.clone(),
+                agent: c.agent.clone(),
+                budget_tokens: job.budget.tokens,
+                max_requests: job.budget.requests,
+                egress: job.egress,
+                workspace: match &c.workspace {
+                    Some(_) => Some(self.send_workspace(&keys)?),
+                    None => None,
+                },
+            }),
+            _ => None,
+        };
         let task = Task {
             task: job.id.clone(),
             model: job.model.clone(),
             max_tokens,
-            prompt_bytes: record.prompt_bytes,
-            prompt_sha256: record.prompt_sha256.clone(),
+            prompt_bytes: payload.len() as u64,
+            prompt_sha256: hex::encode(Sha256::digest(&payload)),
             bid,
             candidates: candidates.iter().map(|o| o.node.clone()).collect(),
             timeout_secs,
             payload: b64(&sealed),
+            command,
         };
         let step = MarketStep {
             task: &task.task,
@@ -265,6 +319,8 @@ impl Trade<'_> {
                 input_tokens: 0,
                 output_tokens: 0,
                 elapsed_ms: elapsed_ms(started),
+                exit_code: None,
+                workspace: None,
             };
 
         // The claim.
@@ -405,7 +461,7 @@ impl Trade<'_> {
                 });
                 (reason.as_str(), body, String::new(), Some(detail), None)
             }
-            Some(result) => match open_result(own_keys, &result) {
+            Some(result) => match self.open(ctx, &result) {
                 Err(detail) => (
                     RefundReason::Disputed.as_str(),
                     Some(Body::Refund(Refund {
@@ -466,7 +522,88 @@ impl Trade<'_> {
             input_tokens: result.as_ref().map_or(0, |r| r.input_tokens),
             output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
             elapsed_ms: elapsed_ms(started),
+            exit_code: result.as_ref().and_then(|r| r.exit_code),
+            workspace: results::load(ctx, &task.task)?
+                .map(|(stored, root)| WorkspaceSummary::from_stored(&stored, root)),
         })
+    }
+
+    /// The result's output and, for a command task, its workspace, which
+    /// lands where a local job's does for `result` to show and apply. Any
+    /// part that does not open or verify disputes the whole result.
+    fn open(&self, ctx: &Context, result: &TaskResult) -> Result<String, String> {
+        let text = open_result(self.own_keys, result)?;
+        let job = self.job.request();
+        let (Some(object), Work::Command(c)) = (&result.workspace, &job.work) else {
+            return Ok(text);
+        };
+        let Some(snapshot) = &c.workspace else {
+            return Err("the result carries a workspace although the task sent none".into());
+        };
+        let scratch = results::path(ctx, &job.id);
+        let dispute = |e: &dyn std::fmt::Display| {
+            // What did not verify is not kept.
+            let _ = std::fs::remove_dir_all(&scratch);
+            format!("the returned workspace: {e}")
+        };
+        let dest = results::create(ctx, &job.id).map_err(|e| dispute(&e))?;
+        let received = workspace::receive(
+            self.rt.handle(),
+            &self.peer.transport,
+            object,
+            self.own_keys,
+            &scratch,
+            &dest,
+            workspace_limits(ctx),
+        )
+        .map_err(|e| dispute(&e))?;
+        let base = self.job.folder().path().join(WORKSPACE_IN);
+        let base = Dir::open_ambient_dir(&base, ambient_authority()).map_err(|e| dispute(&e))?;
+        let source = snapshot.source.display().to_string();
+        results::save(ctx, &job.id, &source, &snapshot.manifest, &base, received)
+            .map_err(|e| dispute(&e))?;
+        Ok(text)
+    }
+
+    /// Removes the task's workspace objects, there or not: nobody reads
+    /// them once the task is over.
+    fn remove_objects(&self) {
+        let job = self.job.request();
+        if !matches!(&job.work, Work::Command(c) if c.workspace.is_some()) {
+            return;
+        }
+        for way in ["in", "out"] {
+            let name = object_name(&job.id, way);
+            if let Err(e) = self
+                .rt
+                .block_on(self.peer.transport.delete_workspace(&name))
+            {
+                tracing::warn!(object = %name, error = %e, "could not remove a workspace object");
+            }
+        }
+    }
+
+    /// Packs, seals to the candidates and stores the job's copy of its
+    /// workspace.
+    fn send_workspace(
+        &self,
+        readers: &[crate::crypto::PublicKey],
+    ) -> Result<WorkspaceObject, OpsError> {
+        let folder = self.job.folder();
+        let copy = folder.path().join(WORKSPACE_IN);
+        let dir =
+            Dir::open_ambient_dir(&copy, ambient_authority()).map_err(|source| OpsError::Read {
+                path: copy.clone(),
+                source,
+            })?;
+        Ok(workspace::send(
+            self.rt.handle(),
+            &self.peer.transport,
+            &dir,
+            folder.path(),
+            &object_name(&self.job.request().id, "in"),
+            readers,
+        )?)
     }
 
     /// The offers that fit, best first. None may be live yet (a provider
@@ -484,7 +621,7 @@ impl Trade<'_> {
         let mut told = false;
         loop {
             let offers = self.rt.block_on(live_offers(self.peer, &mut ctx.store))?;
-            let reasons = match choose(ctx, self.job, &me, &offers, ledger, self.bid) {
+            let reasons = match choose(ctx, self.job.request(), &me, &offers, ledger, self.bid) {
                 Err(OpsError::NoOffer { reasons }) => reasons,
                 chosen => return chosen,
             };
@@ -654,6 +791,19 @@ fn open_result(keys: &[NodeKey], result: &TaskResult) -> Result<String, String> 
         return Err("the result does not match its digest".into());
     }
     String::from_utf8(plain).map_err(|_| "the result is not UTF-8 text".into())
+}
+
+/// The object a task's workspace travels in, one way (`in`, `out`).
+pub(super) fn object_name(task: &str, way: &str) -> String {
+    format!("{task}-{way}")
+}
+
+/// The most of a workspace this node takes, in or back.
+pub(super) fn workspace_limits(ctx: &Context) -> Limits {
+    Limits {
+        max_bytes: ctx.settings.workspace.max_bytes.0,
+        max_files: ctx.settings.workspace.max_files,
+    }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

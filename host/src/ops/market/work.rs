@@ -1,0 +1,239 @@
+//! What a provider runs for a task, made from what the requester sent: the
+//! prompt, or a command line in an image named by digest on a workspace
+//! fetched from the object store. Everything is opened and checked before
+//! the policies decide, so they judge what would really run, and nothing
+//! is claimed that this node cannot run. The changed workspace goes back
+//! the same way, sealed to the requester.
+
+use std::path::PathBuf;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use crate::crypto::PublicKey;
+use crate::market::types::{CommandPayload, CommandTask, Task, WorkspaceObject};
+use crate::market::workspace;
+use crate::runner::Docker;
+use crate::store::Budget;
+
+use super::super::job::folder::JobFolder;
+use super::super::job::request::{CommandWork, ResolvedImage, Work, prompt_budget, resolve_image};
+use super::super::job::results;
+use super::super::{Context, OpsError, keys};
+use super::requester::{object_name, workspace_limits};
+use super::{Peer, matches_digest, open_sealed};
+
+/// A task opened: what the job request is made of.
+pub(super) struct Opened {
+    pub image: ResolvedImage,
+    pub budget: Budget,
+    pub work: Work,
+    pub egress: bool,
+}
+
+/// Opens `task` from `requester` into what would run here, the workspace
+/// copied into `folder`. `Ok(Err(reason))` when this node cannot or will
+/// not use what was sent.
+pub(super) fn open(
+    ctx: &mut Context,
+    rt: &tokio::runtime::Runtime,
+    docker: &Docker,
+    peer: &Peer,
+    (task, requester): (&Task, &str),
+    folder: &JobFolder,
+) -> Result<Result<Opened, String>, OpsError> {
+    let payload = match open_payload(ctx, task) {
+        Ok(payload) => payload,
+        Err(reason) => return Ok(Err(format!("its payload cannot be used: {reason}"))),
+    };
+    let Some(command) = &task.command else {
+        let Ok(prompt) = String::from_utf8(payload) else {
+            return Ok(Err("its prompt is not UTF-8 text".into()));
+        };
+        let image = match rt.block_on(resolve_image(docker, &ctx.settings.docker.image)) {
+            Ok(image) => image,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        return Ok(Ok(Opened {
+            image,
+            budget: prompt_budget(ctx, &prompt, task.max_tokens),
+            work: Work::Prompt {
+                text: prompt,
+                max_tokens: task.max_tokens,
+            },
+            egress: false,
+        }));
+    };
+    let Ok(line) = serde_json::from_slice::<CommandPayload>(&payload) else {
+        return Ok(Err("its payload is not a command line".into()));
+    };
+    let image = match rt.block_on(image_by_digest(docker, command)) {
+        Ok(image) => image,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let workspace = match &command.workspace {
+        None => None,
+        Some(object) => match receive(ctx, rt, peer, object, requester, folder)? {
+            Ok(snapshot) => Some(snapshot),
+            Err(reason) => return Ok(Err(reason)),
+        },
+    };
+    Ok(Ok(Opened {
+        image,
+        budget: Budget {
+            tokens: command.budget_tokens,
+            requests: command.max_requests,
+            timeout_secs: ctx.settings.limits.timeout_secs,
+        },
+        work: Work::Command(CommandWork {
+            argv: line.argv,
+            env: line.env,
+            stdin: line.stdin,
+            agent: command.agent.clone(),
+            workspace,
+        }),
+        egress: command.egress,
+    }))
+}
+
+/// The task's image as this node has it: only by digest, never a tag, and
+/// never pulled. It goes by this node's own name for it, so compliance
+/// judges the image by what the owner calls it, not by what the requester
+/// says it is.
+async fn image_by_digest(docker: &Docker, command: &CommandTask) -> Result<ResolvedImage, String> {
+    let pinned = command.image.starts_with("sha256:") || command.image.contains("@sha256:");
+    if !pinned {
+        return Err(format!(
+            "its image {} is not named by digest, and this node runs no image by tag for the market",
+            command.image
+        ));
+    }
+    let found = docker
+        .image(&command.image)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(info) = found else {
+        return Err(format!(
+            "its image {} ({}) is not on this node, and images are never pulled for a task",
+            command.reference, command.image
+        ));
+    };
+    let reference = if info.repo_tags.contains(&command.reference) {
+        command.reference.clone()
+    } else {
+        info.repo_tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| info.id.clone())
+    };
+    Ok(ResolvedImage {
+        reference,
+        id: info.id,
+    })
+}
+
+/// Fetches, opens and checks the task's workspace, and copies it into the
+/// job folder as a local job's is copied from the owner's folder.
+fn receive(
+    ctx: &mut Context,
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    object: &WorkspaceObject,
+    requester: &str,
+    folder: &JobFolder,
+) -> Result<Result<crate::workspace::Snapshot, String>, OpsError> {
+    let limits = workspace_limits(ctx);
+    if object.bytes > limits.max_bytes || object.files > limits.max_files {
+        return Ok(Err(format!(
+            "its workspace ({} bytes in {} files) is over this node's workspace.maxBytes \
+             ({}) or workspace.maxFiles ({})",
+            object.bytes, object.files, limits.max_bytes, limits.max_files
+        )));
+    }
+    let keys = keys::decryption_keys(ctx)?;
+    let staging = folder.path().join("received");
+    std::fs::create_dir(&staging).map_err(|source| OpsError::Write {
+        path: staging.clone(),
+        source,
+    })?;
+    let dir =
+        Dir::open_ambient_dir(&staging, ambient_authority()).map_err(|source| OpsError::Write {
+            path: staging.clone(),
+            source,
+        })?;
+    let received = workspace::receive(
+        rt.handle(),
+        &peer.transport,
+        object,
+        &keys,
+        folder.path(),
+        &dir,
+        limits,
+    );
+    let copied = match received {
+        Err(e) => Err(format!("its workspace was refused: {e}")),
+        Ok(received) if !received.skipped.is_empty() => Err(format!(
+            "its workspace holds what a workspace may not: {}",
+            received.skipped.join("; ")
+        )),
+        Ok(_) => folder
+            .workspace_in()
+            .and_then(|dest| {
+                Ok(crate::workspace::snapshot(
+                    &staging,
+                    &dest,
+                    limits,
+                    folder.owner(),
+                )?)
+            })
+            .map(|mut snapshot| {
+                snapshot.source = PathBuf::from(format!("market:{requester}"));
+                snapshot
+            })
+            .map_err(|e| format!("its workspace cannot be used: {e}")),
+    };
+    // The container sees the job folder: only the copy stays in it.
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(copied)
+}
+
+/// Packs the job's final workspace, seals it to the requester and stores
+/// it; the provider then keeps none of it.
+pub(super) fn send_back(
+    ctx: &Context,
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    task: &str,
+    requester: &PublicKey,
+) -> Result<WorkspaceObject, OpsError> {
+    let root = results::path(ctx, task);
+    let sent = (|| {
+        let final_dir = root.join(results::WORKSPACE_DIR);
+        let dir = Dir::open_ambient_dir(&final_dir, ambient_authority()).map_err(|source| {
+            OpsError::Read {
+                path: final_dir.clone(),
+                source,
+            }
+        })?;
+        Ok(workspace::send(
+            rt.handle(),
+            &peer.transport,
+            &dir,
+            &root,
+            &object_name(task, "out"),
+            std::slice::from_ref(requester),
+        )?)
+    })();
+    let _ = std::fs::remove_dir_all(&root);
+    sent
+}
+
+/// Decrypts the payload and checks it is the one the task described.
+fn open_payload(ctx: &mut Context, task: &Task) -> Result<Vec<u8>, String> {
+    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
+    let payload = open_sealed(&keys, &task.payload, "the task's payload")?;
+    if !matches_digest(&payload, &task.prompt_sha256) || payload.len() as u64 != task.prompt_bytes {
+        return Err("the payload is not the one the task describes".into());
+    }
+    Ok(payload)
+}

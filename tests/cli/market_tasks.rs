@@ -1,0 +1,222 @@
+//! Command tasks over the market: an image named by digest, a command, and
+//! a workspace that travels sealed through the object store to the
+//! provider and back, landing with the requester as a local job's does.
+//! Real peers on a real NATS server, real containers.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::images;
+use crate::market::{
+    Events, first_posted_task, funded_requester, provider_home, raw_market, serve, stop,
+    wait_for_offers,
+};
+use crate::nats::NatsServer;
+use crate::support::Run;
+
+/// The 20 MiB file every test workspace carries, so it spans many chunks.
+const BIG: usize = 20 << 20;
+
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "one\ntwo\n").unwrap();
+    std::fs::write(dir.path().join("gone.txt"), "bye\n").unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/main.sh"), "echo hi\n").unwrap();
+    let big: Vec<u8> = (0..BIG).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), big).unwrap();
+    dir
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// The tools image's repository, which a provider must allow for market
+/// jobs (`compliance.allowedImages`).
+fn tools_repository() -> &'static str {
+    let image = images::tools();
+    image.rsplit_once(':').map_or(image, |(repo, _)| repo)
+}
+
+/// `execute --market` of `script` in the tools image on `workspace`.
+fn market_command<'a>(workspace: &'a str, script: &'a str) -> Vec<&'a str> {
+    vec![
+        "execute",
+        "--market",
+        "--approve-all",
+        "--image",
+        images::tools(),
+        "--workspace",
+        workspace,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]
+}
+
+#[test]
+fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &[]);
+    // The cheaper provider runs only the built-in job image for the market:
+    // its compliance passes the task over, and the other one takes it.
+    let strict = provider_home(&url, &requester.id, &[]);
+    let mut strict_serving = serve(&strict, &["--price", "10"]);
+    let strict_events = Events::of(&mut strict_serving);
+    let allowed = format!("compliance.allowedImages={}", tools_repository());
+    let provider = provider_home(&url, &requester.id, &[&allowed]);
+    let serving = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 2);
+
+    let work = folder();
+    let workspace = work.path().to_str().unwrap();
+    let script = "printf 'one\\nthree\\n' > notes.txt && rm gone.txt && echo new > added.txt \
+                  && wc -c < big.bin";
+    let mut args = market_command(workspace, script);
+    args.insert(0, "--json");
+    let run = requester.home.run(&args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "completed", "{doc:#}");
+    assert_eq!(doc["price"], 12, "{doc:#}");
+    assert_eq!(doc["exit_code"], 0, "{doc:#}");
+    let skipped = strict_events.next("skipped", &["claimed"]);
+    let reason = skipped["reason"].as_str().unwrap();
+    assert!(reason.contains("compliance.allowedImages"), "{reason}");
+    assert_eq!(doc["output"].as_str().unwrap().trim(), BIG.to_string());
+    let ws = &doc["workspace"];
+    assert_eq!(ws["added"], serde_json::json!(["added.txt"]), "{ws:#}");
+    assert_eq!(ws["changed"], serde_json::json!(["notes.txt"]));
+    assert_eq!(ws["removed"], serde_json::json!(["gone.txt"]));
+    assert_eq!(
+        read(work.path(), "notes.txt"),
+        "one\ntwo\n",
+        "untouched so far"
+    );
+
+    // It lands as a local job's does: shown, then applied on request.
+    let task = doc["task"].as_str().unwrap();
+    let shown = requester.home.ok(&["result", task, "--diff"]).stdout;
+    assert!(shown.contains("-two\n+three"), "{shown}");
+    requester.home.ok(&["result", task, "--apply"]);
+    assert_eq!(read(work.path(), "notes.txt"), "one\nthree\n");
+    assert_eq!(read(work.path(), "added.txt"), "new\n");
+    assert!(!work.path().join("gone.txt").exists());
+    assert_eq!(
+        std::fs::metadata(work.path().join("big.bin"))
+            .unwrap()
+            .len() as usize,
+        BIG
+    );
+
+    // The provider ran it in the image the requester named, by digest, and
+    // kept none of the workspace; neither object is left in the store.
+    let admitted = provider.home.audit_of("job.admitted").remove(0);
+    let job = &admitted["details"]["job"];
+    assert!(
+        job["image_id"].as_str().unwrap().starts_with("sha256:"),
+        "{job:#}"
+    );
+    assert_eq!(job["workspace"]["files"], 5, "{job:#}");
+    assert!(
+        !provider.home.path().join("results").join(task).exists(),
+        "the provider kept the requester's workspace"
+    );
+    let (rt, raw) = raw_market(&url);
+    for way in ["in", "out"] {
+        let scratch = dir.path().join(way);
+        let left = rt
+            .block_on(raw.get_workspace(&format!("{task}-{way}"), u64::MAX, &scratch))
+            .unwrap();
+        assert_eq!(left, None, "the {way} object is still stored");
+    }
+    let ledger = requester.json(&["market", "ledger", "--task", task]);
+    let kinds: Vec<_> = ledger["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["lock", "release"], "{ledger:#}");
+    assert_eq!(stop(serving).code, 0);
+    assert_eq!(stop(strict_serving).code, 0);
+}
+
+#[test]
+fn a_workspace_changed_in_the_store_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &["market.claimWaitSecs=10"]);
+    let allowed = format!("compliance.allowedImages={}", tools_repository());
+    let provider = provider_home(&url, &requester.id, &[&allowed]);
+    // Offered, but not serving yet: the task waits for it while its
+    // workspace is changed in the store.
+    provider.home.ok(&["advertise", "--price", "12"]);
+    wait_for_offers(&requester, 1);
+
+    let work = folder();
+    let workspace = work.path().to_str().unwrap();
+    let mut args = market_command(workspace, "echo ran > ran.txt");
+    args.insert(0, "--json");
+    let mut cmd = requester.home.command();
+    cmd.args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let asking = cmd.spawn().expect("starting execute --market");
+    let (rt, raw) = raw_market(&url);
+    let task = first_posted_task(&rt, &raw);
+    rt.block_on(flip_a_byte(&url, &format!("{task}-in")));
+
+    let mut serving = serve(&provider, &["--price", "12"]);
+    let events = Events::of(&mut serving);
+    let skipped = events.next("skipped", &["claimed"]);
+    assert_eq!(skipped["task"], task.as_str());
+    let reason = skipped["reason"].as_str().unwrap();
+    assert!(reason.contains("its workspace was refused"), "{reason}");
+
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["outcome"], "unclaimed", "{}", run.stdout);
+    let kinds = provider.home.audit_kinds();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "market.claim" || k == "job.admitted"),
+        "{kinds:?}"
+    );
+    assert_eq!(stop(serving).code, 0);
+}
+
+/// Replaces the last chunk of object `name` in the workspaces store with a
+/// copy that has one byte flipped, as a faulty or hostile server would.
+async fn flip_a_byte(url: &str, name: &str) {
+    use claude_max_market::market::transport::WORKSPACES_STORE;
+
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let store = js.get_object_store(WORKSPACES_STORE).await.unwrap();
+    let info = store.info(name).await.unwrap();
+    let subject = format!("$O.{WORKSPACES_STORE}.C.{}", info.nuid);
+    let stream = js
+        .get_stream(format!("OBJ_{WORKSPACES_STORE}"))
+        .await
+        .unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .unwrap();
+    let mut payload = last.payload.to_vec();
+    let middle = payload.len() / 2;
+    payload[middle] ^= 0x01;
+    stream.delete_message(last.sequence).await.unwrap();
+    js.publish(subject, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
