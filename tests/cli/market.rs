@@ -48,7 +48,7 @@ fn issuer_on(url: &str) -> Peer {
     Peer::join(home, url, &id)
 }
 
-fn node_id(home: &Home) -> String {
+pub(crate) fn node_id(home: &Home) -> String {
     let (code, doc) = home.json(&["keys", "show"]);
     assert_eq!(code, 0, "{doc:#}");
     doc["current"]["node_id"].as_str().unwrap().to_owned()
@@ -925,6 +925,7 @@ fn put_offer(
             price: 5,
             models: vec!["claude-haiku-4-5".into()],
             max_tokens: 100_000,
+            images: Vec::new(),
         }),
     )
     .unwrap();

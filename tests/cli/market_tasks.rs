@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use crate::images;
 use crate::market::{
-    Events, first_posted_task, funded_requester, provider_home, raw_market, serve, stop,
+    Events, first_posted_task, funded_requester, node_id, provider_home, raw_market, serve, stop,
     wait_for_offers,
 };
 use crate::nats::NatsServer;
@@ -62,15 +62,33 @@ fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_bac
     let server = NatsServer::start(dir.path());
     let url = server.url();
     let requester = funded_requester(&url, 100, &[]);
-    // The cheaper provider runs only the built-in job image for the market:
-    // its compliance passes the task over, and the other one takes it.
-    let strict = provider_home(&url, &requester.id, &[]);
+    let allowed = format!("compliance.allowedImages={}", tools_repository());
+    // The cheapest offer says it runs only the built-in job image: the
+    // requester does not send it the task.
+    let narrow = provider_home(&url, &requester.id, &[]);
+    let narrow_serving = serve(&narrow, &["--price", "8"]);
+    // The next offers the image, but its owner then takes it off the list:
+    // its compliance passes the task over, and the third one takes it.
+    let strict = provider_home(&url, &requester.id, &[&allowed]);
     let mut strict_serving = serve(&strict, &["--price", "10"]);
     let strict_events = Events::of(&mut strict_serving);
-    let allowed = format!("compliance.allowedImages={}", tools_repository());
     let provider = provider_home(&url, &requester.id, &[&allowed]);
     let serving = serve(&provider, &["--price", "12"]);
-    wait_for_offers(&requester, 2);
+    wait_for_offers(&requester, 3);
+    let offers = requester.json(&["market", "offers"]);
+    let narrow_offer = offers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["node"] == node_id(&narrow.home).as_str())
+        .unwrap();
+    assert_eq!(
+        narrow_offer["images"],
+        serde_json::json!(["claude-max-market-job"])
+    );
+    strict
+        .home
+        .set(&["compliance.allowedImages=claude-max-market-job"]);
 
     let work = folder();
     let workspace = work.path().to_str().unwrap();
@@ -87,6 +105,10 @@ fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_bac
     let skipped = strict_events.next("skipped", &["claimed"]);
     let reason = skipped["reason"].as_str().unwrap();
     assert!(reason.contains("compliance.allowedImages"), "{reason}");
+    let posted = requester.home.audit_of("market.task-posted").remove(0);
+    let candidates = posted["details"]["candidates"].to_string();
+    assert!(!candidates.contains(&node_id(&narrow.home)), "{candidates}");
+    assert!(candidates.contains(&node_id(&strict.home)), "{candidates}");
     assert_eq!(doc["output"].as_str().unwrap().trim(), BIG.to_string());
     let ws = &doc["workspace"];
     assert_eq!(ws["added"], serde_json::json!(["added.txt"]), "{ws:#}");
@@ -142,8 +164,9 @@ fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_bac
         .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(kinds, ["lock", "release"], "{ledger:#}");
-    assert_eq!(stop(serving).code, 0);
-    assert_eq!(stop(strict_serving).code, 0);
+    for serving in [serving, strict_serving, narrow_serving] {
+        assert_eq!(stop(serving).code, 0);
+    }
 }
 
 #[test]

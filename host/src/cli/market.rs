@@ -231,9 +231,14 @@ pub fn run(home: Option<PathBuf>, cmd: Command, out: &Output) -> anyhow::Result<
                     writeln!(w, "no live offers")?;
                 }
                 for o in &offers {
+                    let images = if o.images.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  images {}", o.images.join(","))
+                    };
                     writeln!(
                         w,
-                        "{}  {:>5} RUV  {}/{} busy  rep {:.2}  {}  (refreshed {} s ago)",
+                        "{}  {:>5} RUV  {}/{} busy  rep {:.2}  {}{images}  (refreshed {} s ago)",
                         short(&o.node),
                         o.price,
                         o.busy,

@@ -53,8 +53,13 @@ pub struct Offer {
     /// What it asks for a job of up to `max_tokens`, in RUV.
     pub price: u64,
     pub models: Vec<String>,
-    /// The largest `max_tokens` it grants one job.
+    /// The largest `max_tokens` it grants one job, and the largest token
+    /// budget it sells a command task.
     pub max_tokens: u32,
+    /// The images it runs for the market (its `compliance.allowedImages`:
+    /// ids, repositories or `repository:tag`s); empty when it names none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// A requester's task. The prompt (or, for a command task, the

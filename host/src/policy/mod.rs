@@ -39,7 +39,7 @@ pub use cache::CompileCache;
 pub use engine::{Isolation, PolicyEngine, SandboxLimits};
 pub use failure::{Failure, FailureClass};
 pub use job::Job;
-pub use node_rules::NodeRules;
+pub use node_rules::{NodeRules, image_listed};
 pub use outcome::{ComplianceFinding, Grant, Outcome, Quote, RoleDecision, Severity};
 pub use pipeline::{DecisionInput, Pipeline, PipelineDecision, Slot, unix_now};
 pub use plugin::{LoadError, OWN_CONFIG_PREFIX, PluginMeta, PluginOrigin, PluginPre};

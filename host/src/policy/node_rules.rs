@@ -110,7 +110,7 @@ impl NodeRules {
             ));
         }
         let checks_image = market || self.restrict_local_images;
-        if checks_image && !self.allowed_images.is_empty() && !self.allows_image(&job.image) {
+        if checks_image && !image_listed(&self.allowed_images, &job.image) {
             broken.push((
                 Role::Compliance,
                 format!(
@@ -122,11 +122,15 @@ impl NodeRules {
         }
         broken
     }
+}
 
-    /// By id, by repository, or by repository and tag.
-    fn allows_image(&self, image: &Image) -> bool {
-        let (repository, tag) = split_reference(&image.reference);
-        self.allowed_images.iter().any(|entry| {
+/// Whether `image` is on `list` (image ids, repositories or
+/// `repository:tag`s): by id, by repository, or by repository and tag. An
+/// empty list names no restriction.
+pub fn image_listed(list: &[String], image: &Image) -> bool {
+    let (repository, tag) = split_reference(&image.reference);
+    list.is_empty()
+        || list.iter().any(|entry| {
             if entry.starts_with("sha256:") {
                 return !image.digest.is_empty() && *entry == image.digest;
             }
@@ -135,7 +139,6 @@ impl NodeRules {
                 (name, Some(want)) => name == repository && tag == Some(want),
             }
         })
-    }
 }
 
 /// A reference's repository and tag; a pinned digest is not a tag.
@@ -164,20 +167,22 @@ mod tests {
 
     #[test]
     fn images_match_by_id_repository_or_tag() {
-        let rules = NodeRules {
-            allowed_images: vec![
-                "sha256:abc".into(),
-                "registry.local:5000/agents/python".into(),
-                "tools:2".into(),
-            ],
-            ..NodeRules::default()
-        };
-        assert!(rules.allows_image(&image("anything:1", "sha256:abc")));
-        assert!(!rules.allows_image(&image("anything:1", "")));
-        assert!(rules.allows_image(&image("registry.local:5000/agents/python:3", "")));
-        assert!(rules.allows_image(&image("registry.local:5000/agents/python@sha256:9", "")));
-        assert!(rules.allows_image(&image("tools:2", "")));
-        assert!(!rules.allows_image(&image("tools:3", "")));
-        assert!(!rules.allows_image(&image("registry.local:5000/agents/node:3", "")));
+        let list: Vec<String> = vec![
+            "sha256:abc".into(),
+            "registry.local:5000/agents/python".into(),
+            "tools:2".into(),
+        ];
+        let listed = |reference, digest| image_listed(&list, &image(reference, digest));
+        assert!(listed("anything:1", "sha256:abc"));
+        assert!(!listed("anything:1", ""));
+        assert!(listed("registry.local:5000/agents/python:3", ""));
+        assert!(listed("registry.local:5000/agents/python@sha256:9", ""));
+        assert!(listed("tools:2", ""));
+        assert!(!listed("tools:3", ""));
+        assert!(!listed("registry.local:5000/agents/node:3", ""));
+        assert!(
+            image_listed(&[], &image("anything:1", "")),
+            "empty is no restriction"
+        );
     }
 }

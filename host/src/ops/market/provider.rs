@@ -114,6 +114,7 @@ fn offer(ctx: &Context, opts: &AdvertiseOptions) -> Result<Offer, OpsError> {
         price: 0,
         models,
         max_tokens,
+        images: ctx.settings.compliance.allowed_images.clone(),
     };
     offer.price = match opts.price {
         Some(price) => price,

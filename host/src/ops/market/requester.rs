@@ -23,7 +23,7 @@ use crate::market::types::{
     TaskState, WorkspaceObject,
 };
 use crate::market::{Ledger, MarketError, Settlement, reputation, workspace};
-use crate::policy::{DecisionInput, MarketContext};
+use crate::policy::{DecisionInput, MarketContext, image_listed};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
 use crate::store::MarketStep;
@@ -666,6 +666,10 @@ fn choose(
     let engine = ctx.engine()?;
     let mut pipeline = policy::pipeline(ctx, &engine)?;
     let usage = ctx.store.usage_snapshot(today())?;
+    let image = crate::policy::Image {
+        reference: job.image.reference.clone(),
+        digest: job.image.id.clone(),
+    };
     let mut fits = Vec::new();
     let mut reasons = Vec::new();
     for o in offers {
@@ -679,6 +683,13 @@ fn choose(
             Some(format!(
                 "{who} grants at most {} tokens and this task needs {}",
                 o.offer.max_tokens, job.budget.tokens
+            ))
+        } else if !matches!(job.work, Work::Prompt { .. }) && !image_listed(&o.offer.images, &image)
+        {
+            Some(format!(
+                "{who} runs only {} for the market, not {}",
+                o.offer.images.join(", "),
+                job.image.reference
             ))
         } else if o.offer.price > cap {
             Some(format!(

@@ -28,6 +28,8 @@ pub struct OfferView {
     pub price: u64,
     pub models: Vec<String>,
     pub max_tokens: u32,
+    /// The images it runs for the market; empty when it names none.
+    pub images: Vec<String>,
     pub reputation: f64,
     /// Seconds since the provider last refreshed it.
     pub age_secs: u64,
@@ -52,6 +54,7 @@ pub fn offers(ctx: &mut Context) -> Result<Vec<OfferView>, OpsError> {
             price: o.offer.price,
             models: o.offer.models,
             max_tokens: o.offer.max_tokens,
+            images: o.offer.images,
         })
         .collect())
 }
@@ -62,6 +65,9 @@ pub struct TaskView {
     pub requester: String,
     pub model: String,
     pub max_tokens: u32,
+    /// A command task's image, by digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub bid: u64,
     pub candidates: usize,
     /// open, claimed, locked, completed, refunded (with why).
@@ -100,6 +106,7 @@ pub fn tasks(ctx: &mut Context, limit: usize) -> Result<Vec<TaskView>, OpsError>
             requester: msg.from,
             model: task.model,
             max_tokens: task.max_tokens,
+            image: task.command.map(|c| c.image),
             bid: task.bid,
             candidates: task.candidates.len(),
             state,
