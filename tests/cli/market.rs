@@ -926,6 +926,7 @@ fn put_offer(
             models: vec!["claude-haiku-4-5".into()],
             max_tokens: 100_000,
             images: Vec::new(),
+            token_price: 0,
         }),
     )
     .unwrap();

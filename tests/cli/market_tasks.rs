@@ -1,15 +1,18 @@
-//! Command tasks over the market: an image named by digest, a command, and
-//! a workspace that travels sealed through the object store to the
-//! provider and back, landing with the requester as a local job's does.
-//! Real peers on a real NATS server, real containers.
+//! Work over the market: command tasks (an image named by digest, a
+//! command, and a workspace that travels sealed through the object store
+//! to the provider and back, landing with the requester as a local job's
+//! does), and the provider's signed receipt that settles a task. Real peers
+//! on a real NATS server, real containers.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use crate::images;
+use mock_anthropic::Scenario;
+
 use crate::market::{
-    Events, first_posted_task, funded_requester, node_id, provider_home, raw_market, serve, stop,
-    wait_for_offers,
+    Events, first_posted_task, funded_requester, market_execute, node_id, provider_home,
+    raw_market, serve, stop, wait_for_offers,
 };
 use crate::nats::NatsServer;
 use crate::support::Run;
@@ -163,7 +166,7 @@ fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_bac
         .iter()
         .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(kinds, ["lock", "release"], "{ledger:#}");
+    assert_eq!(kinds, ["lock", "receipt", "release"], "{ledger:#}");
     for serving in [serving, strict_serving, narrow_serving] {
         assert_eq!(stop(serving).code, 0);
     }
@@ -242,4 +245,71 @@ async fn flip_a_byte(url: &str, name: &str) {
         .unwrap()
         .await
         .unwrap();
+}
+
+#[test]
+fn a_receipt_of_the_metered_usage_settles_a_task_priced_by_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &[]);
+    let provider = provider_home(&url, &requester.id, &[]);
+    provider.mock.push(Scenario::Reply {
+        text: "7919 is the 1000th prime".into(),
+        input_tokens: 1200,
+        output_tokens: 300,
+    });
+    // At most 20 RUV a task, 4 RUV per 1,000 tokens it uses.
+    let serving = serve(&provider, &["--price", "20", "--token-price", "4"]);
+    wait_for_offers(&requester, 1);
+
+    let (code, doc) = market_execute(&requester, &["--json"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["outcome"], "completed", "{doc:#}");
+    assert_eq!(doc["price"], 20, "{doc:#}");
+    // The receipt is what the provider's upstream reported, reply by reply.
+    let reported = provider.mock.reported();
+    let receipt = &doc["receipt"];
+    let models = receipt["models"].as_array().unwrap();
+    let sum = |key: &str| models.iter().map(|m| m[key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        sum("input_tokens") + sum("cache_creation_tokens") + sum("cache_read_tokens"),
+        reported.input_tokens,
+        "{receipt:#}"
+    );
+    assert_eq!(sum("output_tokens"), reported.output_tokens, "{receipt:#}");
+    assert_eq!(receipt["requests"], 1);
+    assert_eq!(receipt["replies"].as_array().unwrap().len(), 1);
+    let tokens = reported.input_tokens + reported.output_tokens;
+    let paid = (4 * tokens).div_ceil(1000);
+    assert!(paid < 20);
+    assert_eq!(receipt["amount"], paid, "{receipt:#}");
+    assert_eq!(doc["paid"], paid, "{doc:#}");
+
+    // Lock 20, the receipt, a release of what it asked; the rest came back.
+    let task = doc["task"].as_str().unwrap();
+    let ledger = requester.json(&["market", "ledger", "--task", task]);
+    let lines: Vec<(String, u64)> = ledger["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [("lock", 20), ("receipt", paid), ("release", paid)]
+        .map(|(kind, amount)| (kind.to_owned(), amount));
+    assert_eq!(lines, expected, "{ledger:#}");
+    let provider_id = node_id(&provider.home);
+    let balances = requester.json(&["market", "ledger"])["accounts"].clone();
+    assert_eq!(
+        balances[&requester.id]["available"],
+        100 - paid,
+        "{balances:#}"
+    );
+    assert_eq!(balances[&provider_id]["earned"], paid, "{balances:#}");
+    assert_eq!(stop(serving).code, 0);
 }

@@ -273,10 +273,13 @@ fn run_on_market(
                 "the streamed output above is not the provider's checked result; do not rely on it"
             );
         }
-        let price = run
-            .price
-            .map(|p| format!(" for {p} RUV"))
-            .unwrap_or_default();
+        let price = match (run.paid, run.price) {
+            (Some(paid), Some(locked)) if paid < locked => {
+                format!(" for {paid} RUV (of {locked} locked; the rest came back)")
+            }
+            (_, Some(p)) => format!(" for {p} RUV"),
+            _ => String::new(),
+        };
         let by = run
             .provider
             .as_deref()

@@ -17,9 +17,12 @@ pub struct OfferArgs {
     /// Market jobs run at once (default: market.slots).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     slots: Option<u32>,
-    /// Asking price per job in RUV (default: the pricing policy's quote).
+    /// Asking price per job in RUV (default: the pricing policy's quote); with --token-price, the most a job costs.
     #[arg(long, value_name = "P")]
     price: Option<u64>,
+    /// Charge by use: RUV per 1,000 tokens a job uses, up to the price (its receipt says what it cost).
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..))]
+    token_price: Option<u64>,
     /// Models offered, comma-separated (default: compliance.allowedModels).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     models: Option<Vec<String>>,
@@ -30,6 +33,7 @@ impl OfferArgs {
         AdvertiseOptions {
             slots: self.slots,
             price: self.price,
+            token_price: self.token_price.unwrap_or(0),
             models: self.models,
         }
     }

@@ -52,7 +52,12 @@ pub struct RequestRecord {
     pub max_tokens_sent: Option<u64>,
     /// The input bound reserved before forwarding.
     pub input_bound: u64,
+    /// Every input token the upstream processed, cache writes and reads
+    /// included (what the budget counts).
     pub input_tokens: u64,
+    /// Of those, the prompt-cache writes and reads it reported.
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
     pub output_tokens: u64,
     /// The upstream's `request-id`, for the owner's own records.
     pub request_id: Option<String>,

@@ -427,6 +427,8 @@ impl ReplyMeter {
         let (input, output) = self.reservation.used();
         let record = RequestRecord {
             input_tokens: input,
+            cache_creation_tokens: self.usage.cache_creation.unwrap_or(0),
+            cache_read_tokens: self.usage.cache_read.unwrap_or(0),
             output_tokens: output,
             took: self.sent_at.elapsed(),
             ..std::mem::take(&mut self.record)

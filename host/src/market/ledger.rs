@@ -8,7 +8,12 @@
 //! - `grant`: only from a trusted issuer; once per grant id.
 //! - `lock`: from the task's requester; once per task; only while the
 //!   requester's available balance covers it.
-//! - `release`: from the locking requester; pays the provider; once.
+//! - `receipt`: from the task's provider, while its escrow is open; once;
+//!   asking no more than the lock. It moves no RUV: it says what the
+//!   release should pay.
+//! - `release`: from the locking requester; pays the provider what it
+//!   names (the whole lock when it names nothing), never more than the
+//!   lock, and returns the rest to the requester; once.
 //! - `refund`: from the requester (any reason) or the provider (`failed`
 //!   only: it gives the task up); returns the lock; once.
 //!
@@ -24,7 +29,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::message::{DropReason, Signed};
-use super::types::{Body, Checkpoint, RefundReason};
+use super::types::{Body, Checkpoint, Receipt, RefundReason};
 
 /// One node's account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +51,14 @@ pub struct Account {
 #[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum Settlement {
     Open,
-    Released { elapsed_ms: u64 },
-    Refunded { reason: RefundReason },
+    /// `paid` of the lock went to the provider, the rest back.
+    Released {
+        elapsed_ms: u64,
+        paid: u64,
+    },
+    Refunded {
+        reason: RefundReason,
+    },
 }
 
 /// A task's escrow.
@@ -61,6 +72,9 @@ pub struct Escrow {
     /// Server time of the lock (Unix ms).
     pub locked_at: i64,
     pub settlement: Settlement,
+    /// The provider's account of the task's usage, once it published one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
 }
 
 /// What one entry did.
@@ -247,6 +261,7 @@ impl Ledger {
                         timeout_secs: l.timeout_secs,
                         locked_at: at,
                         settlement: Settlement::Open,
+                        receipt: None,
                     },
                 );
                 Effect::Applied
@@ -261,8 +276,16 @@ impl Ledger {
                 if escrow.settlement != Settlement::Open {
                     return Effect::Ignored(format!("task {} is already settled", r.task));
                 }
+                let paid = r.amount.unwrap_or(escrow.amount);
+                if paid > escrow.amount {
+                    return Effect::Ignored(format!(
+                        "the release pays {paid} RUV, more than the {} locked",
+                        escrow.amount
+                    ));
+                }
                 escrow.settlement = Settlement::Released {
                     elapsed_ms: r.elapsed_ms,
+                    paid,
                 };
                 let (amount, requester, provider) = (
                     escrow.amount,
@@ -271,10 +294,33 @@ impl Ledger {
                 );
                 let from = self.accounts.entry(requester).or_default();
                 from.locked -= amount;
-                from.spent += amount;
+                from.spent += paid;
+                from.available += amount - paid;
                 let to = self.accounts.entry(provider).or_default();
-                to.available = to.available.saturating_add(amount);
-                to.earned = to.earned.saturating_add(amount);
+                to.available = to.available.saturating_add(paid);
+                to.earned = to.earned.saturating_add(paid);
+                Effect::Applied
+            }
+            Body::Receipt(r) => {
+                let Some(escrow) = self.escrows.get_mut(&r.task) else {
+                    return Effect::Ignored(format!("task {} was never locked", r.task));
+                };
+                if escrow.provider != msg.from {
+                    return Effect::Dropped(DropReason::NotAuthorised);
+                }
+                if escrow.settlement != Settlement::Open {
+                    return Effect::Ignored(format!("task {} is already settled", r.task));
+                }
+                if escrow.receipt.is_some() {
+                    return Effect::Ignored(format!("task {} has its receipt", r.task));
+                }
+                if r.amount > escrow.amount {
+                    return Effect::Ignored(format!(
+                        "the receipt asks {} RUV, more than the {} locked",
+                        r.amount, escrow.amount
+                    ));
+                }
+                escrow.receipt = Some(r.clone());
                 Effect::Applied
             }
             Body::Refund(r) => {
@@ -354,6 +400,7 @@ fn task_of(body: &Body) -> &str {
         Body::Lock(l) => &l.task,
         Body::Release(r) => &r.task,
         Body::Refund(r) => &r.task,
+        Body::Receipt(r) => &r.task,
         _ => "",
     }
 }
@@ -363,7 +410,8 @@ fn describe(body: &Body, escrow: Option<&Escrow>) -> (Option<String>, Option<u64
     match body {
         Body::Grant(g) => (None, Some(g.amount)),
         Body::Lock(l) => (Some(l.task.clone()), Some(l.amount)),
-        Body::Release(r) => (Some(r.task.clone()), escrow.map(|e| e.amount)),
+        Body::Release(r) => (Some(r.task.clone()), r.amount.or(escrow.map(|e| e.amount))),
+        Body::Receipt(r) => (Some(r.task.clone()), Some(r.amount)),
         Body::Refund(r) => (Some(r.task.clone()), escrow.map(|e| e.amount)),
         _ => (None, None),
     }
@@ -373,7 +421,9 @@ fn describe(body: &Body, escrow: Option<&Escrow>) -> (Option<String>, Option<u64
 #[cfg(test)]
 pub(super) mod entries {
     use crate::crypto::NodeKey;
-    use crate::market::types::{Body, Grant, Lock, Refund, RefundReason, Release};
+    use crate::market::types::{
+        Body, Grant, Lock, ModelUsage, Receipt, Refund, RefundReason, Release,
+    };
 
     pub fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
         Body::Grant(Grant {
@@ -397,6 +447,35 @@ pub(super) mod entries {
         Body::Release(Release {
             task: task.into(),
             elapsed_ms: 1000,
+            amount: None,
+        })
+    }
+
+    /// A release of `amount` of the lock.
+    pub fn release_of(task: &str, amount: u64) -> Body {
+        Body::Release(Release {
+            task: task.into(),
+            elapsed_ms: 1000,
+            amount: Some(amount),
+        })
+    }
+
+    /// A receipt for one request of 1,000 tokens in and 200 out, asking
+    /// `amount`.
+    pub fn receipt(task: &str, amount: u64) -> Body {
+        Body::Receipt(Receipt {
+            task: task.into(),
+            requests: 1,
+            models: vec![ModelUsage {
+                model: "claude-haiku-4-5".into(),
+                requests: 1,
+                input_tokens: 1000,
+                cache_creation_tokens: 0,
+                cache_read_tokens: 0,
+                output_tokens: 200,
+            }],
+            replies: vec!["0".repeat(64)],
+            amount,
         })
     }
 
@@ -410,7 +489,7 @@ pub(super) mod entries {
 
 #[cfg(test)]
 mod tests {
-    use super::entries::{grant, lock, refund, release};
+    use super::entries::{grant, lock, receipt, refund, release, release_of};
     use super::*;
     use crate::crypto::NodeKey;
     use crate::crypto::testutil::shared_keys;
@@ -502,6 +581,64 @@ mod tests {
         assert_eq!((req.available, req.locked, req.spent), (70, 0, 30));
         assert_eq!((prov.available, prov.earned), (30, 30));
         assert_eq!(r.ledger.volume(), 30);
+    }
+
+    #[test]
+    fn a_receipt_sets_what_the_release_pays_and_the_rest_goes_back() {
+        let [issuer, requester, provider, stranger] = shared_keys();
+        let mut r = Replay::new(issuer);
+        r.send(issuer, grant("g1", requester, 100));
+        r.send(requester, lock("t1", provider, 40));
+        // Only the task's provider may say what it used, and not for more
+        // than the lock.
+        assert_eq!(
+            r.send(stranger, receipt("t1", 10)),
+            Effect::Dropped(DropReason::NotAuthorised)
+        );
+        assert!(matches!(
+            r.send(provider, receipt("t1", 41)),
+            Effect::Ignored(_)
+        ));
+        assert_eq!(r.send(provider, receipt("t1", 12)), Effect::Applied);
+        assert!(matches!(
+            r.send(provider, receipt("t1", 10)),
+            Effect::Ignored(_)
+        ));
+        assert_eq!(
+            r.ledger
+                .escrow("t1")
+                .unwrap()
+                .receipt
+                .as_ref()
+                .unwrap()
+                .amount,
+            12
+        );
+        // A release above the lock pays nothing; one of the receipt's amount
+        // pays that and returns the rest.
+        assert!(matches!(
+            r.send(requester, release_of("t1", 41)),
+            Effect::Ignored(_)
+        ));
+        assert_eq!(r.send(requester, release_of("t1", 12)), Effect::Applied);
+        let req = r.ledger.account(&requester.node_id());
+        let prov = r.ledger.account(&provider.node_id());
+        assert_eq!((req.available, req.locked, req.spent), (88, 0, 12));
+        assert_eq!((prov.available, prov.earned), (12, 12));
+        assert_eq!(
+            r.ledger.escrow("t1").unwrap().settlement,
+            Settlement::Released {
+                elapsed_ms: 1000,
+                paid: 12
+            }
+        );
+        // A receipt after the release is too late to count.
+        r.send(requester, lock("t2", provider, 5));
+        r.send(requester, release("t2"));
+        assert!(matches!(
+            r.send(provider, receipt("t2", 1)),
+            Effect::Ignored(_)
+        ));
     }
 
     #[test]

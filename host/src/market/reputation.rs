@@ -5,6 +5,9 @@
 //! As a provider, each settled escrow scores:
 //! - 1 for a release within half the lock's timeout,
 //! - 0.75 for a slower release,
+//! - 0.25 for a release whose receipt shows far less use than was paid:
+//!   more than ten times the ledger's median RUV per 1,000 tokens over
+//!   every paid receipt (once there are three), or any RUV for no tokens,
 //! - 0 for a refund (failed, timed out or disputed).
 //!
 //! As a requester, each settled escrow scores 1 for a release and 0 for a
@@ -39,6 +42,8 @@ pub struct Reputation {
     pub paid_for: u64,
     /// Mean milliseconds from lock to verified result over completed tasks.
     pub mean_ms_to_result: Option<u64>,
+    /// Completed tasks whose receipt showed far less use than was paid.
+    pub thin_receipts: u64,
 }
 
 #[derive(Default)]
@@ -53,12 +58,18 @@ struct Tally {
 
 const FAST_SCORE: f64 = 1.0;
 const SLOW_SCORE: f64 = 0.75;
+const THIN_SCORE: f64 = 0.25;
+/// How far above the median rate a paid receipt is thin.
+const THIN_FACTOR: f64 = 10.0;
+/// Paid receipts needed before the median means anything.
+const MIN_RECEIPTS: usize = 3;
 
 /// Reputation of every node that appears in an escrow.
 pub fn all(ledger: &Ledger) -> BTreeMap<String, Reputation> {
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let typical = median_rate(ledger);
     for escrow in ledger.escrows() {
-        record(&mut tallies, escrow);
+        record(&mut tallies, escrow, typical);
     }
     tallies
         .into_iter()
@@ -90,13 +101,50 @@ fn laplace(sum: f64, count: u64) -> f64 {
     (sum + 1.0) / (count as f64 + 2.0)
 }
 
-fn record(tallies: &mut BTreeMap<String, Tally>, escrow: &Escrow) {
+/// RUV paid per 1,000 tokens, for a released escrow with a receipt.
+/// `None` without one; infinite for a payment for no tokens.
+fn paid_rate(escrow: &Escrow) -> Option<f64> {
+    let (Settlement::Released { paid, .. }, Some(receipt)) = (escrow.settlement, &escrow.receipt)
+    else {
+        return None;
+    };
+    let tokens = receipt
+        .input_tokens()
+        .saturating_add(receipt.output_tokens());
+    Some(match (paid, tokens) {
+        (0, _) => 0.0,
+        (_, 0) => f64::INFINITY,
+        (paid, tokens) => paid as f64 * 1000.0 / tokens as f64,
+    })
+}
+
+/// The median of every paid receipt's rate, once there are enough.
+fn median_rate(ledger: &Ledger) -> Option<f64> {
+    let mut rates: Vec<f64> = ledger
+        .escrows()
+        .filter_map(paid_rate)
+        .filter(|r| r.is_finite())
+        .collect();
+    if rates.len() < MIN_RECEIPTS {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    Some(rates[rates.len() / 2])
+}
+
+fn record(tallies: &mut BTreeMap<String, Tally>, escrow: &Escrow, typical: Option<f64>) {
     let half_timeout_ms = u64::from(escrow.timeout_secs) * 500;
+    let thin = paid_rate(escrow).is_some_and(|rate| {
+        rate.is_infinite() || typical.is_some_and(|median| rate > median * THIN_FACTOR)
+    });
     match escrow.settlement {
         Settlement::Open => {}
-        Settlement::Released { elapsed_ms } => {
+        Settlement::Released { elapsed_ms, .. } => {
             let p = tallies.entry(escrow.provider.clone()).or_default();
-            p.provider_sum += if elapsed_ms <= half_timeout_ms {
+            p.provider_sum += if thin {
+                p.rep.thin_receipts += 1;
+                THIN_SCORE
+            } else if elapsed_ms <= half_timeout_ms {
                 FAST_SCORE
             } else {
                 SLOW_SCORE
@@ -165,6 +213,7 @@ mod tests {
             Body::Release(Release {
                 task: task.into(),
                 elapsed_ms,
+                amount: None,
             })
         };
         let ledger = replay(
@@ -196,5 +245,44 @@ mod tests {
         // Two paid, the timeout is not the requester's doing: (2 + 1) / (2 + 2).
         assert!((r.as_requester - 0.75).abs() < 1e-9);
         assert!((r.as_provider - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_receipt_far_below_what_was_paid_weighs_against_its_provider() {
+        use crate::market::ledger::entries::{receipt, release_of};
+
+        let [issuer, requester, provider, greedy] = shared_keys();
+        let grant = Body::Grant(Grant {
+            grant: "g".into(),
+            to: requester.node_id(),
+            amount: 100,
+            memo: String::new(),
+        });
+        // Each receipt is 1,200 tokens: 6 RUV is the usual 5 RUV per 1,000
+        // tokens; 10 of 10 is 8.3, within ten times; a receipt asking 10
+        // for a job that used nothing is thin whatever the median.
+        let mut entries = vec![(issuer, grant)];
+        for (task, by, asked) in [("a", provider, 6), ("b", provider, 6), ("c", greedy, 10)] {
+            entries.push((requester, lock(task, by)));
+            entries.push((by, receipt(task, asked)));
+            entries.push((requester, release_of(task, asked)));
+        }
+        let nothing = Body::Receipt(crate::market::types::Receipt {
+            task: "d".into(),
+            requests: 0,
+            models: Vec::new(),
+            replies: Vec::new(),
+            amount: 10,
+        });
+        entries.push((requester, lock("d", greedy)));
+        entries.push((greedy, nothing));
+        entries.push((requester, release_of("d", 10)));
+        let ledger = replay(issuer, &entries);
+        let honest = of(&ledger, &provider.node_id());
+        assert_eq!((honest.completed, honest.thin_receipts), (2, 0));
+        let g = of(&ledger, &greedy.node_id());
+        assert_eq!((g.completed, g.thin_receipts), (2, 1));
+        // (1 + 0.25 + 1) / (2 + 2)
+        assert!((g.as_provider - 0.5625).abs() < 1e-9, "{}", g.as_provider);
     }
 }

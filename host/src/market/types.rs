@@ -20,6 +20,7 @@ pub enum Body {
     Lock(Lock),
     Release(Release),
     Refund(Refund),
+    Receipt(Receipt),
     Checkpoint(Checkpoint),
 }
 
@@ -37,6 +38,7 @@ impl Body {
             Body::Lock(_) => "lock",
             Body::Release(_) => "release",
             Body::Refund(_) => "refund",
+            Body::Receipt(_) => "receipt",
             Body::Checkpoint(_) => "checkpoint",
         }
     }
@@ -60,6 +62,15 @@ pub struct Offer {
     /// ids, repositories or `repository:tag`s); empty when it names none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// RUV per 1,000 tokens used (input, cache and output), when it charges
+    /// by use: `price` is then the most a task costs, and its receipt says
+    /// what it cost. Zero for a price per task.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_price: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A requester's task. The prompt (or, for a command task, the
@@ -243,12 +254,65 @@ pub struct Lock {
 }
 
 /// The requester's signed receipt of a result that decrypted and verified:
-/// the locked amount goes to the provider.
+/// `amount` of the lock (all of it when absent) goes to the provider, the
+/// rest back to the requester.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
     pub task: String,
     /// Milliseconds from the lock to the verified result.
     pub elapsed_ms: u64,
+    /// What the provider's receipt asks, never above the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+}
+
+/// The provider's signed account of what a task used upstream, as its
+/// gateway metered it, and what that costs: published on the ledger with
+/// the result, before the requester releases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub task: String,
+    /// Requests forwarded upstream.
+    pub requests: u32,
+    /// Usage by model, sorted by model.
+    pub models: Vec<ModelUsage>,
+    /// Hex SHA-256 of each upstream reply's `request-id`, in order: the
+    /// provider can show its upstream account matches, without the ids.
+    pub replies: Vec<String>,
+    /// What the provider asks: the claimed price for a price per task, the
+    /// tokens at its `token_price` otherwise; never above the lock.
+    pub amount: u64,
+}
+
+impl Receipt {
+    pub fn input_tokens(&self) -> u64 {
+        self.models.iter().map(ModelUsage::input_total).sum()
+    }
+
+    pub fn output_tokens(&self) -> u64 {
+        self.models.iter().map(|m| m.output_tokens).sum()
+    }
+}
+
+/// One model's share of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    pub model: String,
+    pub requests: u32,
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl ModelUsage {
+    /// Input the upstream processed: uncached, cache writes and reads.
+    pub fn input_total(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_creation_tokens)
+            .saturating_add(self.cache_read_tokens)
+    }
 }
 
 /// The lock goes back to the requester.

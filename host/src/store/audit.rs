@@ -181,6 +181,21 @@ impl Store {
             .collect()
     }
 
+    /// Every row of one kind about `subject` (a job id, say), in order.
+    pub fn audit_about(&self, kind: &str, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "{SELECT_ROWS} WHERE kind = ?1 AND subject = ?2 ORDER BY seq"
+            ))
+            .during("reading the audit log")?;
+        let rows = stmt
+            .query_map(rusqlite::params![kind, subject], read_row)
+            .during("reading the audit log")?;
+        rows.map(|row| into_entry(row.during("reading the audit log")?))
+            .collect()
+    }
+
     /// The newest `limit` rows of one kind, newest first.
     pub fn latest_audit_of_kind(
         &self,

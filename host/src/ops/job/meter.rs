@@ -166,6 +166,8 @@ impl Meter for StoreMeter {
             "clamped": clamped,
             "input_bound": r.input_bound,
             "input_tokens": r.input_tokens,
+            "cache_creation_tokens": r.cache_creation_tokens,
+            "cache_read_tokens": r.cache_read_tokens,
             "output_tokens": r.output_tokens,
             "request_id": r.request_id,
             "betas_dropped": r.betas_dropped,

@@ -8,6 +8,7 @@ mod checkpoint;
 mod grant;
 mod own_job;
 mod provider;
+mod receipt;
 mod requester;
 mod views;
 mod work;
@@ -147,6 +148,7 @@ fn subject_of(body: &Body) -> String {
         Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),
         Body::Release(r) => format!("cmm.ledger.release.{}", r.task),
         Body::Refund(r) => format!("cmm.ledger.refund.{}", r.task),
+        Body::Receipt(r) => format!("cmm.ledger.receipt.{}", r.task),
         Body::Checkpoint(_) => CHECKPOINT_SUBJECT.to_owned(),
         // Offers and claims live in buckets, not streams.
         Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),

@@ -45,7 +45,7 @@ use super::super::job::request::{JobRequest, Requester, ResolvedImage, Work};
 use super::super::job::run::run as run_job;
 use super::super::limits::today;
 use super::super::{Context, OpsError, policy};
-use super::{Peer, accept, apply_in_order, b64, catch_up, count_drop, secs, work};
+use super::{Peer, accept, apply_in_order, b64, catch_up, count_drop, receipt, secs, work};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -57,6 +57,9 @@ pub struct AdvertiseOptions {
     /// Defaults to what the pricing policy quotes for a job of
     /// `limits.maxTokensPerTask`.
     pub price: Option<u64>,
+    /// RUV per 1,000 tokens used, when charging by use (0: by task). The
+    /// price is then the most a task costs.
+    pub token_price: u64,
     /// Defaults to `compliance.allowedModels`.
     pub models: Option<Vec<String>>,
 }
@@ -115,6 +118,7 @@ fn offer(ctx: &Context, opts: &AdvertiseOptions) -> Result<Offer, OpsError> {
         models,
         max_tokens,
         images: ctx.settings.compliance.allowed_images.clone(),
+        token_price: opts.token_price,
     };
     offer.price = match opts.price {
         Some(price) => price,
@@ -809,6 +813,15 @@ fn deliver(
         std::slice::from_ref(requester_key),
         crate::crypto::DEFAULT_SEGMENT_SIZE,
     )?;
+    // The receipt goes on the ledger before the result: a requester that
+    // reads the result finds it there and releases what it asks.
+    let receipt = receipt::of_job(ctx, task, step.price.unwrap_or(0), shared.offer.token_price)?;
+    ctx.store.append_audit(
+        "market.receipt",
+        task,
+        &serde_json::to_value(&receipt).unwrap_or_default(),
+    )?;
+    rt.block_on(peer.publish(Body::Receipt(receipt)))?;
     let workspace = match &report.workspace {
         Some(kept) if kept.returned => match work::send_back(ctx, rt, peer, task, requester_key) {
             Ok(object) => Some(object),

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::crypto::NodeKey;
 use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
-    Bid, Body, CommandPayload, CommandTask, Lock, Refund, RefundReason, Release, Task, TaskResult,
-    TaskState, WorkspaceObject,
+    Bid, Body, CommandPayload, CommandTask, Lock, Receipt, Refund, RefundReason, Release, Task,
+    TaskResult, TaskState, WorkspaceObject,
 };
 use crate::market::{Ledger, MarketError, Settlement, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext, image_listed};
@@ -98,6 +98,12 @@ pub struct MarketRun {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub elapsed_ms: u64,
+    /// What this node paid the provider: the receipt's amount (the whole
+    /// price without one); none unless the task completed.
+    pub paid: Option<u64>,
+    /// The provider's signed account of the task's usage upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
     /// A command task's exit code on the provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
@@ -319,6 +325,8 @@ impl Trade<'_> {
                 input_tokens: 0,
                 output_tokens: 0,
                 elapsed_ms: elapsed_ms(started),
+                paid: None,
+                receipt: None,
                 exit_code: None,
                 workspace: None,
             };
@@ -482,16 +490,26 @@ impl Trade<'_> {
                     Some(format!("the job ended {} on the provider", result.state)),
                     Some(result),
                 ),
-                Ok(text) => (
-                    "completed",
-                    Some(Body::Release(Release {
-                        task: task.task.clone(),
-                        elapsed_ms: elapsed,
-                    })),
-                    text,
-                    None,
-                    Some(result),
-                ),
+                Ok(text) => {
+                    // The provider's receipt is on the ledger before its
+                    // result: the release pays what it asks, within the lock.
+                    rt.block_on(catch_up(&peer.transport, ledger))?;
+                    let asked = ledger
+                        .escrow(&task.task)
+                        .and_then(|e| e.receipt.as_ref())
+                        .map(|r| r.amount.min(price));
+                    (
+                        "completed",
+                        Some(Body::Release(Release {
+                            task: task.task.clone(),
+                            elapsed_ms: elapsed,
+                            amount: asked,
+                        })),
+                        text,
+                        None,
+                        Some(result),
+                    )
+                }
             },
         };
         let kind = if outcome == "completed" {
@@ -508,10 +526,16 @@ impl Trade<'_> {
             kind,
             &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
         )?;
+        let paid = match &body {
+            Some(Body::Release(r)) => Some(r.amount.unwrap_or(price)),
+            _ => None,
+        };
         if let Some(body) = body {
             rt.block_on(peer.publish(body))?;
         }
         Ok(MarketRun {
+            paid,
+            receipt: ledger.escrow(&task.task).and_then(|e| e.receipt.clone()),
             task: task.task.clone(),
             provider: Some(provider),
             price: Some(price),
