@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use crate::images;
-use mock_anthropic::Scenario;
+use mock_anthropic::{Scenario, ToolCall};
 
 use crate::market::{
     Events, first_posted_task, funded_requester, market_execute, node_id, provider_home,
@@ -35,11 +35,14 @@ fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
-/// The tools image's repository, which a provider must allow for market
-/// jobs (`compliance.allowedImages`).
-fn tools_repository() -> &'static str {
-    let image = images::tools();
+/// An image's repository, which a provider must allow for market jobs
+/// (`compliance.allowedImages`).
+fn repository(image: &str) -> &str {
     image.rsplit_once(':').map_or(image, |(repo, _)| repo)
+}
+
+fn tools_repository() -> &'static str {
+    repository(images::tools())
 }
 
 /// `execute --market` of `script` in the tools image on `workspace`.
@@ -311,5 +314,85 @@ fn a_receipt_of_the_metered_usage_settles_a_task_priced_by_the_token() {
         "{balances:#}"
     );
     assert_eq!(balances[&provider_id]["earned"], paid, "{balances:#}");
+    assert_eq!(stop(serving).code, 0);
+}
+
+#[test]
+fn claude_code_works_on_a_workspace_on_a_provider_and_is_paid_by_its_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &[]);
+    let image = images::claude_code();
+    let allowed = format!("compliance.allowedImages={}", repository(image));
+    let provider = provider_home(&url, &requester.id, &[&allowed]);
+    let bash = |command: &str| {
+        ToolCall::new(
+            "Bash",
+            serde_json::json!({ "command": command, "description": "Edit the notes" }),
+        )
+    };
+    provider.mock.push(Scenario::ToolUse {
+        text: "I'll change the notes.".into(),
+        calls: vec![bash(
+            "printf 'one\\nthree\\n' > notes.txt && wc -c < big.bin",
+        )],
+        input_tokens: 2100,
+        output_tokens: 33,
+    });
+    provider.mock.push(Scenario::Reply {
+        text: "notes.txt now says three.".into(),
+        input_tokens: 2400,
+        output_tokens: 9,
+    });
+    let serving = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 1);
+
+    let work = folder();
+    let run = requester.home.run(&[
+        "--json",
+        "execute",
+        "--market",
+        "--approve-all",
+        "--agent",
+        "claude-code",
+        "--image",
+        image,
+        "--workspace",
+        work.path().to_str().unwrap(),
+        "--prompt",
+        "Replace two with three in notes.txt",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "completed", "{doc:#}");
+    assert!(
+        doc["output"]
+            .as_str()
+            .unwrap()
+            .contains("notes.txt now says three."),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["workspace"]["changed"],
+        serde_json::json!(["notes.txt"]),
+        "{doc:#}"
+    );
+    let task = doc["task"].as_str().unwrap();
+    let diff = requester.home.ok(&["result", task, "--diff"]).stdout;
+    assert!(diff.contains("-two\n+three"), "{diff}");
+
+    // The receipt is the provider's mock's account, request by request, and
+    // what the task cost at a price per task.
+    let reported = provider.mock.reported();
+    let receipt = &doc["receipt"];
+    let models = receipt["models"].as_array().unwrap();
+    let sum = |key: &str| models.iter().map(|m| m[key].as_u64().unwrap()).sum::<u64>();
+    let input = sum("input_tokens") + sum("cache_creation_tokens") + sum("cache_read_tokens");
+    assert_eq!(input, reported.input_tokens, "{receipt:#}");
+    assert_eq!(sum("output_tokens"), reported.output_tokens, "{receipt:#}");
+    assert_eq!(receipt["requests"], reported.replies, "{receipt:#}");
+    assert_eq!(receipt["amount"], 12, "{receipt:#}");
+    assert_eq!(doc["paid"], 12, "{doc:#}");
     assert_eq!(stop(serving).code, 0);
 }
