@@ -396,3 +396,124 @@ fn claude_code_works_on_a_workspace_on_a_provider_and_is_paid_by_its_receipt() {
     assert_eq!(doc["paid"], 12, "{doc:#}");
     assert_eq!(stop(serving).code, 0);
 }
+
+#[test]
+fn a_workspace_changed_on_its_way_back_disputes_the_result_and_nothing_is_paid() {
+    use base64::Engine as _;
+    use claude_max_market::crypto::{NodeKey, PublicKey};
+    use claude_max_market::market::message::seal;
+    use claude_max_market::market::types::{Body, Claim, Offer, TaskResult};
+    use claude_max_market::market::workspace;
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &[]);
+    // The provider is played here with the library: it claims the task and
+    // returns a good output, but its workspace object is changed in the
+    // store before the requester reads it.
+    let (rt, raw) = raw_market(&url);
+    let provider = NodeKey::generate(2048).unwrap();
+    let (offer, _) = seal(
+        &provider,
+        Body::Offer(Offer {
+            slots: 1,
+            busy: 0,
+            price: 7,
+            models: vec!["claude-haiku-4-5".into()],
+            max_tokens: 10_000_000,
+            images: Vec::new(),
+            token_price: 0,
+        }),
+    )
+    .unwrap();
+    rt.block_on(raw.put_offer(&provider.node_id(), offer))
+        .unwrap();
+
+    let work = folder();
+    let mut cmd = requester.home.command();
+    cmd.args(["--json", "execute", "--model", "claude-haiku-4-5"])
+        .args(&market_command(work.path().to_str().unwrap(), "true")[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let asking = cmd.spawn().expect("starting execute --market");
+    let task = first_posted_task(&rt, &raw);
+    let (claim, _) = seal(
+        &provider,
+        Body::Claim(Claim {
+            task: task.clone(),
+            requester: requester.id.clone(),
+            price: 7,
+        }),
+    )
+    .unwrap();
+    rt.block_on(raw.claim(&task, claim)).unwrap();
+
+    let pem = requester.home.path().join("requester.pem");
+    requester
+        .home
+        .ok(&["keys", "export-public", "--out", pem.to_str().unwrap()]);
+    let to = PublicKey::from_pem(&std::fs::read_to_string(&pem).unwrap()).unwrap();
+    let returned = tempfile::tempdir().unwrap();
+    std::fs::write(returned.path().join("notes.txt"), "one\nthree\n").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let out =
+        cap_std::fs::Dir::open_ambient_dir(returned.path(), cap_std::ambient_authority()).unwrap();
+    let object = workspace::send(
+        rt.handle(),
+        &raw,
+        &out,
+        scratch.path(),
+        &format!("{task}-out"),
+        std::slice::from_ref(&to),
+    )
+    .unwrap();
+    rt.block_on(flip_a_byte(&url, &object.object));
+    let output = b"done";
+    let mut sealed = Vec::new();
+    claude_max_market::crypto::encrypt(&output[..], &mut sealed, &[to], 1 << 16).unwrap();
+    let (result, _) = seal(
+        &provider,
+        Body::Result(TaskResult {
+            task: task.clone(),
+            state: "finished".into(),
+            sha256: hex::encode(Sha256::digest(output)),
+            payload: base64::engine::general_purpose::STANDARD.encode(&sealed),
+            input_tokens: 0,
+            output_tokens: 0,
+            exit_code: Some(0),
+            workspace: Some(object),
+        }),
+    )
+    .unwrap();
+    let subject = format!("cmm.result.{task}");
+    rt.block_on(raw.publish(&subject, &subject, result))
+        .unwrap();
+
+    let run: Run = asking.wait_with_output().expect("execute's output").into();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["outcome"], "disputed", "{doc:#}");
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("returned workspace"),
+        "{doc:#}"
+    );
+    let ledger = requester.json(&["market", "ledger", "--task", &task]);
+    let kinds: Vec<_> = ledger["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["lock", "refund"], "{ledger:#}");
+    let balance = requester.json(&["market", "balance"]);
+    assert_eq!(balance["available"], 100, "{balance:#}");
+    assert!(
+        !requester.home.path().join("results").join(&task).exists(),
+        "what did not verify was kept"
+    );
+}
