@@ -441,9 +441,14 @@ fn a_provider_killed_mid_task_is_refunded_after_the_timeout_and_never_paid() {
             < 0.5
     );
 
-    // The dead provider's container is its owner's to clean up.
-    provider.home.ok(&["clean", "--force"]);
+    // The provider's restart ends what the dead one left: its container
+    // is removed and its job aborted before it serves again.
+    let restarted = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 1);
     assert!(!crate::docker_support::exists(&container));
+    let job = provider.newest_job();
+    assert_eq!(job["state"], "aborted", "{job:#}");
+    assert_eq!(stop(restarted).code, 0);
 }
 
 #[test]

@@ -44,7 +44,7 @@ use super::super::job::folder::JobFolder;
 use super::super::job::request::{JobRequest, Requester, ResolvedImage, Work};
 use super::super::job::run::run as run_job;
 use super::super::limits::today;
-use super::super::{Context, OpsError, policy};
+use super::super::{Context, OpsError, policy, reconcile};
 use super::{Peer, accept, apply_in_order, b64, catch_up, count_drop, receipt, secs, work};
 
 /// The most output a market job returns; the rest stays in the provider's log.
@@ -273,6 +273,9 @@ pub fn serve(
     ctx.api_key()?;
     let rt = runtime()?;
     let docker = rt.block_on(Docker::connect())?;
+    // A provider killed mid-task left its container and job behind: they
+    // are ended before this one takes anything.
+    rt.block_on(reconcile::run(ctx, Some(&docker)))?;
     let image = ctx.settings.docker.image.clone();
     if rt.block_on(docker.image(&image))?.is_none() {
         return Err(RunnerError::ImageMissing { image }.into());
