@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::docker_support::docker;
 use crate::images;
 use mock_anthropic::{Scenario, ToolCall};
 
@@ -516,4 +517,81 @@ fn a_workspace_changed_on_its_way_back_disputes_the_result_and_nothing_is_paid()
         !requester.home.path().join("results").join(&task).exists(),
         "what did not verify was kept"
     );
+}
+
+#[test]
+fn a_provider_pulls_a_missing_image_by_digest_only_from_a_registry_it_trusts() {
+    let registry = crate::oci::Registry::start();
+    // An image of its own, so removing it here takes nothing from other
+    // tests: the tools image with a label, pushed and then removed.
+    let repo = format!("{}/cmm-pull-test", registry.host());
+    let tagged = format!("{repo}:1");
+    let dockerfile = format!(
+        "FROM {}\nLABEL cmm.test.pull=\"{}\"\n",
+        images::tools(),
+        std::process::id()
+    );
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &tagged, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    assert!(build.wait().unwrap().success());
+    docker(&["push", &tagged]);
+    let pinned = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &tagged,
+    ]);
+    let pinned = pinned.trim().to_owned();
+    assert!(pinned.starts_with(&format!("{repo}@sha256:")), "{pinned}");
+    docker(&["rmi", &tagged]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path());
+    let url = server.url();
+    let requester = funded_requester(&url, 100, &[]);
+    let allowed = format!("compliance.allowedImages={repo}");
+    let trusts = format!("market.pullRegistries={}", registry.host());
+    // The cheaper provider trusts no registry: it passes the task over.
+    let wary = provider_home(&url, &requester.id, &[&allowed]);
+    let mut wary_serving = serve(&wary, &["--price", "10"]);
+    let wary_events = Events::of(&mut wary_serving);
+    let provider = provider_home(&url, &requester.id, &[&allowed, &trusts]);
+    let serving = serve(&provider, &["--price", "12"]);
+    wait_for_offers(&requester, 2);
+
+    let (code, doc) = requester.home.json(&[
+        "execute",
+        "--market",
+        "--approve-all",
+        "--image",
+        &pinned,
+        "--",
+        "sh",
+        "-c",
+        "echo pulled",
+    ]);
+    let skipped = wary_events.next("skipped", &["claimed"]);
+    let reason = skipped["reason"].as_str().unwrap();
+    assert!(reason.contains("market.pullRegistries"), "{reason}");
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["outcome"], "completed", "{doc:#}");
+    assert_eq!(doc["output"].as_str().unwrap().trim(), "pulled");
+    let admitted = provider.home.audit_of("job.admitted").remove(0);
+    assert_eq!(admitted["details"]["job"]["image"], pinned.as_str());
+    docker(&["rmi", &pinned]);
+    for serving in [serving, wary_serving] {
+        assert_eq!(stop(serving).code, 0);
+    }
 }

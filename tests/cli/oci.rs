@@ -18,7 +18,7 @@ use super::support::{Home, fixture, role};
 
 /// A `docker-registry` on a free loopback port with its storage in a
 /// temporary folder, killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
@@ -27,7 +27,7 @@ struct Registry {
 impl Registry {
     const BINARY: &str = "/usr/bin/docker-registry";
 
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         assert!(
             Path::new(Self::BINARY).exists(),
             "{} is absent: install it with `apt-get install -y docker-registry` (.ci/run does)",
@@ -62,6 +62,11 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(100));
         }
         registry
+    }
+
+    /// `127.0.0.1:PORT`, as an image reference names it.
+    pub(crate) fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// `oci://127.0.0.1:PORT/{path}`.

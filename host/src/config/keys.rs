@@ -49,7 +49,7 @@ const MODEL_NAME: TextRule = TextRule::Name {
     example: "claude-sonnet-4-5",
 };
 
-static SPECS: [Spec; 54] = [
+static SPECS: [Spec; 55] = [
     Spec {
         name: "api.defaultModel",
         description: "Model a job uses when it does not name one",
@@ -269,6 +269,17 @@ static SPECS: [Spec; 54] = [
         name: "market.abortOnStop",
         description: "On SIGTERM, serve aborts running market jobs (refunded) instead of finishing them",
         access: Access::Bool(field!(market.abort_on_stop)),
+    },
+    Spec {
+        name: "market.pullRegistries",
+        description: "Registries (host[:port]) a provider pulls a task's image from, by digest, when it lacks it",
+        access: Access::List(
+            field!(market.pull_registries),
+            ListRule::Names {
+                what: "registry hosts",
+                example: "registry.example.com,127.0.0.1:5000",
+            },
+        ),
     },
     Spec {
         name: "compliance.requireApproval",

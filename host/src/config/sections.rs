@@ -195,6 +195,9 @@ pub struct MarketSettings {
     pub replay_window_secs: u32,
     pub issuer_keys: Vec<String>,
     pub abort_on_stop: bool,
+    /// Registries (`host[:port]`) a provider pulls a task's image from, by
+    /// digest, when it does not have it; empty pulls nothing.
+    pub pull_registries: Vec<String>,
 }
 
 impl Default for MarketSettings {
@@ -220,6 +223,7 @@ impl Default for MarketSettings {
             replay_window_secs: 300,
             issuer_keys: Vec::new(),
             abort_on_stop: false,
+            pull_registries: Vec::new(),
         }
     }
 }

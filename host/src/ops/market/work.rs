@@ -67,7 +67,8 @@ pub(super) fn open(
     let Ok(line) = serde_json::from_slice::<CommandPayload>(&payload) else {
         return Ok(Err("its payload is not a command line".into()));
     };
-    let image = match rt.block_on(image_by_digest(docker, command)) {
+    let registries = &ctx.settings.market.pull_registries;
+    let image = match rt.block_on(image_by_digest(docker, command, registries)) {
         Ok(image) => image,
         Err(reason) => return Ok(Err(reason)),
     };
@@ -96,29 +97,56 @@ pub(super) fn open(
     }))
 }
 
-/// The task's image as this node has it: only by digest, never a tag, and
-/// never pulled. It goes by this node's own name for it, so compliance
-/// judges the image by what the owner calls it, not by what the requester
-/// says it is.
-async fn image_by_digest(docker: &Docker, command: &CommandTask) -> Result<ResolvedImage, String> {
-    let pinned = command.image.starts_with("sha256:") || command.image.contains("@sha256:");
-    if !pinned {
+/// The task's image as this node has it: only by digest, never a tag. An
+/// image this node lacks is pulled, by digest, only from a registry in
+/// `market.pullRegistries`. It goes by this node's own name for it (or the
+/// pinned reference the registry vouches for), so compliance judges the
+/// image by what the owner calls it, not by what the requester says it is.
+async fn image_by_digest(
+    docker: &Docker,
+    command: &CommandTask,
+    registries: &[String],
+) -> Result<ResolvedImage, String> {
+    let pinned = command.image.contains("@sha256:");
+    if !pinned && !command.image.starts_with("sha256:") {
         return Err(format!(
             "its image {} is not named by digest, and this node runs no image by tag for the market",
             command.image
         ));
     }
-    let found = docker
+    let mut found = docker
         .image(&command.image)
         .await
         .map_err(|e| e.to_string())?;
+    if found.is_none() {
+        let host = registry_of(&command.image);
+        if !pinned || !host.is_some_and(|h| registries.iter().any(|r| r == h)) {
+            return Err(format!(
+                "its image {} ({}) is not on this node, which pulls only by digest from \
+                 market.pullRegistries ({})",
+                command.reference,
+                command.image,
+                registries.join(",")
+            ));
+        }
+        docker
+            .pull_image(&command.image, |_| {})
+            .await
+            .map_err(|e| format!("its image {} could not be pulled: {e}", command.image))?;
+        found = docker
+            .image(&command.image)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let Some(info) = found else {
         return Err(format!(
-            "its image {} ({}) is not on this node, and images are never pulled for a task",
-            command.reference, command.image
+            "its image {} vanished as it was pulled",
+            command.image
         ));
     };
-    let reference = if info.repo_tags.contains(&command.reference) {
+    let reference = if pinned && info.repo_digests.contains(&command.image) {
+        command.image.clone()
+    } else if info.repo_tags.contains(&command.reference) {
         command.reference.clone()
     } else {
         info.repo_tags
@@ -130,6 +158,13 @@ async fn image_by_digest(docker: &Docker, command: &CommandTask) -> Result<Resol
         reference,
         id: info.id,
     })
+}
+
+/// The registry a reference names (`host[:port]`, the first part of its
+/// repository when that has a dot or a port, or is `localhost`).
+fn registry_of(reference: &str) -> Option<&str> {
+    let (first, _) = reference.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }
 
 /// Fetches, opens and checks the task's workspace, and copies it into the
