@@ -14,6 +14,8 @@
 //! - [`checkpoint`]: the replayed state at a sequence, which an issuer signs
 //!   and a node can resume from.
 //! - [`reputation`]: per-node scores computed from the ledger.
+//! - [`task`]: a task as its requester follows it, posted to settled, as a
+//!   typed state machine.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
@@ -22,6 +24,7 @@ pub mod ledger;
 pub mod message;
 pub mod reputation;
 pub mod sealed;
+pub mod task;
 pub mod transport;
 pub mod types;
 pub mod workspace;

@@ -17,12 +17,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
+use crate::market::task::{Ending, Event, Outcome, Posted};
 use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
-    Bid, Body, CommandPayload, CommandTask, Lock, Receipt, Refund, RefundReason, Release, Task,
-    TaskResult, TaskState, WorkspaceObject,
+    Bid, Body, CommandPayload, CommandTask, Receipt, Task, TaskResult, WorkspaceObject,
 };
-use crate::market::{Ledger, MarketError, Settlement, reputation, workspace};
+use crate::market::{Ledger, MarketError, Signed, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext, image_listed};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
@@ -332,7 +332,17 @@ impl Trade<'_> {
             };
 
         // The claim.
-        let Some((provider, price)) = await_claim(ctx, rt, peer, &task)? else {
+        let posted = Posted::new(task.clone(), peer.node());
+        let claimed = match await_claim(ctx, rt, peer, &task)? {
+            Some(msg) => {
+                let bid = current_bid(ctx, rt, peer, &task)?;
+                posted.claimed(&msg, bid).map_err(|_| {
+                    super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
+                })
+            }
+            None => Err(()),
+        };
+        let Ok(claimed) = claimed else {
             let detail = format!(
                 "no provider claimed the task within {} s (market.claimWaitSecs)",
                 peer.settings.claim_wait_secs
@@ -348,6 +358,7 @@ impl Trade<'_> {
             )?;
             return Ok(unfinished("unclaimed", None, None, detail));
         };
+        let (provider, price) = (claimed.provider().to_owned(), claimed.price());
         progress(&MarketProgress::Claimed {
             provider: provider.clone(),
             price,
@@ -360,45 +371,34 @@ impl Trade<'_> {
             state: "locked",
             ..step
         };
-        let lock = Lock {
-            task: task.task.clone(),
-            provider: provider.clone(),
-            amount: price,
-            timeout_secs,
-        };
+        let lock = claimed.lock();
         ctx.store
             .market_step(step, "market.lock", &json!({ "lock": lock }))?;
         rt.block_on(peer.publish(Body::Lock(lock)))?;
         rt.block_on(catch_up(&peer.transport, ledger))?;
-        match ledger.escrow(&task.task) {
-            Some(e) if e.provider == provider && e.amount == price => {}
-            _ => {
-                let detail =
-                    "the lock was not applied (the balance no longer covers it)".to_owned();
-                ctx.store.market_step(
-                    MarketStep {
-                        state: "unfunded",
-                        detail: Some(&detail),
-                        ..step
-                    },
-                    "market.unfunded",
-                    &json!({}),
-                )?;
-                return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
-            }
-        }
+        let Ok(mut locked) = claimed.locked(ledger) else {
+            let detail = "the lock was not applied (the balance no longer covers it)".to_owned();
+            ctx.store.market_step(
+                MarketStep {
+                    state: "unfunded",
+                    detail: Some(&detail),
+                    ..step
+                },
+                "market.unfunded",
+                &json!({}),
+            )?;
+            return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
+        };
         progress(&MarketProgress::Locked { amount: price });
-        let locked = Instant::now();
+        let locked_at = Instant::now();
 
         // The result, or the provider giving up, or the timeout.
-        let deadline = locked + secs(timeout_secs);
-        let mut running = false;
+        let deadline = locked_at + secs(timeout_secs);
         let watch = |stream, subject: String| {
             rt.block_on(peer.transport.watch(stream, &subject, Start::Seq(1)))
         };
         let mut statuses = watch(TASKS_STREAM, format!("cmm.status.{}", task.task))?;
         let mut results = watch(RESULTS_STREAM, format!("cmm.result.{}", task.task))?;
-        let mut next_part = 0;
         // Both feeds are pushed as they are stored; nothing is asked again
         // on a timer.
         let delivered = rt.block_on(async {
@@ -423,96 +423,58 @@ impl Trade<'_> {
                 ) else {
                     continue;
                 };
-                match msg.body {
-                    Body::Status(s) if s.state == TaskState::Failed => return Ok(None),
-                    Body::Status(_) if !running => {
-                        running = true;
-                        progress(&MarketProgress::Running);
-                    }
-                    Body::Part(part) if part.task == task.task && part.seq == next_part => {
-                        next_part += 1;
+                match locked.on(msg) {
+                    Some(Event::Failed) => return Ok(Some(Err(()))),
+                    Some(Event::Running) => progress(&MarketProgress::Running),
+                    Some(Event::Output(part)) => {
                         match open_sealed(own_keys, &part.payload, "a part of the output") {
                             Ok(piece) => progress(&MarketProgress::Output(piece)),
                             Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
                         }
                     }
-                    Body::Result(result) if result.task == task.task => return Ok(Some(result)),
-                    _ => {}
+                    Some(Event::Delivered(result)) => return Ok(Some(Ok(result))),
+                    None => {}
                 }
             }
         })?;
 
-        let elapsed = elapsed_ms(locked);
-        let (outcome, body, output, detail, result) = match delivered {
-            None => {
-                rt.block_on(catch_up(&peer.transport, ledger))?;
-                let gave_up = matches!(
-                    ledger.escrow(&task.task).map(|e| e.settlement),
-                    Some(Settlement::Refunded { .. })
-                );
-                let (reason, detail) = if Instant::now() >= deadline {
-                    (
-                        RefundReason::TimedOut,
-                        format!("no result within {timeout_secs} s"),
-                    )
-                } else {
-                    (
-                        RefundReason::Failed,
-                        "the provider reported that it could not run the task".to_owned(),
-                    )
+        let elapsed = elapsed_ms(locked_at);
+        let (ending, output, detail, result) = match delivered {
+            None => (
+                Ending::TimedOut,
+                String::new(),
+                Some(format!("no result within {timeout_secs} s")),
+                None,
+            ),
+            Some(Err(())) => (
+                Ending::ProviderFailed,
+                String::new(),
+                Some("the provider reported that it could not run the task".to_owned()),
+                None,
+            ),
+            Some(Ok(result)) => {
+                let opened = self.open(ctx, &result);
+                let finished = result.state == "finished";
+                let detail = match &opened {
+                    Err(why) => Some(why.clone()),
+                    Ok(_) if !finished => {
+                        Some(format!("the job ended {} on the provider", result.state))
+                    }
+                    Ok(_) => None,
                 };
-                let body = (!gave_up).then(|| {
-                    Body::Refund(Refund {
-                        task: task.task.clone(),
-                        reason,
-                    })
-                });
-                (reason.as_str(), body, String::new(), Some(detail), None)
+                let ending = Ending::Delivered {
+                    elapsed_ms: elapsed,
+                    finished,
+                    verified: opened.as_ref().map(drop).map_err(Clone::clone),
+                };
+                (ending, opened.unwrap_or_default(), detail, Some(result))
             }
-            Some(result) => match self.open(ctx, &result) {
-                Err(detail) => (
-                    RefundReason::Disputed.as_str(),
-                    Some(Body::Refund(Refund {
-                        task: task.task.clone(),
-                        reason: RefundReason::Disputed,
-                    })),
-                    String::new(),
-                    Some(detail),
-                    Some(result),
-                ),
-                Ok(text) if result.state != "finished" => (
-                    RefundReason::Failed.as_str(),
-                    Some(Body::Refund(Refund {
-                        task: task.task.clone(),
-                        reason: RefundReason::Failed,
-                    })),
-                    text,
-                    Some(format!("the job ended {} on the provider", result.state)),
-                    Some(result),
-                ),
-                Ok(text) => {
-                    // The provider's receipt is on the ledger before its
-                    // result: the release pays what it asks, within the lock.
-                    rt.block_on(catch_up(&peer.transport, ledger))?;
-                    let asked = ledger
-                        .escrow(&task.task)
-                        .and_then(|e| e.receipt.as_ref())
-                        .map(|r| r.amount.min(price));
-                    (
-                        "completed",
-                        Some(Body::Release(Release {
-                            task: task.task.clone(),
-                            elapsed_ms: elapsed,
-                            amount: asked,
-                        })),
-                        text,
-                        None,
-                        Some(result),
-                    )
-                }
-            },
         };
-        let kind = if outcome == "completed" {
+        // The provider's receipt, or its own refund, is on the ledger by now.
+        rt.block_on(catch_up(&peer.transport, ledger))?;
+        let settled = locked.settle(ending, ledger);
+        let outcome = settled.outcome.as_str();
+        let kind = if settled.outcome == Outcome::Completed {
             "market.release"
         } else {
             "market.refund"
@@ -526,15 +488,11 @@ impl Trade<'_> {
             kind,
             &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
         )?;
-        let paid = match &body {
-            Some(Body::Release(r)) => Some(r.amount.unwrap_or(price)),
-            _ => None,
-        };
-        if let Some(body) = body {
+        if let Some(body) = settled.body {
             rt.block_on(peer.publish(body))?;
         }
         Ok(MarketRun {
-            paid,
+            paid: settled.paid,
             receipt: ledger.escrow(&task.task).and_then(|e| e.receipt.clone()),
             task: task.task.clone(),
             provider: Some(provider),
@@ -765,35 +723,19 @@ fn choose(
     Ok(fits.into_iter().map(|(o, _)| o).collect())
 }
 
-/// Waits for a valid claim: by a candidate, for this task and requester,
-/// at no more than the current bid.
+/// Waits for the task's claim, signed and fresh; whether it may count is
+/// the task's to decide ([`Posted::claimed`]).
 fn await_claim(
     ctx: &mut Context,
     rt: &tokio::runtime::Runtime,
     peer: &Peer,
     task: &Task,
-) -> Result<Option<(String, u64)>, OpsError> {
+) -> Result<Option<Signed>, OpsError> {
     let wait = secs(peer.settings.claim_wait_secs);
     let Some((at, bytes)) = rt.block_on(peer.transport.await_claim(&task.task, wait))? else {
         return Ok(None);
     };
-    let Some(msg) = accept(&mut ctx.store, &bytes, at, peer.window_ms(), None) else {
-        return Ok(None);
-    };
-    Ok(match msg.body {
-        Body::Claim(c)
-            if task.candidates.contains(&msg.from)
-                && c.task == task.task
-                && c.requester == peer.node()
-                && c.price <= current_bid(ctx, rt, peer, task)? =>
-        {
-            Some((msg.from, c.price))
-        }
-        _ => {
-            super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
-            None
-        }
-    })
+    Ok(accept(&mut ctx.store, &bytes, at, peer.window_ms(), None))
 }
 
 /// The task's bid as last changed by its requester.
