@@ -16,6 +16,8 @@
 //! - [`reputation`]: per-node scores computed from the ledger.
 //! - [`task`]: a task as its requester follows it, posted to settled, as a
 //!   typed state machine.
+//! - [`serving`]: a task as its provider serves it: addressed, taken,
+//!   locked, and its receipt.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
@@ -24,6 +26,7 @@ pub mod ledger;
 pub mod message;
 pub mod reputation;
 pub mod sealed;
+pub mod serving;
 pub mod task;
 pub mod transport;
 pub mod types;

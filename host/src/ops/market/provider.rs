@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
 use crate::market::reputation;
+use crate::market::serving::{LockState, Taken, addressed};
 use crate::market::transport::{LEDGER_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{Bid, Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
 use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
@@ -424,8 +425,7 @@ async fn serve_loop(
                 match msg.body.clone() {
                     Body::Task(task) => {
                         let id = task.task.clone();
-                        if !task.candidates.contains(&peer.node())
-                            || msg.from == peer.node()
+                        if addressed(&msg, &peer.node()).is_none()
                             || desk.knows(&id)
                             || ctx.store.market_task(&id)?.is_some()
                         {
@@ -694,6 +694,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     };
     ctx.store
         .market_step(step, "market.claim", &json!({ "claim": claim }))?;
+    let taken = Taken::new(&claim, peer.node());
     let (bytes, _) = message::seal(&peer.key, Body::Claim(claim))?;
     if let ClaimOutcome::Lost(_) = rt.block_on(peer.transport.claim(&task.task, bytes))? {
         let reason = "another provider claimed it first";
@@ -719,7 +720,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     });
 
     // Run only once the requester's escrow is on the ledger.
-    let Some(timeout_secs) = await_lock(shared, &rt, &task.task, price)? else {
+    let Some(timeout_secs) = await_lock(shared, &rt, &taken)? else {
         let reason = "the requester did not lock the price in time";
         ctx.store
             .end_job(&task.task, JobEnd::Cancelled, None, Some(reason))?;
@@ -751,6 +752,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
         docker: &docker,
         key: api_key,
         requester: &msg.key,
+        taken: &taken,
     };
     deliver(shared, &mut ctx, running, admitted, step)
 }
@@ -761,6 +763,7 @@ struct Running<'a> {
     docker: &'a Docker,
     key: ApiKey,
     requester: &'a crate::crypto::PublicKey,
+    taken: &'a Taken,
 }
 
 /// Runs a locked task, streaming its output to the requester as parts,
@@ -818,7 +821,9 @@ fn deliver(
     )?;
     // The receipt goes on the ledger before the result: a requester that
     // reads the result finds it there and releases what it asks.
-    let receipt = receipt::of_job(ctx, task, step.price.unwrap_or(0), shared.offer.token_price)?;
+    let receipt = running
+        .taken
+        .receipt(receipt::metered(ctx, task)?, shared.offer.token_price);
     ctx.store.append_audit(
         "market.receipt",
         task,
@@ -929,19 +934,18 @@ fn stream_parts(
     }
 }
 
-/// Waits for the requester's lock of this task at `price`, for
-/// `market.claimWaitSecs`. The lock's timeout when it comes.
+/// Waits for the requester's lock of the taken task, for
+/// `market.claimWaitSecs`. The lock's timeout when it comes; `None` when
+/// none comes, or the task was locked for another node or price.
 fn await_lock(
     shared: &Shared,
     rt: &tokio::runtime::Runtime,
-    task: &str,
-    price: u64,
+    taken: &Taken,
 ) -> Result<Option<u32>, OpsError> {
-    let me = shared.peer.node();
-    let lock_of = |ledger: &Ledger| {
-        ledger
-            .escrow(task)
-            .map(|e| (e.provider == me && e.amount == price).then_some(e.timeout_secs))
+    let lock_of = |ledger: &Ledger| match taken.lock_on(ledger) {
+        LockState::Waiting => None,
+        LockState::Locked { timeout_secs } => Some(Some(timeout_secs)),
+        LockState::Other => Some(None),
     };
     let transport = &shared.peer.transport;
     let ledger = || shared.ledger.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,239 @@
+//! A market task as its provider serves it: a task [`addressed`] to this
+//! node, [`Taken`] once its claim won, locked once the requester's escrow
+//! of it for this node at the claimed price is on the ledger, and settled
+//! by the [`Receipt`] of what its job used upstream. The rules live here,
+//! unit-tested without NATS; `serve` waits, runs and publishes.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::ledger::Ledger;
+use super::message::Signed;
+use super::types::{Body, Claim, ModelUsage, Receipt, Task};
+
+/// `msg` as a task this node may take: posted by another node, naming
+/// this one among its candidates.
+pub fn addressed<'a>(msg: &'a Signed, me: &str) -> Option<&'a Task> {
+    match &msg.body {
+        Body::Task(task) if msg.from != me && task.candidates.iter().any(|c| c == me) => Some(task),
+        _ => None,
+    }
+}
+
+/// A task whose claim this node won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    task: String,
+    /// This node.
+    provider: String,
+    price: u64,
+}
+
+/// What the ledger says of a taken task's escrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock yet.
+    Waiting,
+    /// The requester locked the claimed price for this node: the job may
+    /// run for this many seconds.
+    Locked { timeout_secs: u32 },
+    /// A lock for another node or another price: nothing here is paid.
+    Other,
+}
+
+impl Taken {
+    /// The task of `claim`, which this node (`provider`) stored first.
+    pub fn new(claim: &Claim, provider: String) -> Taken {
+        Taken {
+            task: claim.task.clone(),
+            provider,
+            price: claim.price,
+        }
+    }
+
+    pub fn lock_on(&self, ledger: &Ledger) -> LockState {
+        match ledger.escrow(&self.task) {
+            None => LockState::Waiting,
+            Some(e) if e.provider == self.provider && e.amount == self.price => LockState::Locked {
+                timeout_secs: e.timeout_secs,
+            },
+            Some(_) => LockState::Other,
+        }
+    }
+
+    /// The receipt for the job's requests upstream, at `token_price` RUV
+    /// per 1,000 tokens (input, cache and output) up to the claimed price;
+    /// with no token price, the claimed price whatever it used.
+    pub fn receipt(
+        &self,
+        requests: impl IntoIterator<Item = MeteredRequest>,
+        token_price: u64,
+    ) -> Receipt {
+        let mut models: BTreeMap<String, ModelUsage> = BTreeMap::new();
+        let mut replies = Vec::new();
+        let mut count = 0u32;
+        for r in requests {
+            let usage = models.entry(r.model.clone()).or_insert_with(|| ModelUsage {
+                model: r.model.clone(),
+                requests: 0,
+                input_tokens: 0,
+                cache_creation_tokens: 0,
+                cache_read_tokens: 0,
+                output_tokens: 0,
+            });
+            let cached = r.cache_creation_tokens.saturating_add(r.cache_read_tokens);
+            usage.requests += 1;
+            usage.input_tokens += r.input_tokens.saturating_sub(cached);
+            usage.cache_creation_tokens += r.cache_creation_tokens;
+            usage.cache_read_tokens += r.cache_read_tokens;
+            usage.output_tokens += r.output_tokens;
+            count += 1;
+            if let Some(id) = r.request_id {
+                replies.push(hex::encode(Sha256::digest(id.as_bytes())));
+            }
+        }
+        let mut receipt = Receipt {
+            task: self.task.clone(),
+            requests: count,
+            models: models.into_values().collect(),
+            replies,
+            amount: self.price,
+        };
+        if token_price > 0 {
+            let tokens = receipt.input_tokens() + receipt.output_tokens();
+            receipt.amount = self
+                .price
+                .min(tokens.saturating_mul(token_price).div_ceil(1000));
+        }
+        receipt
+    }
+}
+
+/// One Messages request the job made upstream, as the provider's gateway
+/// metered it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeteredRequest {
+    pub model: String,
+    /// Every input token, cache writes and reads included.
+    pub input_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub output_tokens: u64,
+    /// The upstream's `request-id`.
+    pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::testutil::shared_keys;
+    use crate::market::ledger::entries::{grant, lock};
+    use crate::market::message::{open, seal_at};
+
+    fn task(candidates: Vec<String>) -> Body {
+        Body::Task(Task {
+            task: "t1".into(),
+            model: "claude-haiku-4-5".into(),
+            max_tokens: 100,
+            prompt_bytes: 0,
+            prompt_sha256: String::new(),
+            bid: 20,
+            candidates,
+            timeout_secs: 60,
+            payload: String::new(),
+            command: None,
+        })
+    }
+
+    #[test]
+    fn a_task_is_for_this_node_when_another_names_it_a_candidate() {
+        let [requester, me, other, _] = shared_keys();
+        let msg = |by: &crate::crypto::NodeKey, candidates| {
+            open(&seal_at(by, task(candidates), 1).unwrap().0).unwrap()
+        };
+        let mine = msg(requester, vec![other.node_id(), me.node_id()]);
+        assert!(addressed(&mine, &me.node_id()).is_some());
+        assert!(addressed(&msg(requester, vec![other.node_id()]), &me.node_id()).is_none());
+        assert!(addressed(&msg(me, vec![me.node_id()]), &me.node_id()).is_none());
+    }
+
+    #[test]
+    fn only_the_requesters_lock_for_this_node_at_the_price_lets_it_run() {
+        let [issuer, requester, me, other] = shared_keys();
+        let taken = Taken::new(
+            &Claim {
+                task: "t1".into(),
+                requester: requester.node_id(),
+                price: 20,
+            },
+            me.node_id(),
+        );
+        let ledger_with = |provider, amount| {
+            let mut ledger = Ledger::new([issuer.node_id()], 60_000);
+            for (seq, (key, body)) in [
+                (issuer, grant("g", requester, 100)),
+                (requester, lock("t1", provider, amount)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let msg = open(&seal_at(key, body, 1_000).unwrap().0).unwrap();
+                ledger.apply(seq as u64 + 1, 1_000, Ok(&msg));
+            }
+            ledger
+        };
+        let empty = Ledger::new([issuer.node_id()], 60_000);
+        assert_eq!(taken.lock_on(&empty), LockState::Waiting);
+        assert_eq!(
+            taken.lock_on(&ledger_with(me, 20)),
+            LockState::Locked { timeout_secs: 60 }
+        );
+        assert_eq!(taken.lock_on(&ledger_with(me, 19)), LockState::Other);
+        assert_eq!(taken.lock_on(&ledger_with(other, 20)), LockState::Other);
+    }
+
+    #[test]
+    fn a_receipt_sums_by_model_and_charges_by_use_up_to_the_price() {
+        let taken = Taken {
+            task: "t1".into(),
+            provider: "me".into(),
+            price: 20,
+        };
+        let request = |model: &str, input, cached, output, id: Option<&str>| MeteredRequest {
+            model: model.into(),
+            input_tokens: input,
+            cache_creation_tokens: 0,
+            cache_read_tokens: cached,
+            output_tokens: output,
+            request_id: id.map(String::from),
+        };
+        let requests = vec![
+            request("claude-sonnet-4-5", 1000, 400, 100, Some("req_1")),
+            request("claude-haiku-4-5", 500, 0, 50, None),
+            request("claude-sonnet-4-5", 2000, 0, 200, Some("req_2")),
+        ];
+        let per_task = taken.receipt(requests.clone(), 0);
+        assert_eq!(per_task.amount, 20);
+        assert_eq!(per_task.requests, 3);
+        let names: Vec<_> = per_task.models.iter().map(|m| m.model.as_str()).collect();
+        assert_eq!(names, ["claude-haiku-4-5", "claude-sonnet-4-5"]);
+        let sonnet = &per_task.models[1];
+        assert_eq!(
+            (
+                sonnet.requests,
+                sonnet.input_tokens,
+                sonnet.cache_read_tokens
+            ),
+            (2, 2600, 400)
+        );
+        assert_eq!(per_task.input_tokens(), 3500);
+        assert_eq!(per_task.output_tokens(), 350);
+        assert_eq!(per_task.replies.len(), 2);
+        assert_eq!(per_task.replies[0], hex::encode(Sha256::digest(b"req_1")));
+        // 3,850 tokens at 3 per 1,000 is 11.55: 12; at 9, 34.65 caps at 20.
+        assert_eq!(taken.receipt(requests.clone(), 3).amount, 12);
+        assert_eq!(taken.receipt(requests, 9).amount, 20);
+        assert_eq!(taken.receipt(Vec::new(), 3).amount, 0);
+    }
+}
