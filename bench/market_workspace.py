@@ -103,7 +103,9 @@ def main():
         provider = Node(cmm, root, "provider")
         os.environ["ANTHROPIC_API_KEY"] = KEY
         provider.run("opt-in", "--accept-terms", "--claude-jobs")
+        # serve needs its job image; this one runs commands only.
         provider.set(f"api.baseUrl={api}", f"compliance.allowedImages={repository}",
+                     f"docker.image={image}",
                      *limits, *market)
         log = open(os.path.join(root, "serve.log"), "wb")
         procs.append(subprocess.Popen(

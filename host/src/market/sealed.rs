@@ -52,10 +52,10 @@ pub fn seal_file(
         recipients,
         crypto::DEFAULT_SEGMENT_SIZE,
     )?;
+    // A scratch copy that lives until it is stored: flushed, never synced.
     let file = writer
         .into_inner()
         .map_err(|e| file_err(sealed, e.into_error()))?;
-    file.sync_all().map_err(|e| file_err(sealed, e))?;
     let stored_bytes = file.metadata().map_err(|e| file_err(sealed, e))?.len();
     Ok(Sealed {
         sha256: hashed.hex(),

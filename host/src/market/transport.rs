@@ -370,7 +370,7 @@ impl Transport {
         max_bytes: u64,
         path: &Path,
     ) -> Result<Option<u64>, MarketError> {
-        use tokio::io::AsyncReadExt as _;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let store = self.object_store(WORKSPACES_STORE, DAY).await?;
         let read = |detail: String| MarketError::Read {
             what: format!("{WORKSPACES_STORE}/{name}"),
@@ -406,7 +406,8 @@ impl Transport {
             let copied = tokio::io::copy(&mut object.take(max_bytes + 1), &mut file)
                 .await
                 .map_err(|e| e.to_string())?;
-            file.sync_all().await.map_err(|e| e.to_string())?;
+            // A scratch copy, read once and removed: flushed, never synced.
+            file.flush().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(copied)
         };
         let copied = copy.await.map_err(read)?;
