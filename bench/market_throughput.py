@@ -68,6 +68,23 @@ def wait_for_port(port, proc):
     sys.exit("nats-server did not start listening within 30 s")
 
 
+def start_market(mock, root, procs):
+    """Starts a NATS server with JetStream on a free loopback port and the
+    Messages API mock, adding both to `procs`; returns the port and the
+    mock's URL."""
+    port = free_port()
+    nats = subprocess.Popen(
+        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
+         "-sd", os.path.join(root, "nats")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(nats)
+    wait_for_port(port, nats)
+    up = subprocess.Popen([mock, "--key", KEY, "--listen", "127.0.0.1:0"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    procs.append(up)
+    return port, up.stdout.readline().decode().strip()
+
+
 def at_ms(stamp):
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
 
@@ -141,17 +158,7 @@ def main():
     procs = []
     serve_logs = []
     try:
-        port = free_port()
-        nats = subprocess.Popen(
-            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
-             "-sd", os.path.join(root, "nats")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(nats)
-        wait_for_port(port, nats)
-        up = subprocess.Popen([mock, "--key", KEY, "--listen", "127.0.0.1:0"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        procs.append(up)
-        api = up.stdout.readline().decode().strip()
+        port, api = start_market(mock, root, procs)
 
         requester = Node(cmm, root, "requester")
         requester.run("opt-in", "--accept-terms", "--claude-jobs")

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from market_throughput import KEY, Node, free_port, wait_for_port
+from market_throughput import KEY, Node, start_market
 
 SCRIPT = "echo changed >> notes.txt && wc -c < big.bin"
 
@@ -78,17 +78,7 @@ def main():
         with open(os.path.join(workspace, "notes.txt"), "w") as f:
             f.write("one\n")
 
-        port = free_port()
-        nats = subprocess.Popen(
-            ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
-             "-sd", os.path.join(root, "nats")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(nats)
-        wait_for_port(port, nats)
-        up = subprocess.Popen([mock, "--key", KEY, "--listen", "127.0.0.1:0"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        procs.append(up)
-        api = up.stdout.readline().decode().strip()
+        port, api = start_market(mock, root, procs)
 
         limits = ["compliance.allowAutoApprove=true", "workspace.maxBytes=1g",
                   "docker.memory=2g", "limits.timeoutSecs=600"]

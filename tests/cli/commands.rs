@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::docker_support::{JobHome, KEY, docker, inspect, job_end};
 use crate::images;
 
-fn folder() -> tempfile::TempDir {
+pub(crate) fn folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "one\ntwo\n").unwrap();
     std::fs::write(dir.path().join("gone.txt"), "bye\n").unwrap();

@@ -12,7 +12,7 @@ use crate::images;
 use mock_anthropic::{Scenario, ToolCall};
 
 use crate::market::{
-    Events, first_posted_task, funded_requester, market_execute, node_id, provider_home,
+    Events, Peer, first_posted_task, funded_requester, market_execute, node_id, provider_home,
     raw_market, serve, stop, wait_for_offers,
 };
 use crate::nats::NatsServer;
@@ -21,15 +21,28 @@ use crate::support::Run;
 /// The 20 MiB file every test workspace carries, so it spans many chunks.
 const BIG: usize = 20 << 20;
 
+/// The command tests' folder, with [`BIG`] bytes more in `big.bin`.
 fn folder() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("notes.txt"), "one\ntwo\n").unwrap();
-    std::fs::write(dir.path().join("gone.txt"), "bye\n").unwrap();
-    std::fs::create_dir(dir.path().join("src")).unwrap();
-    std::fs::write(dir.path().join("src/main.sh"), "echo hi\n").unwrap();
+    let dir = crate::commands::folder();
     let big: Vec<u8> = (0..BIG).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(dir.path().join("big.bin"), big).unwrap();
     dir
+}
+
+/// The ledger's lines for `task`, as `(kind, amount)`.
+fn ledger_of(peer: &Peer, task: &str) -> Vec<(String, u64)> {
+    let ledger = peer.json(&["market", "ledger", "--task", task]);
+    ledger["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap_or_default().to_owned(),
+                l["amount"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 fn read(dir: &Path, name: &str) -> String {
@@ -163,14 +176,11 @@ fn a_command_task_takes_its_workspace_to_the_provider_and_brings_the_changes_bac
             .unwrap();
         assert_eq!(left, None, "the {way} object is still stored");
     }
-    let ledger = requester.json(&["market", "ledger", "--task", task]);
-    let kinds: Vec<_> = ledger["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
+    let kinds: Vec<_> = ledger_of(&requester, task)
+        .into_iter()
+        .map(|(k, _)| k)
         .collect();
-    assert_eq!(kinds, ["lock", "receipt", "release"], "{ledger:#}");
+    assert_eq!(kinds, ["lock", "receipt", "release"]);
     for serving in [serving, strict_serving, narrow_serving] {
         assert_eq!(stop(serving).code, 0);
     }
@@ -292,21 +302,10 @@ fn a_receipt_of_the_metered_usage_settles_a_task_priced_by_the_token() {
 
     // Lock 20, the receipt, a release of what it asked; the rest came back.
     let task = doc["task"].as_str().unwrap();
-    let ledger = requester.json(&["market", "ledger", "--task", task]);
-    let lines: Vec<(String, u64)> = ledger["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["kind"].as_str().unwrap().to_owned(),
-                l["amount"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let lines = ledger_of(&requester, task);
     let expected = [("lock", 20), ("receipt", paid), ("release", paid)]
         .map(|(kind, amount)| (kind.to_owned(), amount));
-    assert_eq!(lines, expected, "{ledger:#}");
+    assert_eq!(lines, expected);
     let provider_id = node_id(&provider.home);
     let balances = requester.json(&["market", "ledger"])["accounts"].clone();
     assert_eq!(
@@ -503,14 +502,11 @@ fn a_workspace_changed_on_its_way_back_disputes_the_result_and_nothing_is_paid()
             .contains("returned workspace"),
         "{doc:#}"
     );
-    let ledger = requester.json(&["market", "ledger", "--task", &task]);
-    let kinds: Vec<_> = ledger["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
+    let kinds: Vec<_> = ledger_of(&requester, &task)
+        .into_iter()
+        .map(|(k, _)| k)
         .collect();
-    assert_eq!(kinds, ["lock", "refund"], "{ledger:#}");
+    assert_eq!(kinds, ["lock", "refund"]);
     let balance = requester.json(&["market", "balance"]);
     assert_eq!(balance["available"], 100, "{balance:#}");
     assert!(

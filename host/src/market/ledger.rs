@@ -422,8 +422,24 @@ fn describe(body: &Body, escrow: Option<&Escrow>) -> (Option<String>, Option<u64
 pub(super) mod entries {
     use crate::crypto::NodeKey;
     use crate::market::types::{
-        Body, Grant, Lock, ModelUsage, Receipt, Refund, RefundReason, Release,
+        Body, Grant, Lock, ModelUsage, Receipt, Refund, RefundReason, Release, Task,
     };
+
+    /// Task t1 for `candidates`, bid 20, a minute to deliver.
+    pub fn task(candidates: Vec<String>) -> Task {
+        Task {
+            task: "t1".into(),
+            model: "claude-haiku-4-5".into(),
+            max_tokens: 100,
+            prompt_bytes: 0,
+            prompt_sha256: String::new(),
+            bid: 20,
+            candidates,
+            timeout_secs: 60,
+            payload: String::new(),
+            command: None,
+        }
+    }
 
     pub fn grant(id: &str, to: &NodeKey, amount: u64) -> Body {
         Body::Grant(Grant {

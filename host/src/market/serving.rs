@@ -128,29 +128,14 @@ pub struct MeteredRequest {
 mod tests {
     use super::*;
     use crate::crypto::testutil::shared_keys;
-    use crate::market::ledger::entries::{grant, lock};
+    use crate::market::ledger::entries::{grant, lock, task};
     use crate::market::message::{open, seal_at};
-
-    fn task(candidates: Vec<String>) -> Body {
-        Body::Task(Task {
-            task: "t1".into(),
-            model: "claude-haiku-4-5".into(),
-            max_tokens: 100,
-            prompt_bytes: 0,
-            prompt_sha256: String::new(),
-            bid: 20,
-            candidates,
-            timeout_secs: 60,
-            payload: String::new(),
-            command: None,
-        })
-    }
 
     #[test]
     fn a_task_is_for_this_node_when_another_names_it_a_candidate() {
         let [requester, me, other, _] = shared_keys();
         let msg = |by: &crate::crypto::NodeKey, candidates| {
-            open(&seal_at(by, task(candidates), 1).unwrap().0).unwrap()
+            open(&seal_at(by, Body::Task(task(candidates)), 1).unwrap().0).unwrap()
         };
         let mine = msg(requester, vec![other.node_id(), me.node_id()]);
         assert!(addressed(&mine, &me.node_id()).is_some());

@@ -264,27 +264,12 @@ mod tests {
     use super::*;
     use crate::crypto::NodeKey;
     use crate::crypto::testutil::shared_keys;
-    use crate::market::ledger::entries::{grant, lock, receipt};
+    use crate::market::ledger::entries::{grant, lock, receipt, task};
     use crate::market::message::{open, seal_at};
     use crate::market::types::{Claim, Status};
 
     fn signed(key: &NodeKey, body: Body) -> Signed {
         open(&seal_at(key, body, 1_000).unwrap().0).unwrap()
-    }
-
-    fn task(provider: &NodeKey) -> Task {
-        Task {
-            task: "t1".into(),
-            model: "claude-haiku-4-5".into(),
-            max_tokens: 100,
-            prompt_bytes: 0,
-            prompt_sha256: String::new(),
-            bid: 20,
-            candidates: vec![provider.node_id()],
-            timeout_secs: 60,
-            payload: String::new(),
-            command: None,
-        }
     }
 
     fn claim(by: &NodeKey, task: &str, requester: &NodeKey, price: u64) -> Signed {
@@ -321,7 +306,7 @@ mod tests {
     #[test]
     fn only_a_candidates_claim_for_this_task_and_requester_within_the_bid_counts() {
         let [_, requester, provider, stranger] = shared_keys();
-        let posted = Posted::new(task(provider), requester.node_id());
+        let posted = Posted::new(task(vec![provider.node_id()]), requester.node_id());
         let refused = [
             claim(stranger, "t1", requester, 10),
             claim(provider, "t2", requester, 10),
@@ -349,7 +334,7 @@ mod tests {
     fn it_is_locked_only_when_the_ledger_holds_this_escrow() {
         let [issuer, requester, provider, _] = shared_keys();
         let claimed = || {
-            Posted::new(task(provider), requester.node_id())
+            Posted::new(task(vec![provider.node_id()]), requester.node_id())
                 .claimed(&claim(provider, "t1", requester, 20), 20)
                 .unwrap()
         };
@@ -364,7 +349,7 @@ mod tests {
     fn locked() -> (Locked, Ledger) {
         let [issuer, requester, provider, _] = shared_keys();
         let ledger = ledger_with([issuer, requester, provider], 20, &[]);
-        let locked = Posted::new(task(provider), requester.node_id())
+        let locked = Posted::new(task(vec![provider.node_id()]), requester.node_id())
             .claimed(&claim(provider, "t1", requester, 20), 20)
             .unwrap()
             .locked(&ledger)
