@@ -85,6 +85,19 @@ def start_market(mock, root, procs):
     return port, up.stdout.readline().decode().strip()
 
 
+def stop_all(procs):
+    """Stops `procs`, newest first: closing a child's stdin, then SIGTERM,
+    then SIGKILL after a minute."""
+    for proc in reversed(procs):
+        if proc.stdin:
+            proc.stdin.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def at_ms(stamp):
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
 
@@ -222,14 +235,7 @@ def main():
                 print("".join(log.readlines()[-8:]), file=sys.stderr)
         raise
     finally:
-        for proc in reversed(procs):
-            if proc.stdin:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         subprocess.run(["docker", "rmi", "-f", IMAGE], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
         if os.environ.get("CMM_BENCH_KEEP"):

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from market_throughput import KEY, Node, start_market
+from market_throughput import KEY, Node, start_market, stop_all
 
 SCRIPT = "echo changed >> notes.txt && wc -c < big.bin"
 
@@ -119,14 +119,7 @@ def main():
             for command, times in sides if i % 2 == 0 else reversed(sides):
                 times.append(timed(command))
     finally:
-        for proc in reversed(procs):
-            if proc.stdin:
-                proc.stdin.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         if os.environ.get("CMM_BENCH_KEEP"):
             print(f"kept {root}", file=sys.stderr)
         else:
