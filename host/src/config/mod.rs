@@ -152,6 +152,7 @@ mod tests {
             ("market.replayWindowSecs", "60"),
             ("market.issuerKeys", &"ab".repeat(32)),
             ("market.abortOnStop", "true"),
+            ("market.pullRegistries", "127.0.0.1:5000"),
             ("compliance.requireApproval", "off"),
             ("compliance.allowAutoApprove", "yes"),
             ("compliance.allowedModels", "claude-haiku-4-5"),
@@ -306,7 +307,7 @@ mod tests {
         let names: Vec<&str> = flat.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, keys().iter().map(|key| key.name).collect::<Vec<_>>());
         assert!(names.is_sorted());
-        assert_eq!(names.len(), 54);
+        assert_eq!(names.len(), 55);
         assert!(flat.contains(&("docker.tmpfsSize".to_string(), "1536k".to_string())));
     }
 
