@@ -1,9 +1,9 @@
 //! Payloads too large for a message (a command task's workspace, both
 //! ways) travel as files sealed (CMMENC) to their readers, stored as
 //! objects. The signed message that names an object carries the SHA-256 of
-//! what is inside; a reader opens the object into a file of its own and
-//! uses it only when it decrypts and matches that digest, so a byte changed
-//! anywhere in the store is refused, never half used.
+//! what is inside; a reader keeps what it opened only when it decrypts and
+//! matches that digest, so a byte changed anywhere in the store is refused,
+//! never half used.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -37,15 +37,14 @@ pub enum SealError {
     Digest,
 }
 
-/// Seals the file at `plain` to `recipients` into a new file at `sealed`.
+/// Seals what `plain` reads to `recipients` into a new file at `sealed`.
 pub fn seal_file(
-    plain: &Path,
+    plain: impl Read,
     sealed: &Path,
     recipients: &[PublicKey],
 ) -> Result<Sealed, SealError> {
-    let reader = Hashing::new(BufReader::new(open(plain)?));
+    let mut hashed = Hashing::new(plain);
     let mut writer = BufWriter::new(create(sealed)?);
-    let mut hashed = reader;
     crypto::encrypt(
         &mut hashed,
         &mut writer,
@@ -63,29 +62,24 @@ pub fn seal_file(
     })
 }
 
-/// Opens the sealed file at `sealed` into a new file at `plain`, checking
-/// it against `sha256`. On any failure `plain` is removed: a reader never
-/// keeps what did not verify.
+/// Opens the sealed file at `sealed` into `plain` and checks what it wrote
+/// against `sha256`. Each segment is authenticated before it is written,
+/// but the digest is known only at the end: on an error the reader must
+/// throw away whatever `plain` received.
 pub fn open_file(
     sealed: &Path,
-    plain: &Path,
+    plain: impl Write,
     keys: &[NodeKey],
     sha256: &str,
 ) -> Result<u64, SealError> {
-    let opened = (|| {
-        let reader = BufReader::new(open(sealed)?);
-        let mut writer = Hashing::new(BufWriter::new(create(plain)?));
-        let summary = crypto::decrypt(reader, &mut writer, keys)?;
-        writer.inner.flush().map_err(|e| file_err(plain, e))?;
-        if !writer.hex().eq_ignore_ascii_case(sha256) {
-            return Err(SealError::Digest);
-        }
-        Ok(summary.bytes)
-    })();
-    if opened.is_err() {
-        let _ = std::fs::remove_file(plain);
+    let reader = BufReader::new(open(sealed)?);
+    let mut writer = Hashing::new(plain);
+    let summary = crypto::decrypt(reader, &mut writer, keys)?;
+    writer.inner.flush().map_err(|e| file_err(sealed, e))?;
+    if !writer.hex().eq_ignore_ascii_case(sha256) {
+        return Err(SealError::Digest);
     }
-    opened
+    Ok(summary.bytes)
 }
 
 fn open(path: &Path) -> Result<File, SealError> {
@@ -147,51 +141,51 @@ mod tests {
     use super::*;
     use crate::crypto::testutil::shared_keys;
 
+    fn content() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i % 251) as u8).collect()
+    }
+
     fn sealed_pair() -> (tempfile::TempDir, PathBuf, Sealed) {
         let dir = tempfile::tempdir().unwrap();
-        let plain = dir.path().join("plain");
-        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&plain, &content).unwrap();
         let sealed_path = dir.path().join("sealed");
-        let sealed = seal_file(&plain, &sealed_path, &[shared_keys()[0].public().clone()]).unwrap();
-        assert_eq!(sealed.sha256, hex::encode(Sha256::digest(&content)));
+        let sealed = seal_file(
+            content().as_slice(),
+            &sealed_path,
+            &[shared_keys()[0].public().clone()],
+        )
+        .unwrap();
+        assert_eq!(sealed.sha256, hex::encode(Sha256::digest(content())));
         (dir, sealed_path, sealed)
     }
 
     #[test]
     fn a_sealed_file_opens_for_its_reader_with_its_digest() {
-        let (dir, path, sealed) = sealed_pair();
-        let out = dir.path().join("out");
-        let bytes = open_file(&path, &out, &shared_keys()[..1], &sealed.sha256).unwrap();
+        let (_dir, path, sealed) = sealed_pair();
+        let mut out = Vec::new();
+        let bytes = open_file(&path, &mut out, &shared_keys()[..1], &sealed.sha256).unwrap();
         assert_eq!(bytes, 300_000);
-        assert_eq!(
-            std::fs::read(&out).unwrap(),
-            std::fs::read(dir.path().join("plain")).unwrap()
-        );
+        assert_eq!(out, content());
         assert_eq!(sealed.stored_bytes, std::fs::metadata(&path).unwrap().len());
     }
 
     #[test]
-    fn a_flipped_byte_a_wrong_digest_or_a_wrong_key_leaves_nothing() {
+    fn a_flipped_byte_a_wrong_digest_or_a_wrong_key_is_refused() {
         let (dir, path, sealed) = sealed_pair();
-        let out = dir.path().join("out");
         let mut bytes = std::fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 1;
         let flipped = dir.path().join("flipped");
         std::fs::write(&flipped, bytes).unwrap();
         let keys = &shared_keys()[..1];
+        let sink = std::io::sink;
         assert!(matches!(
-            open_file(&flipped, &out, keys, &sealed.sha256),
+            open_file(&flipped, sink(), keys, &sealed.sha256),
             Err(SealError::Envelope(_))
         ));
-        assert!(!out.exists());
         assert!(matches!(
-            open_file(&path, &out, keys, &"0".repeat(64)),
+            open_file(&path, sink(), keys, &"0".repeat(64)),
             Err(SealError::Digest)
         ));
-        assert!(!out.exists());
-        assert!(open_file(&path, &out, &shared_keys()[1..2], &sealed.sha256).is_err());
-        assert!(!out.exists());
+        assert!(open_file(&path, sink(), &shared_keys()[1..2], &sealed.sha256).is_err());
     }
 }

@@ -38,7 +38,7 @@ pub use changes::{Change, ChangeKind, compare, unified_diff};
 pub use channel::{Channel, EndReport, Returned};
 pub use manifest::{Entry, Manifest};
 pub use pack::{Packed, pack};
-pub use snapshot::{Snapshot, snapshot};
+pub use snapshot::{Snapshot, give_to, snapshot};
 
 /// How big a workspace may be, going in and coming back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -207,6 +207,27 @@ impl Walk {
     }
 }
 
+/// Gives every folder and file `manifest` lists under `dir` to `owner`
+/// (symlinks are nobody's to read through): a tree unpacked for a job run
+/// by another user, as [`snapshot`] gives the copies it makes.
+pub fn give_to(dir: &Dir, manifest: &Manifest, owner: (u32, u32)) -> Result<(), WorkspaceError> {
+    let (uid, gid) = owner;
+    for (path, entry) in manifest.iter() {
+        if matches!(entry, Entry::Symlink { .. }) {
+            continue;
+        }
+        // Through a read handle: a `Dir` is opened for lookups only, which
+        // fchown refuses.
+        dir.open(path)
+            .and_then(|handle| fchown(&handle, Some(uid), Some(gid)))
+            .map_err(|source| WorkspaceError::Copy {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 fn special_kind(kind: FileType) -> &'static str {
     use cap_std::fs::FileTypeExt;
     if kind.is_fifo() {

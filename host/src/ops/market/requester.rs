@@ -535,8 +535,7 @@ impl Trade<'_> {
             object,
             self.own_keys,
             &scratch,
-            &dest,
-            workspace_limits(ctx),
+            (&dest, workspace_limits(ctx), None),
         )
         .map_err(|e| dispute(&e))?;
         let base = self.job.folder().path().join(WORKSPACE_IN);

@@ -1,9 +1,10 @@
 //! What a provider runs for a task, made from what the requester sent: the
 //! prompt, or a command line in an image named by digest on a workspace
-//! fetched from the object store. Everything is opened and checked before
-//! the policies decide, so they judge what would really run, and nothing
-//! is claimed that this node cannot run. The changed workspace goes back
-//! the same way, sealed to the requester.
+//! fetched from the object store and unpacked straight into the job
+//! folder. Everything is opened and checked before the policies decide, so
+//! they judge what would really run, and nothing is claimed that this node
+//! cannot run. The changed workspace goes back the same way, sealed to the
+//! requester.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use crate::market::types::{CommandPayload, CommandTask, Task, WorkspaceObject};
 use crate::market::workspace;
 use crate::runner::Docker;
 use crate::store::Budget;
+use crate::workspace::Snapshot;
 
 use super::super::job::folder::JobFolder;
 use super::super::job::request::{CommandWork, ResolvedImage, Work, prompt_budget, resolve_image};
@@ -176,7 +178,7 @@ fn receive(
     object: &WorkspaceObject,
     requester: &str,
     folder: &JobFolder,
-) -> Result<Result<crate::workspace::Snapshot, String>, OpsError> {
+) -> Result<Result<Snapshot, String>, OpsError> {
     let limits = workspace_limits(ctx);
     if object.bytes > limits.max_bytes || object.files > limits.max_files {
         return Ok(Err(format!(
@@ -186,50 +188,27 @@ fn receive(
         )));
     }
     let keys = keys::decryption_keys(ctx)?;
-    let staging = folder.path().join("received");
-    std::fs::create_dir(&staging).map_err(|source| OpsError::Write {
-        path: staging.clone(),
-        source,
-    })?;
-    let dir =
-        Dir::open_ambient_dir(&staging, ambient_authority()).map_err(|source| OpsError::Write {
-            path: staging.clone(),
-            source,
-        })?;
+    let dest = folder.workspace_in()?;
     let received = workspace::receive(
         rt.handle(),
         &peer.transport,
         object,
         &keys,
         folder.path(),
-        &dir,
-        limits,
+        (&dest, limits, folder.owner()),
     );
-    let copied = match received {
+    // What does not verify is thrown away with the job folder.
+    Ok(match received {
         Err(e) => Err(format!("its workspace was refused: {e}")),
         Ok(received) if !received.skipped.is_empty() => Err(format!(
             "its workspace holds what a workspace may not: {}",
             received.skipped.join("; ")
         )),
-        Ok(_) => folder
-            .workspace_in()
-            .and_then(|dest| {
-                Ok(crate::workspace::snapshot(
-                    &staging,
-                    &dest,
-                    limits,
-                    folder.owner(),
-                )?)
-            })
-            .map(|mut snapshot| {
-                snapshot.source = PathBuf::from(format!("market:{requester}"));
-                snapshot
-            })
-            .map_err(|e| format!("its workspace cannot be used: {e}")),
-    };
-    // The container sees the job folder: only the copy stays in it.
-    let _ = std::fs::remove_dir_all(&staging);
-    Ok(copied)
+        Ok(received) => Ok(Snapshot {
+            source: PathBuf::from(format!("market:{requester}")),
+            manifest: received.manifest,
+        }),
+    })
 }
 
 /// Packs the job's final workspace, seals it to the requester and stores
