@@ -34,6 +34,9 @@ pub const CHECKPOINTS_STORE: &str = "cmm-checkpoints";
 /// Where command tasks' workspaces travel, both ways; an object left
 /// behind expires after a day.
 pub const WORKSPACES_STORE: &str = "cmm-workspaces";
+/// A workspace object's chunk: well inside a server's default 1 MiB
+/// message, and few enough messages that 100 MiB is not 800 round trips.
+const WORKSPACE_CHUNK_BYTES: usize = 512 * 1024;
 /// Where issuers' checkpoints are stored in the ledger stream: one subject,
 /// so the latest is one lookup.
 pub const CHECKPOINT_SUBJECT: &str = "cmm.ledger.checkpoint";
@@ -348,8 +351,13 @@ impl Transport {
             let mut file = tokio::fs::File::open(path)
                 .await
                 .map_err(|e| e.to_string())?;
+            let meta = object_store::ObjectMetadata {
+                name: name.to_owned(),
+                chunk_size: Some(WORKSPACE_CHUNK_BYTES),
+                ..Default::default()
+            };
             store
-                .put(name, &mut file)
+                .put(meta, &mut file)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string())
