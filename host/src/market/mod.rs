@@ -10,6 +10,8 @@
 //!   and checked against the digest a message names.
 //! - [`workspace`]: a command task's workspace, sent and received as a
 //!   sealed object.
+//! - [`replay`]: bringing a ledger up to date from where its entries are
+//!   kept, across a checkpoint's purge.
 //! - [`ledger`]: balances and escrow as the replay of the ledger stream.
 //! - [`checkpoint`]: the replayed state at a sequence, which an issuer signs
 //!   and a node can resume from.
@@ -24,6 +26,7 @@
 pub mod checkpoint;
 pub mod ledger;
 pub mod message;
+pub mod replay;
 pub mod reputation;
 pub mod sealed;
 pub mod serving;

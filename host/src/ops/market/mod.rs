@@ -24,10 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
 use crate::market::message::{self, DropReason, Signed};
+use crate::market::replay::{apply_in_order, catch_up};
 use crate::market::reputation::{self, Reputation};
-use crate::market::transport::{
-    Auth, CHECKPOINT_SUBJECT, CHECKPOINTS_STORE, LEDGER_STREAM, Stored, Tls,
-};
+use crate::market::transport::{Auth, CHECKPOINT_SUBJECT, Tls};
 use crate::market::types::{Body, Offer};
 use crate::market::{Connection, Ledger, MarketError, Transport};
 use crate::store::Store;
@@ -153,75 +152,6 @@ fn subject_of(body: &Body) -> String {
         // Offers and claims live in buckets, not streams.
         Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),
     }
-}
-
-/// Reads the ledger entries stored after the last one `ledger` applied.
-/// When the first of them is not the next one, an issuer's checkpoint
-/// purged what came between: the ledger carries on from the latest
-/// checkpoint instead (a new node, or one that fell behind a purge).
-async fn catch_up(transport: &Transport, ledger: &mut Ledger) -> Result<(), OpsError> {
-    let from = ledger.last_seq() + 1;
-    let stored = transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await?;
-    if let Some(first) = stored.first().map(|s| s.seq).filter(|&seq| seq > from) {
-        *ledger = resume(transport, ledger, first).await?;
-    }
-    let resumed_at = ledger.last_seq();
-    for stored in stored.iter().filter(|s| s.seq > resumed_at) {
-        let opened = message::open(&stored.bytes);
-        ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
-    }
-    Ok(())
-}
-
-/// `ledger` carried on from the latest issuer checkpoint, which must cover
-/// every entry before `first`, the first one the stream still holds.
-async fn resume(transport: &Transport, ledger: &Ledger, first: u64) -> Result<Ledger, OpsError> {
-    let unresumable = |detail: String| MarketError::Unresumable { first, detail };
-    let Some(stored) = transport.last_on(LEDGER_STREAM, CHECKPOINT_SUBJECT).await? else {
-        return Err(unresumable("no checkpoint is stored".into()).into());
-    };
-    if stored.seq < first {
-        return Err(unresumable(format!(
-            "the latest checkpoint, at {}, does not cover them",
-            stored.seq
-        ))
-        .into());
-    }
-    let note = message::open(&stored.bytes)
-        .map_err(|reason| unresumable(format!("the latest checkpoint is {reason}")))?;
-    let Body::Checkpoint(checkpoint) = &note.body else {
-        return Err(unresumable(format!("the latest checkpoint is a {}", note.body.kind())).into());
-    };
-    let bytes = transport
-        .get_state(&checkpoint.digest)
-        .await?
-        .ok_or_else(|| {
-            unresumable(format!(
-                "the state it names ({}) is not in {CHECKPOINTS_STORE}",
-                checkpoint.digest
-            ))
-        })?;
-    let state = serde_json::from_slice(&bytes)
-        .map_err(|e| unresumable(format!("the stored state does not parse: {e}")))?;
-    Ok(ledger
-        .resume(state, &note, stored.seq)
-        .map_err(|e| unresumable(e.to_string()))?)
-}
-
-/// Applies one ledger message read out of band (live, or by a catch-up
-/// that raced another reader) unless the ledger has it already. `false`
-/// when messages between the ledger's last and this one are missing: the
-/// caller reads them first.
-fn apply_in_order(ledger: &mut Ledger, stored: &Stored) -> bool {
-    if stored.seq <= ledger.last_seq() {
-        return true;
-    }
-    if stored.seq > ledger.last_seq() + 1 {
-        return false;
-    }
-    let opened = message::open(&stored.bytes);
-    ledger.apply(stored.seq, stored.at, opened.as_ref().map_err(|r| *r));
-    true
 }
 
 /// Opens a message read from the market at server time `at`, refusing it
