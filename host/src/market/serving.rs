@@ -1,16 +1,17 @@
 //! A market task as its provider serves it: a task [`addressed`] to this
-//! node, [`Taken`] once its claim won, locked once the requester's escrow
+//! node, kept on the [`Desk`] until the policies take it, [`Taken`] once
+//! its claim won, locked once the requester's escrow
 //! of it for this node at the claimed price is on the ledger, and settled
 //! by the [`Receipt`] of what its job used upstream. The rules live here,
 //! unit-tested without NATS; `serve` waits, runs and publishes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
 use super::ledger::Ledger;
-use super::message::Signed;
-use super::types::{Body, Claim, ModelUsage, Receipt, Task};
+use super::message::{DropReason, Signed};
+use super::types::{Bid, Body, Claim, ModelUsage, Receipt, Task};
 
 /// `msg` as a task this node may take: posted by another node, naming
 /// this one among its candidates.
@@ -18,6 +19,107 @@ pub fn addressed<'a>(msg: &'a Signed, me: &str) -> Option<&'a Task> {
     match &msg.body {
         Body::Task(task) if msg.from != me && task.candidates.iter().any(|c| c == me) => Some(task),
         _ => None,
+    }
+}
+
+/// The tasks addressed to this node that it has not taken, kept while
+/// their requesters wait for a claim: a slot freeing up or a raised bid
+/// brings one back to the policies, which judge a task once per bid.
+#[derive(Debug, Default)]
+pub struct Desk {
+    pending: HashMap<String, Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    msg: Signed,
+    task: Task,
+    /// Server time of the post (Unix ms).
+    posted: i64,
+    /// The bid the policies last judged, once they have.
+    judged: Option<u64>,
+    /// A handler has it now.
+    handling: bool,
+}
+
+impl Desk {
+    pub fn knows(&self, task: &str) -> bool {
+        self.pending.contains_key(task)
+    }
+
+    /// Keeps task `msg` (its body `task`), posted at server time `posted`.
+    pub fn post(&mut self, msg: Signed, task: Task, posted: i64) {
+        self.pending.insert(
+            task.task.clone(),
+            Pending {
+                msg,
+                task,
+                posted,
+                judged: None,
+                handling: false,
+            },
+        );
+    }
+
+    /// Applies `bid` (signed as `msg`) to its task: only the task's
+    /// requester may change it, and only a raise is news to a provider that
+    /// passed at the lower one. The new bid when it is one.
+    pub fn raise(&mut self, msg: &Signed, bid: &Bid) -> Result<Option<u64>, DropReason> {
+        let Some(p) = self.pending.get_mut(&bid.task) else {
+            return Ok(None);
+        };
+        if msg.from != p.msg.from {
+            return Err(DropReason::NotAuthorised);
+        }
+        if bid.bid <= p.task.bid {
+            return Ok(None);
+        }
+        p.task.bid = bid.bid;
+        Ok(Some(bid.bid))
+    }
+
+    /// Hands task `id` out to be judged when a slot is `free` and the
+    /// policies have not judged it at its current bid; it is then the
+    /// handler's until [`Desk::passed_over`] or [`Desk::done`].
+    pub fn hand_out(&mut self, id: &str, free: bool) -> Option<(Signed, Task)> {
+        let p = self.pending.get_mut(id)?;
+        if p.handling || p.judged == Some(p.task.bid) || !free {
+            return None;
+        }
+        p.handling = true;
+        p.judged = Some(p.task.bid);
+        Some((p.msg.clone(), p.task.clone()))
+    }
+
+    /// Tasks the policies have yet to judge at their current bid, oldest
+    /// first.
+    pub fn waiting(&self) -> Vec<String> {
+        let mut waiting: Vec<&Pending> = self
+            .pending
+            .values()
+            .filter(|p| !p.handling && p.judged != Some(p.task.bid))
+            .collect();
+        waiting.sort_by_key(|p| p.posted);
+        waiting.into_iter().map(|p| p.task.task.clone()).collect()
+    }
+
+    /// The policies passed the task over: it stays, as a higher bid may
+    /// change their answer.
+    pub fn passed_over(&mut self, task: &str) {
+        if let Some(p) = self.pending.get_mut(task) {
+            p.handling = false;
+        }
+    }
+
+    /// The task was taken, lost or failed: nothing more to decide.
+    pub fn done(&mut self, task: &str) {
+        self.pending.remove(task);
+    }
+
+    /// Forgets tasks posted before `before` that no handler has: their
+    /// requesters have stopped waiting.
+    pub fn expire(&mut self, before: i64) {
+        self.pending.retain(|_, p| p.handling || p.posted >= before);
     }
 }
 
@@ -176,6 +278,62 @@ mod tests {
         );
         assert_eq!(taken.lock_on(&ledger_with(me, 19)), LockState::Other);
         assert_eq!(taken.lock_on(&ledger_with(other, 20)), LockState::Other);
+    }
+
+    #[test]
+    fn the_desk_judges_a_task_once_per_bid_and_only_its_requester_raises_it() {
+        let [requester, me, stranger, _] = shared_keys();
+        let posted = open(
+            &seal_at(requester, Body::Task(task(vec![me.node_id()])), 1)
+                .unwrap()
+                .0,
+        )
+        .unwrap();
+        let bid = |by: &crate::crypto::NodeKey, amount| {
+            let body = Bid {
+                task: "t1".into(),
+                bid: amount,
+            };
+            let msg = open(&seal_at(by, Body::Bid(body.clone()), 1).unwrap().0).unwrap();
+            (msg, body)
+        };
+        let mut desk = Desk::default();
+        desk.post(posted, task(vec![me.node_id()]), 1_000);
+        assert!(desk.knows("t1"));
+        assert!(desk.hand_out("t1", false).is_none(), "no free slot");
+        assert_eq!(desk.waiting(), ["t1"]);
+        let (_, handed) = desk.hand_out("t1", true).unwrap();
+        assert_eq!(handed.bid, 20);
+        assert!(desk.hand_out("t1", true).is_none(), "a handler has it");
+        desk.passed_over("t1");
+        assert!(desk.hand_out("t1", true).is_none(), "judged at this bid");
+        assert!(desk.waiting().is_empty());
+
+        let (forged, body) = bid(stranger, 30);
+        assert_eq!(desk.raise(&forged, &body), Err(DropReason::NotAuthorised));
+        let (lower, body) = bid(requester, 10);
+        assert_eq!(desk.raise(&lower, &body), Ok(None));
+        let (raised, body) = bid(requester, 30);
+        assert_eq!(desk.raise(&raised, &body), Ok(Some(30)));
+        assert_eq!(desk.hand_out("t1", true).unwrap().1.bid, 30);
+
+        desk.expire(2_000);
+        assert!(desk.knows("t1"), "a handler still has it");
+        desk.passed_over("t1");
+        desk.expire(2_000);
+        assert!(!desk.knows("t1"), "its requester stopped waiting");
+        desk.post(
+            open(
+                &seal_at(requester, Body::Task(task(vec![me.node_id()])), 1)
+                    .unwrap()
+                    .0,
+            )
+            .unwrap(),
+            task(vec![me.node_id()]),
+            3_000,
+        );
+        desk.done("t1");
+        assert!(!desk.knows("t1"));
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! market without a restart. A task id is the job id, and the store
 //! refuses to admit a job id twice: a redelivered task is never run twice.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -28,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
 use crate::market::reputation;
-use crate::market::serving::{LockState, Taken, addressed};
+use crate::market::serving::{Desk, LockState, Taken, addressed};
 use crate::market::transport::{LEDGER_STREAM, Start, TASKS_STREAM};
-use crate::market::types::{Bid, Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
-use crate::market::{ClaimOutcome, DropReason, Ledger, ReplayGuard, Signed};
+use crate::market::types::{Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
+use crate::market::{ClaimOutcome, Ledger, ReplayGuard, Signed};
 use crate::metrics;
 use crate::policy::{DecisionInput, MarketContext, Role};
 use crate::runner::{Docker, RunnerError, Stream};
@@ -390,7 +389,7 @@ async fn serve_loop(
             }
             _ = drain.tick() => {
                 while let Ok(event) = received.try_recv() {
-                    desk.settle(&event);
+                    settle(&mut desk, &event);
                     tally(&mut summary, &event);
                     report(&event);
                 }
@@ -398,7 +397,7 @@ async fn serve_loop(
                 metrics::global().market_running(busy);
                 if busy < advertised_busy {
                     for id in desk.waiting() {
-                        desk.consider(shared, &id);
+                        consider(&mut desk, shared, &id);
                     }
                 }
                 // Requesters skip busy offers: say at once when a slot frees.
@@ -436,14 +435,16 @@ async fn serve_loop(
                             report(&ServeEvent::Waiting { task: id, reason: "every slot is busy".into() });
                             continue;
                         }
-                        desk.consider(shared, &id);
+                        consider(&mut desk, shared, &id);
                     }
-                    Body::Bid(bid) => {
-                        if let Some(raised) = desk.raise(&mut ctx.store, &msg, &bid) {
-                            report(&raised);
-                            desk.consider(shared, &bid.task);
+                    Body::Bid(bid) => match desk.raise(&msg, &bid) {
+                        Err(reason) => count_drop(&mut ctx.store, reason),
+                        Ok(None) => {}
+                        Ok(Some(raised)) => {
+                            report(&ServeEvent::BidRaised { task: bid.task.clone(), bid: raised });
+                            consider(&mut desk, shared, &bid.task);
                         }
-                    }
+                    },
                     _ => {}
                 }
             }
@@ -452,129 +453,35 @@ async fn serve_loop(
     Ok(summary)
 }
 
-/// The tasks addressed to this node that it has not taken, kept while
-/// their requesters wait for a claim: a slot freeing up or a raised bid
-/// brings one back to the policies.
-#[derive(Default)]
-struct Desk {
-    pending: HashMap<String, Pending>,
-}
-
-struct Pending {
-    msg: Signed,
-    task: Task,
-    /// Server time of the post (Unix ms).
-    posted: i64,
-    /// The bid the policies last judged, once they have.
-    judged: Option<u64>,
-    /// A handler has it now.
-    handling: bool,
-}
-
-impl Desk {
-    fn knows(&self, task: &str) -> bool {
-        self.pending.contains_key(task)
-    }
-
-    fn post(&mut self, msg: Signed, task: Task, posted: i64) {
-        self.pending.insert(
-            task.task.clone(),
-            Pending {
-                msg,
-                task,
-                posted,
-                judged: None,
-                handling: false,
-            },
-        );
-    }
-
-    /// Applies a bid: only the task's requester may change it, and only a
-    /// raise is news to a provider that passed at the lower one.
-    fn raise(
-        &mut self,
-        store: &mut crate::store::Store,
-        msg: &Signed,
-        bid: &Bid,
-    ) -> Option<ServeEvent> {
-        let p = self.pending.get_mut(&bid.task)?;
-        if msg.from != p.msg.from {
-            count_drop(store, DropReason::NotAuthorised);
-            return None;
-        }
-        if bid.bid <= p.task.bid {
-            return None;
-        }
-        p.task.bid = bid.bid;
-        Some(ServeEvent::BidRaised {
-            task: bid.task.clone(),
-            bid: bid.bid,
-        })
-    }
-
-    /// Hands the task to a handler thread when a slot is free and the
-    /// policies have not already judged it at its current bid.
-    fn consider(&mut self, shared: &Arc<Shared>, id: &str) {
-        let Some(p) = self.pending.get_mut(id) else {
-            return;
-        };
-        if p.handling
-            || p.judged == Some(p.task.bid)
-            || shared.busy.load(Ordering::SeqCst) >= shared.offer.slots
-        {
-            return;
-        }
-        p.handling = true;
-        p.judged = Some(p.task.bid);
-        shared.busy.fetch_add(1, Ordering::SeqCst);
-        let handler = Arc::clone(shared);
-        let (msg, task) = (p.msg.clone(), p.task.clone());
-        std::thread::spawn(move || {
-            let id = task.task.clone();
-            let event = take(&handler, &msg, task).unwrap_or_else(|e| ServeEvent::Failed {
-                task: id,
-                reason: e.to_string(),
-            });
-            let _ = handler.events.send(event);
-            handler.busy.fetch_sub(1, Ordering::SeqCst);
+/// Hands task `id` to a handler thread when the desk gives it out (a slot
+/// is free and the policies have not judged it at its current bid).
+fn consider(desk: &mut Desk, shared: &Arc<Shared>, id: &str) {
+    let free = shared.busy.load(Ordering::SeqCst) < shared.offer.slots;
+    let Some((msg, task)) = desk.hand_out(id, free) else {
+        return;
+    };
+    shared.busy.fetch_add(1, Ordering::SeqCst);
+    let handler = Arc::clone(shared);
+    std::thread::spawn(move || {
+        let id = task.task.clone();
+        let event = take(&handler, &msg, task).unwrap_or_else(|e| ServeEvent::Failed {
+            task: id,
+            reason: e.to_string(),
         });
-    }
+        let _ = handler.events.send(event);
+        handler.busy.fetch_sub(1, Ordering::SeqCst);
+    });
+}
 
-    /// Tasks the policies have yet to judge at their current bid, oldest
-    /// first.
-    fn waiting(&self) -> Vec<String> {
-        let mut waiting: Vec<&Pending> = self
-            .pending
-            .values()
-            .filter(|p| !p.handling && p.judged != Some(p.task.bid))
-            .collect();
-        waiting.sort_by_key(|p| p.posted);
-        waiting.into_iter().map(|p| p.task.task.clone()).collect()
-    }
-
-    /// Follows a handler's outcome: a task the policies refused stays (a
-    /// higher bid may change their answer); one that was taken, lost or
-    /// failed is done.
-    fn settle(&mut self, event: &ServeEvent) {
-        match event {
-            ServeEvent::Skipped { task, .. } => {
-                if let Some(p) = self.pending.get_mut(task) {
-                    p.handling = false;
-                }
-            }
-            ServeEvent::Lost { task, .. }
-            | ServeEvent::Finished { task, .. }
-            | ServeEvent::Failed { task, .. } => {
-                self.pending.remove(task);
-            }
-            _ => {}
-        }
-    }
-
-    /// Forgets tasks posted before `before` that no handler has: their
-    /// requesters have stopped waiting.
-    fn expire(&mut self, before: i64) {
-        self.pending.retain(|_, p| p.handling || p.posted >= before);
+/// Follows a handler's outcome on the desk: a task the policies passed
+/// over stays; one that was taken, lost or failed is done.
+fn settle(desk: &mut Desk, event: &ServeEvent) {
+    match event {
+        ServeEvent::Skipped { task, .. } => desk.passed_over(task),
+        ServeEvent::Lost { task, .. }
+        | ServeEvent::Finished { task, .. }
+        | ServeEvent::Failed { task, .. } => desk.done(task),
+        _ => {}
     }
 }
 
