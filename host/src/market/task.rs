@@ -1,14 +1,77 @@
 //! A market task as its requester follows it, as a typed state machine:
-//! [`Posted`] → [`Claimed`] → [`Locked`] → [`Settled`]. Each step takes the
+//! the offers it [`Needs`] and which is [`better`], then [`Posted`] →
+//! [`Claimed`] → [`Locked`] → [`Settled`]. Each step takes the
 //! signed message or ledger state that moves it on and decides what it
 //! means; a step that does not apply leaves the task where it was. Nothing
 //! here talks to NATS or the store, so every rule is unit-tested; the
 //! command that drives a task (`execute --market`) only waits, publishes
 //! and records.
 
+use std::cmp::Ordering;
+
+use crate::policy::{Image, image_listed};
+
 use super::ledger::{Ledger, Settlement};
 use super::message::Signed;
-use super::types::{Body, Lock, Part, Refund, RefundReason, Release, Task, TaskResult, TaskState};
+use super::types::{
+    Body, Lock, Offer, Part, Refund, RefundReason, Release, Task, TaskResult, TaskState,
+};
+
+/// What a task needs of an offer, before any policy is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs<'a> {
+    pub model: &'a str,
+    /// Its token budget.
+    pub tokens: u64,
+    /// A command's image; a prompt runs in the provider's own.
+    pub image: Option<&'a Image>,
+    /// The most the requester pays.
+    pub cap: u64,
+}
+
+impl Needs<'_> {
+    /// Why `offer` cannot take the task, if it cannot.
+    pub fn unmet_by(&self, offer: &Offer) -> Option<String> {
+        if !offer.models.iter().any(|m| m == self.model) {
+            return Some(format!("does not serve {}", self.model));
+        }
+        if u64::from(offer.max_tokens) < self.tokens {
+            return Some(format!(
+                "grants at most {} tokens and this task needs {}",
+                offer.max_tokens, self.tokens
+            ));
+        }
+        if let Some(image) = self.image
+            && !image_listed(&offer.images, image)
+        {
+            return Some(format!(
+                "runs only {} for the market, not {}",
+                offer.images.join(", "),
+                image.reference
+            ));
+        }
+        if offer.price > self.cap {
+            return Some(format!(
+                "asks {} RUV, over the {} this node will pay",
+                offer.price, self.cap
+            ));
+        }
+        None
+    }
+}
+
+/// Which of two fitting offers, `(node, offer, reputation)`, comes first:
+/// one with a free slot (a busy provider keeps the task until a slot frees
+/// or the claim wait ends), then the cheaper, then the better reputation,
+/// then the node id, so every requester orders them alike.
+pub fn better(a: (&str, &Offer, f64), b: (&str, &Offer, f64)) -> Ordering {
+    let full = |o: &Offer| o.busy >= o.slots;
+    full(a.1)
+        .cmp(&full(b.1))
+        .then(a.1.price.cmp(&b.1.price))
+        .then(b.2.total_cmp(&a.2))
+        .then(a.0.cmp(b.0))
+}
 
 /// Posted, waiting for a claim.
 #[derive(Debug, Clone)]
@@ -301,6 +364,82 @@ mod tests {
             ledger.apply(seq as u64 + 1, 1_000, Ok(&msg));
         }
         ledger
+    }
+
+    fn offer(price: u64, busy: u32) -> Offer {
+        Offer {
+            slots: 1,
+            busy,
+            price,
+            models: vec!["claude-haiku-4-5".into()],
+            max_tokens: 1000,
+            images: vec!["tools".into()],
+            token_price: 0,
+        }
+    }
+
+    #[test]
+    fn an_offer_must_serve_the_model_budget_image_and_price() {
+        let tools = Image {
+            reference: "tools:2".into(),
+            digest: String::new(),
+        };
+        let other = Image {
+            reference: "other:1".into(),
+            digest: String::new(),
+        };
+        let needs = Needs {
+            model: "claude-haiku-4-5",
+            tokens: 1000,
+            image: Some(&tools),
+            cap: 10,
+        };
+        assert_eq!(needs.unmet_by(&offer(10, 0)), None);
+        let unmet = |n: Needs<'_>| n.unmet_by(&offer(10, 0)).unwrap();
+        assert!(
+            unmet(Needs {
+                model: "claude-opus-4-1",
+                ..needs
+            })
+            .contains("does not serve")
+        );
+        assert!(
+            unmet(Needs {
+                tokens: 1001,
+                ..needs
+            })
+            .contains("at most 1000 tokens")
+        );
+        assert!(
+            unmet(Needs {
+                image: Some(&other),
+                ..needs
+            })
+            .contains("runs only tools")
+        );
+        assert!(unmet(Needs { cap: 9, ..needs }).contains("over the 9"));
+        assert_eq!(
+            Needs {
+                image: None,
+                ..needs
+            }
+            .unmet_by(&offer(10, 0)),
+            None,
+            "a prompt"
+        );
+    }
+
+    #[test]
+    fn a_free_slot_comes_first_then_the_price_then_reputation() {
+        let (cheap_busy, dear_free, dear_free_known) = (offer(5, 1), offer(9, 0), offer(9, 0));
+        let mut ranked = [
+            ("a", &cheap_busy, 0.5),
+            ("b", &dear_free, 0.5),
+            ("c", &dear_free_known, 0.9),
+        ];
+        ranked.sort_by(|x, y| better(*x, *y));
+        let order: Vec<_> = ranked.iter().map(|(n, ..)| *n).collect();
+        assert_eq!(order, ["c", "b", "a"]);
     }
 
     #[test]

@@ -17,13 +17,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
-use crate::market::task::{Ending, Event, Outcome, Posted};
+use crate::market::task::{Ending, Event, Needs, Outcome, Posted, better};
 use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
     Bid, Body, CommandPayload, CommandTask, Receipt, Task, TaskResult, WorkspaceObject,
 };
 use crate::market::{Ledger, MarketError, Signed, reputation, workspace};
-use crate::policy::{DecisionInput, MarketContext, image_listed};
+use crate::policy::{DecisionInput, MarketContext};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
 use crate::store::MarketStep;
@@ -630,11 +630,9 @@ impl Trade<'_> {
 /// every offer in the bucket.
 const OFFER_POLL: Duration = Duration::from_millis(500);
 
-/// The offers this task may go to, best first: serving its model and size,
-/// priced within `cap`, and accepted by this node's pricing policy given
-/// the provider's reputation. Those with a free slot come first (a busy
-/// provider keeps the task until a slot frees or the claim wait ends),
-/// then the cheapest, then the better reputation.
+/// The offers this task may go to, best first ([`better`]): those that
+/// meet its [`Needs`] and that this node's pricing policy accepts given
+/// the provider's reputation.
 fn choose(
     ctx: &Context,
     job: &JobRequest,
@@ -651,6 +649,12 @@ fn choose(
         reference: job.image.reference.clone(),
         digest: job.image.id.clone(),
     };
+    let needs = Needs {
+        model: &job.model,
+        tokens: job.budget.tokens,
+        image: (!matches!(job.work, Work::Prompt { .. })).then_some(&image),
+        cap,
+    };
     let mut fits = Vec::new();
     let mut reasons = Vec::new();
     for o in offers {
@@ -658,25 +662,8 @@ fn choose(
         let rep = reputation_of(&reps, &o.node).as_provider;
         let refusal = if o.node == me {
             continue;
-        } else if !o.offer.models.contains(&job.model) {
-            Some(format!("{who} does not serve {}", job.model))
-        } else if u64::from(o.offer.max_tokens) < job.budget.tokens {
-            Some(format!(
-                "{who} grants at most {} tokens and this task needs {}",
-                o.offer.max_tokens, job.budget.tokens
-            ))
-        } else if !matches!(job.work, Work::Prompt { .. }) && !image_listed(&o.offer.images, &image)
-        {
-            Some(format!(
-                "{who} runs only {} for the market, not {}",
-                o.offer.images.join(", "),
-                job.image.reference
-            ))
-        } else if o.offer.price > cap {
-            Some(format!(
-                "{who} asks {} RUV, over the {cap} this node will pay",
-                o.offer.price
-            ))
+        } else if let Some(unmet) = needs.unmet_by(&o.offer) {
+            Some(format!("{who} {unmet}"))
         } else {
             let input = DecisionInput {
                 job: job.policy_job().into(),
@@ -711,14 +698,7 @@ fn choose(
             },
         });
     }
-    let full = |o: &LiveOffer| o.offer.busy >= o.offer.slots;
-    fits.sort_by(|(a, ra), (b, rb)| {
-        full(a)
-            .cmp(&full(b))
-            .then(a.offer.price.cmp(&b.offer.price))
-            .then(rb.total_cmp(ra))
-            .then(a.node.cmp(&b.node))
-    });
+    fits.sort_by(|(a, ra), (b, rb)| better((&a.node, &a.offer, *ra), (&b.node, &b.offer, *rb)));
     Ok(fits.into_iter().map(|(o, _)| o).collect())
 }
 
