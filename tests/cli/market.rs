@@ -938,7 +938,7 @@ fn put_offer(
     rt.block_on(raw.put_offer(&key.node_id(), offer)).unwrap();
 }
 
-/// The id of the first task posted on the market.
+/// The id of the first task posted on the market, waiting up to a minute.
 pub(crate) fn first_posted_task(
     rt: &tokio::runtime::Runtime,
     raw: &claude_max_market::market::Transport,
@@ -951,7 +951,11 @@ pub(crate) fn first_posted_task(
             .watch(TASKS_STREAM, "cmm.task.*", Start::Since(0))
             .await
             .unwrap();
-        let stored = tasks.next().await.unwrap().unwrap();
+        let stored = tokio::time::timeout(Duration::from_secs(60), tasks.next())
+            .await
+            .expect("no task was posted within 60 s: did the requester fail first?")
+            .unwrap()
+            .unwrap();
         stored.subject.trim_start_matches("cmm.task.").to_owned()
     })
 }

@@ -428,8 +428,21 @@ fn a_workspace_changed_on_its_way_back_disputes_the_result_and_nothing_is_paid()
         }),
     )
     .unwrap();
-    rt.block_on(raw.put_offer(&provider.node_id(), offer))
-        .unwrap();
+    // Kept alive as `serve` keeps an offer, until the task is posted: a
+    // requester slow to start on a loaded machine must still find it.
+    let posted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refresher = {
+        let (handle, raw, posted) = (rt.handle().clone(), raw.clone(), posted.clone());
+        let node = provider.node_id();
+        std::thread::spawn(move || {
+            while !posted.load(std::sync::atomic::Ordering::SeqCst) {
+                handle
+                    .block_on(raw.put_offer(&node, offer.clone()))
+                    .unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+    };
 
     let work = folder();
     let mut cmd = requester.home.command();
@@ -439,6 +452,8 @@ fn a_workspace_changed_on_its_way_back_disputes_the_result_and_nothing_is_paid()
         .stderr(Stdio::piped());
     let asking = cmd.spawn().expect("starting execute --market");
     let task = first_posted_task(&rt, &raw);
+    posted.store(true, std::sync::atomic::Ordering::SeqCst);
+    refresher.join().unwrap();
     let (claim, _) = seal(
         &provider,
         Body::Claim(Claim {
