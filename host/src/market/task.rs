@@ -9,10 +9,14 @@
 
 use std::cmp::Ordering;
 
+use futures_util::{Stream, StreamExt as _};
+
 use crate::policy::{Image, image_listed};
 
+use super::MarketError;
 use super::ledger::{Ledger, Settlement};
 use super::message::Signed;
+use super::transport::Stored;
 use super::types::{
     Body, Lock, Offer, Part, Refund, RefundReason, Release, Task, TaskResult, TaskState,
 };
@@ -215,6 +219,38 @@ impl Locked {
         }
     }
 
+    /// Follows `feed` (the task's status and result subjects, as stored)
+    /// until the result comes, the provider reports failure, or `until`.
+    /// `open` checks each stored message (signature, freshness, sender);
+    /// `seen` hears `Running` and each part of the output as they come.
+    pub async fn follow(
+        &mut self,
+        mut feed: impl Stream<Item = Result<Stored, MarketError>> + Unpin,
+        until: tokio::time::Instant,
+        mut open: impl FnMut(&Stored) -> Option<Signed>,
+        mut seen: impl FnMut(Event),
+    ) -> Result<Followed, MarketError> {
+        loop {
+            let stored = tokio::select! {
+                stored = feed.next() => stored,
+                () = tokio::time::sleep_until(until) => return Ok(Followed::TimedOut),
+            };
+            let stored = stored.ok_or_else(|| MarketError::Read {
+                what: format!("the status and result of task {}", self.task().task),
+                detail: "the feed ended".into(),
+            })??;
+            let Some(msg) = open(&stored) else {
+                continue;
+            };
+            match self.on(msg) {
+                Some(Event::Failed) => return Ok(Followed::ProviderFailed),
+                Some(Event::Delivered(result)) => return Ok(Followed::Delivered(result)),
+                Some(event) => seen(event),
+                None => {}
+            }
+        }
+    }
+
     /// How the task settles, given how waiting ended and the ledger as it
     /// is now (for the provider's receipt, or its own refund).
     pub fn settle(self, ending: Ending, ledger: &Ledger) -> Settled {
@@ -281,7 +317,18 @@ impl Locked {
     }
 }
 
-/// How waiting for the result ended.
+/// What following a locked task came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Followed {
+    /// Nothing by the lock's timeout.
+    TimedOut,
+    /// The provider reported that it could not run the task.
+    ProviderFailed,
+    /// The result, not yet opened or checked.
+    Delivered(TaskResult),
+}
+
+/// How waiting for the result ended, the result checked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     /// Nothing by the lock's timeout.
@@ -534,6 +581,83 @@ mod tests {
         assert_eq!(
             t.on(signed(provider, status(TaskState::Failed))),
             Some(Event::Failed)
+        );
+    }
+
+    #[test]
+    fn following_a_task_reports_its_progress_until_the_result_or_the_deadline() {
+        use crate::market::types::TaskResult;
+
+        let [_, _, provider, stranger] = shared_keys();
+        let stored = |seq, key: &NodeKey, body| Stored {
+            seq,
+            at: 1_000,
+            subject: String::new(),
+            bytes: seal_at(key, body, 1_000).unwrap().0.into(),
+        };
+        let running = Body::Status(Status {
+            task: "t1".into(),
+            state: TaskState::Running,
+            detail: None,
+        });
+        let part = Body::Part(Part {
+            task: "t1".into(),
+            seq: 0,
+            payload: "piece".into(),
+        });
+        let result = TaskResult {
+            task: "t1".into(),
+            state: "finished".into(),
+            sha256: String::new(),
+            payload: String::new(),
+            input_tokens: 1,
+            output_tokens: 2,
+            exit_code: None,
+            workspace: None,
+        };
+        let feed = vec![
+            Ok(stored(1, stranger, Body::Result(result.clone()))),
+            Ok(stored(2, provider, running)),
+            Ok(stored(3, provider, part)),
+            Ok(stored(4, provider, Body::Result(result.clone()))),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let later = || tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let open_all = |s: &Stored| open(&s.bytes).ok();
+        let (mut t, _) = locked();
+        let mut seen = Vec::new();
+        let followed = rt
+            .block_on(
+                t.follow(futures_util::stream::iter(feed), later(), open_all, |e| {
+                    seen.push(e)
+                }),
+            )
+            .unwrap();
+        assert_eq!(
+            followed,
+            Followed::Delivered(result),
+            "the stranger's is not it"
+        );
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], Event::Running);
+        assert!(matches!(&seen[1], Event::Output(p) if p.payload == "piece"));
+
+        // Nothing more by the deadline: timed out; a feed that ends is an
+        // error, not a result.
+        let (mut t, _) = locked();
+        let quiet = futures_util::stream::pending::<Result<Stored, MarketError>>();
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+        let followed = rt
+            .block_on(t.follow(quiet, soon, open_all, |_| {}))
+            .unwrap();
+        assert_eq!(followed, Followed::TimedOut);
+        let ended = futures_util::stream::iter(Vec::<Result<Stored, MarketError>>::new());
+        assert!(
+            rt.block_on(t.follow(ended, later(), open_all, |_| {}))
+                .is_err()
         );
     }
 

@@ -11,18 +11,17 @@ use std::time::{Duration, Instant};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
-use crate::market::task::{Ending, Event, Needs, Outcome, Posted, better};
+use crate::market::task::{Ending, Event, Followed, Needs, Outcome, Posted, better};
 use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
 use crate::market::types::{
     Bid, Body, CommandPayload, CommandTask, Receipt, Task, TaskResult, WorkspaceObject,
 };
-use crate::market::{Ledger, MarketError, Signed, reputation, workspace};
+use crate::market::{Ledger, Signed, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
@@ -397,62 +396,50 @@ impl Trade<'_> {
         let watch = |stream, subject: String| {
             rt.block_on(peer.transport.watch(stream, &subject, Start::Seq(1)))
         };
-        let mut statuses = watch(TASKS_STREAM, format!("cmm.status.{}", task.task))?;
-        let mut results = watch(RESULTS_STREAM, format!("cmm.result.{}", task.task))?;
+        let statuses = watch(TASKS_STREAM, format!("cmm.status.{}", task.task))?;
+        let results = watch(RESULTS_STREAM, format!("cmm.result.{}", task.task))?;
         // Both feeds are pushed as they are stored; nothing is asked again
         // on a timer.
-        let delivered = rt.block_on(async {
-            let until = tokio::time::Instant::from_std(deadline);
-            loop {
-                let stored = tokio::select! {
-                    stored = statuses.next() => stored,
-                    stored = results.next() => stored,
-                    () = tokio::time::sleep_until(until) => return Ok::<_, MarketError>(None),
-                };
-                let stored = stored.ok_or_else(|| MarketError::Read {
-                    what: format!("the status and result of task {}", task.task),
-                    detail: "the feed ended".into(),
-                })??;
-                let window = peer.window_ms();
-                let Some(msg) = accept(
+        let window = peer.window_ms();
+        let followed = rt.block_on(locked.follow(
+            futures_util::stream::select(statuses, results),
+            tokio::time::Instant::from_std(deadline),
+            |stored| {
+                accept(
                     &mut ctx.store,
                     &stored.bytes,
                     stored.at,
                     window,
                     Some(&provider),
-                ) else {
-                    continue;
-                };
-                match locked.on(msg) {
-                    Some(Event::Failed) => return Ok(Some(Err(()))),
-                    Some(Event::Running) => progress(&MarketProgress::Running),
-                    Some(Event::Output(part)) => {
-                        match open_sealed(own_keys, &part.payload, "a part of the output") {
-                            Ok(piece) => progress(&MarketProgress::Output(piece)),
-                            Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
-                        }
+                )
+            },
+            |event| match event {
+                Event::Running => progress(&MarketProgress::Running),
+                Event::Output(part) => {
+                    match open_sealed(own_keys, &part.payload, "a part of the output") {
+                        Ok(piece) => progress(&MarketProgress::Output(piece)),
+                        Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
                     }
-                    Some(Event::Delivered(result)) => return Ok(Some(Ok(result))),
-                    None => {}
                 }
-            }
-        })?;
+                Event::Failed | Event::Delivered(_) => {}
+            },
+        ))?;
 
         let elapsed = elapsed_ms(locked_at);
-        let (ending, output, detail, result) = match delivered {
-            None => (
+        let (ending, output, detail, result) = match followed {
+            Followed::TimedOut => (
                 Ending::TimedOut,
                 String::new(),
                 Some(format!("no result within {timeout_secs} s")),
                 None,
             ),
-            Some(Err(())) => (
+            Followed::ProviderFailed => (
                 Ending::ProviderFailed,
                 String::new(),
                 Some("the provider reported that it could not run the task".to_owned()),
                 None,
             ),
-            Some(Ok(result)) => {
+            Followed::Delivered(result) => {
                 let opened = self.open(ctx, &result);
                 let finished = result.state == "finished";
                 let detail = match &opened {
