@@ -45,6 +45,15 @@ impl Context {
         }
     }
 
+    /// The most of a workspace a job takes in or brings back, under
+    /// `workspace.*`.
+    pub fn workspace_limits(&self) -> crate::workspace::Limits {
+        crate::workspace::Limits {
+            max_bytes: self.settings.workspace.max_bytes.0,
+            max_files: self.settings.workspace.max_files,
+        }
+    }
+
     /// A policy engine with the configured limits and isolation.
     pub fn engine(&self) -> Result<Arc<PolicyEngine>, OpsError> {
         self.engine_with(match self.settings.policy.isolation {

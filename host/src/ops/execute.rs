@@ -17,7 +17,7 @@ use crate::agent::{Agent, claude_code};
 use crate::policy::PipelineDecision;
 use crate::runner::{BuildEvent, Docker};
 use crate::store::{Budget, NewJob, UsageSnapshot};
-use crate::workspace::{self, Limits};
+use crate::workspace;
 
 use super::context::runtime;
 use super::docker_image::pinned_digest;
@@ -296,15 +296,11 @@ fn copy_workspace(
     let Some(source) = &opts.workspace else {
         return Ok(None);
     };
-    let limits = Limits {
-        max_bytes: ctx.settings.workspace.max_bytes.0,
-        max_files: ctx.settings.workspace.max_files,
-    };
     let dest = folder.workspace_in()?;
     Ok(Some(workspace::snapshot(
         source,
         &dest,
-        limits,
+        ctx.workspace_limits(),
         folder.owner(),
     )?))
 }

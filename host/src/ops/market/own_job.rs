@@ -1,28 +1,15 @@
 //! The requester's market task as a job of this node. It is this owner's
 //! own job wherever it runs, so it is admitted by this node's policies
-//! like a job run here (approval, the daily limits, compliance) before
-//! anything is posted, and recorded like one, so `jobs`, `status` and
-//! `usage` show it. It ends with how the market task ended.
+//! like a job run here (approval, the daily limits, compliance; `execute
+//! --market` admits it as `execute` does) before anything is posted, and
+//! recorded like one, so `jobs`, `status` and `usage` show it. It ends
+//! with how the market task ended.
 
 use crate::store::{JobEnd, MeteredUsage};
 
-use super::super::job::admit::{self, AdmittedJob, Confirm};
-use super::super::job::folder::JobFolder;
-use super::super::job::request::JobRequest;
+use super::super::job::admit::AdmittedJob;
 use super::super::{Context, OpsError};
 use super::MarketRun;
-
-/// Admits `job`, whose folder holds the copy of its workspace that goes to
-/// the provider; an ask goes to `confirm`. A denial, or an ask nobody
-/// answers, is an error that the binary reports as a denial.
-pub(super) fn admit(
-    ctx: &mut Context,
-    job: JobRequest,
-    folder: JobFolder,
-    confirm: Confirm<'_>,
-) -> Result<AdmittedJob, OpsError> {
-    admit::admit(ctx, job, folder, confirm)
-}
 
 /// Ends the job as its market task ended: finished when the result was
 /// paid for, timed out, or failed (with the reason) however else it went.

@@ -26,12 +26,11 @@ use crate::policy::{DecisionInput, MarketContext};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
 use crate::store::MarketStep;
-use crate::workspace::Limits;
 
 use super::super::context::runtime;
 use super::super::docker_image::pinned_digest;
 use super::super::execute::{ExecuteOptions, Program, describe, require_consent};
-use super::super::job::admit::{AdmittedJob, Confirm, limits_of, usage_of};
+use super::super::job::admit::{self, AdmittedJob, Confirm, limits_of, usage_of};
 use super::super::job::folder::JobFolder;
 use super::super::job::request::{JobRequest, Work, new_job_id};
 use super::super::job::results::{self, WorkspaceSummary};
@@ -166,7 +165,7 @@ pub fn execute(
             needed: cap,
         });
     }
-    let admitted = own_job::admit(ctx, job, folder, confirm)?;
+    let admitted = admit::admit(ctx, job, folder, confirm)?;
     let trade = Trade {
         rt: &rt,
         peer: &peer,
@@ -426,16 +425,16 @@ impl Trade<'_> {
         ))?;
 
         let elapsed = elapsed_ms(locked_at);
-        let (ending, output, detail, result) = match followed {
+        let (ending, (output, workspace), detail, result) = match followed {
             Followed::TimedOut => (
                 Ending::TimedOut,
-                String::new(),
+                (String::new(), None),
                 Some(format!("no result within {timeout_secs} s")),
                 None,
             ),
             Followed::ProviderFailed => (
                 Ending::ProviderFailed,
-                String::new(),
+                (String::new(), None),
                 Some("the provider reported that it could not run the task".to_owned()),
                 None,
             ),
@@ -492,19 +491,22 @@ impl Trade<'_> {
             output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
             elapsed_ms: elapsed_ms(started),
             exit_code: result.as_ref().and_then(|r| r.exit_code),
-            workspace: results::load(ctx, &task.task)?
-                .map(|(stored, root)| WorkspaceSummary::from_stored(&stored, root)),
+            workspace,
         })
     }
 
     /// The result's output and, for a command task, its workspace, which
     /// lands where a local job's does for `result` to show and apply. Any
     /// part that does not open or verify disputes the whole result.
-    fn open(&self, ctx: &Context, result: &TaskResult) -> Result<String, String> {
+    fn open(
+        &self,
+        ctx: &Context,
+        result: &TaskResult,
+    ) -> Result<(String, Option<WorkspaceSummary>), String> {
         let text = open_result(self.own_keys, result)?;
         let job = self.job.request();
         let (Some(object), Work::Command(c)) = (&result.workspace, &job.work) else {
-            return Ok(text);
+            return Ok((text, None));
         };
         let Some(snapshot) = &c.workspace else {
             return Err("the result carries a workspace although the task sent none".into());
@@ -522,15 +524,15 @@ impl Trade<'_> {
             object,
             self.own_keys,
             &scratch,
-            (&dest, workspace_limits(ctx), None),
+            (&dest, ctx.workspace_limits(), None),
         )
         .map_err(|e| dispute(&e))?;
         let base = self.job.folder().path().join(WORKSPACE_IN);
         let base = Dir::open_ambient_dir(&base, ambient_authority()).map_err(|e| dispute(&e))?;
         let source = snapshot.source.display().to_string();
-        results::save(ctx, &job.id, &source, &snapshot.manifest, &base, received)
+        let summary = results::save(ctx, &job.id, &source, &snapshot.manifest, &base, received)
             .map_err(|e| dispute(&e))?;
-        Ok(text)
+        Ok((text, Some(summary)))
     }
 
     /// Removes the task's workspace objects, there or not: nobody reads
@@ -739,14 +741,6 @@ fn open_result(keys: &[NodeKey], result: &TaskResult) -> Result<String, String> 
 /// The object a task's workspace travels in, one way (`in`, `out`).
 pub(super) fn object_name(task: &str, way: &str) -> String {
     format!("{task}-{way}")
-}
-
-/// The most of a workspace this node takes, in or back.
-pub(super) fn workspace_limits(ctx: &Context) -> Limits {
-    Limits {
-        max_bytes: ctx.settings.workspace.max_bytes.0,
-        max_files: ctx.settings.workspace.max_files,
-    }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -11,18 +11,19 @@ use std::path::PathBuf;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-use crate::crypto::PublicKey;
+use crate::crypto::{NodeKey, PublicKey};
 use crate::market::types::{CommandPayload, CommandTask, Task, WorkspaceObject};
 use crate::market::workspace;
 use crate::runner::Docker;
 use crate::store::Budget;
 use crate::workspace::Snapshot;
 
+use super::super::docker_image::pinned_digest;
 use super::super::job::folder::JobFolder;
 use super::super::job::request::{CommandWork, ResolvedImage, Work, prompt_budget, resolve_image};
 use super::super::job::results;
 use super::super::{Context, OpsError, keys};
-use super::requester::{object_name, workspace_limits};
+use super::requester::object_name;
 use super::{Peer, matches_digest, open_sealed};
 
 /// A task opened: what the job request is made of.
@@ -44,7 +45,13 @@ pub(super) fn open(
     (task, requester): (&Task, &str),
     folder: &JobFolder,
 ) -> Result<Result<Opened, String>, OpsError> {
-    let payload = match open_payload(ctx, task) {
+    // Loaded once for the payload and the workspace; a key this node
+    // cannot load leaves the task to others.
+    let keys = match keys::decryption_keys(ctx) {
+        Ok(keys) => keys,
+        Err(e) => return Ok(Err(format!("its payload cannot be used: {e}"))),
+    };
+    let payload = match open_payload(&keys, task) {
         Ok(payload) => payload,
         Err(reason) => return Ok(Err(format!("its payload cannot be used: {reason}"))),
     };
@@ -76,7 +83,7 @@ pub(super) fn open(
     };
     let workspace = match &command.workspace {
         None => None,
-        Some(object) => match receive(ctx, rt, peer, object, requester, folder)? {
+        Some(object) => match receive(ctx, rt, peer, (object, &keys), requester, folder)? {
             Ok(snapshot) => Some(snapshot),
             Err(reason) => return Ok(Err(reason)),
         },
@@ -109,7 +116,7 @@ async fn image_by_digest(
     command: &CommandTask,
     registries: &[String],
 ) -> Result<ResolvedImage, String> {
-    let pinned = command.image.contains("@sha256:");
+    let pinned = pinned_digest(&command.image).is_some();
     if !pinned && !command.image.starts_with("sha256:") {
         return Err(format!(
             "its image {} is not named by digest, and this node runs no image by tag for the market",
@@ -172,14 +179,14 @@ fn registry_of(reference: &str) -> Option<&str> {
 /// Fetches, opens and checks the task's workspace, and copies it into the
 /// job folder as a local job's is copied from the owner's folder.
 fn receive(
-    ctx: &mut Context,
+    ctx: &Context,
     rt: &tokio::runtime::Runtime,
     peer: &Peer,
-    object: &WorkspaceObject,
+    (object, keys): (&WorkspaceObject, &[NodeKey]),
     requester: &str,
     folder: &JobFolder,
 ) -> Result<Result<Snapshot, String>, OpsError> {
-    let limits = workspace_limits(ctx);
+    let limits = ctx.workspace_limits();
     if object.bytes > limits.max_bytes || object.files > limits.max_files {
         return Ok(Err(format!(
             "its workspace ({} bytes in {} files) is over this node's workspace.maxBytes \
@@ -187,13 +194,12 @@ fn receive(
             object.bytes, object.files, limits.max_bytes, limits.max_files
         )));
     }
-    let keys = keys::decryption_keys(ctx)?;
     let dest = folder.workspace_in()?;
     let received = workspace::receive(
         rt.handle(),
         &peer.transport,
         object,
-        &keys,
+        keys,
         folder.path(),
         (&dest, limits, folder.owner()),
     );
@@ -243,9 +249,8 @@ pub(super) fn send_back(
 }
 
 /// Decrypts the payload and checks it is the one the task described.
-fn open_payload(ctx: &mut Context, task: &Task) -> Result<Vec<u8>, String> {
-    let keys = keys::decryption_keys(ctx).map_err(|e| e.to_string())?;
-    let payload = open_sealed(&keys, &task.payload, "the task's payload")?;
+fn open_payload(keys: &[NodeKey], task: &Task) -> Result<Vec<u8>, String> {
+    let payload = open_sealed(keys, &task.payload, "the task's payload")?;
     if !matches_digest(&payload, &task.prompt_sha256) || payload.len() as u64 != task.prompt_bytes {
         return Err("the payload is not the one the task describes".into());
     }
