@@ -6,6 +6,8 @@
 //! - [`types`]: the bodies of market messages.
 //! - [`message`]: signing, checking and replay protection for every message.
 //! - [`transport`]: the NATS connection, streams and buckets.
+//! - [`exchange`]: what the task flows need of the market, as a trait the
+//!   transport implements with this node's key.
 //! - [`sealed`]: files too large for a message, sealed to their readers
 //!   and checked against the digest a message names.
 //! - [`workspace`]: a command task's workspace, sent and received as a
@@ -18,19 +20,25 @@
 //! - [`reputation`]: per-node scores computed from the ledger.
 //! - [`task`]: a task as its requester follows it, posted to settled, as a
 //!   typed state machine.
+//! - [`trade`]: the requester's task driven from post to settlement over
+//!   an [`exchange::Exchange`].
 //! - [`serving`]: a task as its provider serves it: addressed, taken,
 //!   locked, and its receipt.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
 pub mod checkpoint;
+pub mod exchange;
 pub mod ledger;
+#[cfg(test)]
+mod memory;
 pub mod message;
 pub mod replay;
 pub mod reputation;
 pub mod sealed;
 pub mod serving;
 pub mod task;
+pub mod trade;
 pub mod transport;
 pub mod types;
 pub mod workspace;
@@ -64,6 +72,8 @@ pub enum MarketError {
         "cannot set up {what} on the market: {detail}; the server must run with JetStream (`-js`)"
     )]
     Setup { what: String, detail: String },
+    #[error("cannot sign a market message: {0}")]
+    Sign(#[from] crate::crypto::KeyError),
     #[error("cannot publish to {subject}: {detail}")]
     Publish { subject: String, detail: String },
     #[error("cannot read {what}: {detail}")]

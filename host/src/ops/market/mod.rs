@@ -23,10 +23,11 @@ use sha2::{Digest, Sha256};
 
 use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
+use crate::market::exchange::{Exchange as _, Signer};
 use crate::market::message::{self, DropReason, Signed};
 use crate::market::replay::{apply_in_order, catch_up};
 use crate::market::reputation::{self, Reputation};
-use crate::market::transport::{Auth, CHECKPOINT_SUBJECT, Tls};
+use crate::market::transport::{Auth, Tls};
 use crate::market::types::{Body, Offer};
 use crate::market::{Connection, Ledger, MarketError, Transport};
 use crate::store::Store;
@@ -125,32 +126,17 @@ impl Peer {
         Ledger::new(self.settings.issuer_keys.clone(), self.window_ms())
     }
 
+    /// The market as the task flows use it, signing as this node.
+    fn exchange(&self) -> Signer<'_> {
+        Signer {
+            key: &self.key,
+            transport: &self.transport,
+        }
+    }
+
     /// Signs `body` and publishes it where its kind belongs.
     async fn publish(&self, body: Body) -> Result<String, OpsError> {
-        let subject = subject_of(&body);
-        let (bytes, id) = message::seal(&self.key, body)?;
-        self.transport.publish(&subject, &id, bytes).await?;
-        Ok(id)
-    }
-}
-
-/// Where each kind of message is published.
-fn subject_of(body: &Body) -> String {
-    match body {
-        Body::Task(t) => format!("cmm.task.{}", t.task),
-        Body::Bid(b) => format!("cmm.bid.{}", b.task),
-        Body::Status(s) => format!("cmm.status.{}", s.task),
-        // Parts share the result's subject: one ordered read gets them all.
-        Body::Part(p) => format!("cmm.result.{}", p.task),
-        Body::Result(r) => format!("cmm.result.{}", r.task),
-        Body::Grant(g) => format!("cmm.ledger.grant.{}", g.grant),
-        Body::Lock(l) => format!("cmm.ledger.lock.{}", l.task),
-        Body::Release(r) => format!("cmm.ledger.release.{}", r.task),
-        Body::Refund(r) => format!("cmm.ledger.refund.{}", r.task),
-        Body::Receipt(r) => format!("cmm.ledger.receipt.{}", r.task),
-        Body::Checkpoint(_) => CHECKPOINT_SUBJECT.to_owned(),
-        // Offers and claims live in buckets, not streams.
-        Body::Offer(_) | Body::Claim(_) => unreachable!("offers and claims are not published"),
+        Ok(self.exchange().publish(body).await?)
     }
 }
 
@@ -254,48 +240,20 @@ fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
 }
 
-/// The messages on one subject, each read once: every poll returns those
-/// stored since the last that verify (signed by `from`, when given), and
-/// counts each one that does not exactly once. Reading them all, not only
-/// the last, keeps a later forgery from hiding a genuine message.
-struct Feed {
-    stream: &'static str,
-    subject: String,
-    from: Option<String>,
-    next_seq: u64,
-}
-
-impl Feed {
-    fn new(stream: &'static str, subject: String, from: Option<&str>) -> Feed {
-        Feed {
-            stream,
-            subject,
-            from: from.map(str::to_owned),
-            next_seq: 1,
-        }
-    }
-
-    fn poll(
-        &mut self,
-        rt: &tokio::runtime::Runtime,
-        peer: &Peer,
-        store: &mut Store,
-    ) -> Result<Vec<Signed>, OpsError> {
-        let stored = rt.block_on(
-            peer.transport
-                .read(self.stream, &self.subject, self.next_seq),
-        )?;
-        let mut out = Vec::new();
-        for m in stored {
-            self.next_seq = m.seq + 1;
-            out.extend(accept(
-                store,
-                &m.bytes,
-                m.at,
-                peer.window_ms(),
-                self.from.as_deref(),
-            ));
-        }
-        Ok(out)
-    }
+/// The messages stored on `subject` that verify (signed by `from`, when
+/// given), oldest first; each one that does not is counted. Reading them
+/// all, not only the last, keeps a later forgery from hiding a genuine
+/// message.
+fn read_verified(
+    rt: &tokio::runtime::Runtime,
+    peer: &Peer,
+    store: &mut Store,
+    subject: &str,
+    from: Option<&str>,
+) -> Result<Vec<Signed>, OpsError> {
+    let stored = rt.block_on(peer.exchange().read(subject))?;
+    Ok(stored
+        .iter()
+        .filter_map(|m| accept(store, &m.bytes, m.at, peer.window_ms(), from))
+        .collect())
 }

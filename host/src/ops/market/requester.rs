@@ -16,16 +16,17 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
-use crate::market::task::{Ending, Event, Followed, Needs, Outcome, Posted, better};
-use crate::market::transport::{RESULTS_STREAM, Start, TASKS_STREAM};
+use crate::market::message::DropReason;
+use crate::market::task::{Needs, Outcome, better};
+use crate::market::trade::{self, News, Reached, Step};
 use crate::market::types::{
     Bid, Body, CommandPayload, CommandTask, Receipt, Task, TaskResult, WorkspaceObject,
 };
-use crate::market::{Ledger, Signed, reputation, workspace};
+use crate::market::{Ledger, Signed, Stored, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
-use crate::store::MarketStep;
+use crate::store::{MarketStep, Store};
 
 use super::super::context::runtime;
 use super::super::docker_image::pinned_digest;
@@ -37,8 +38,8 @@ use super::super::job::results::{self, WorkspaceSummary};
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
 use super::{
-    Feed, LiveOffer, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed,
-    own_job, reputation_of, secs, short,
+    LiveOffer, Peer, accept, b64, catch_up, count_drop, live_offers, matches_digest, open_sealed,
+    own_job, read_verified, reputation_of, secs, short,
 };
 
 #[derive(Debug, Clone)]
@@ -219,24 +220,85 @@ struct Trade<'a> {
 
 impl Trade<'_> {
     /// Posts the task to the offers that fit, locks the claimed price,
-    /// waits for the result and pays or refunds on it.
+    /// waits for the result and pays or refunds on it: the market's
+    /// [`trade`] drives it, and this node records each step.
     fn run(
         &self,
         ctx: &mut Context,
         ledger: &mut Ledger,
         progress: &mut dyn FnMut(&MarketProgress),
     ) -> Result<MarketRun, OpsError> {
-        let Trade {
-            rt,
-            peer,
-            own_keys,
-            bid,
-            timeout_secs,
-            ..
-        } = *self;
-        let job = self.job.request();
-        let record = job.record();
+        let (rt, peer) = (self.rt, self.peer);
         let candidates = self.await_offers(ctx, ledger, progress)?;
+        let task = self.task(&candidates)?;
+        let id = task.task.clone();
+        let market = peer.exchange();
+        let started = Instant::now();
+        let reached = rt.block_on(trade::post(
+            &market,
+            &mut self.journal(&mut ctx.store, progress),
+            task,
+            ledger,
+            secs(peer.settings.claim_wait_secs),
+        ))?;
+        let unfinished =
+            |outcome: &str, provider: Option<String>, price, detail: String| MarketRun {
+                task: id.clone(),
+                provider,
+                price,
+                outcome: outcome.into(),
+                job_state: None,
+                detail: Some(detail),
+                output: String::new(),
+                input_tokens: 0,
+                output_tokens: 0,
+                elapsed_ms: elapsed_ms(started),
+                paid: None,
+                receipt: None,
+                exit_code: None,
+                workspace: None,
+            };
+        let following = match reached {
+            Reached::Unclaimed { detail } => {
+                return Ok(unfinished("unclaimed", None, None, detail));
+            }
+            Reached::Unfunded {
+                provider,
+                price,
+                detail,
+            } => return Ok(unfinished("unfunded", Some(provider), Some(price), detail)),
+            Reached::Followed(following) => following,
+        };
+        let ended = following.end(|result| self.open(ctx, result));
+        let closed = rt.block_on(ended.settle(
+            &market,
+            &mut self.journal(&mut ctx.store, progress),
+            ledger,
+        ))?;
+        let result = closed.result.as_ref();
+        let (output, workspace) = closed.opened.unwrap_or_default();
+        Ok(MarketRun {
+            task: id,
+            provider: Some(closed.provider),
+            price: Some(closed.price),
+            outcome: closed.settled.outcome.as_str().into(),
+            job_state: result.map(|r| r.state.clone()),
+            detail: closed.detail,
+            output,
+            input_tokens: result.map_or(0, |r| r.input_tokens),
+            output_tokens: result.map_or(0, |r| r.output_tokens),
+            elapsed_ms: elapsed_ms(started),
+            paid: closed.settled.paid,
+            receipt: closed.receipt,
+            exit_code: result.and_then(|r| r.exit_code),
+            workspace,
+        })
+    }
+
+    /// The task to post to `candidates`: the payload (a prompt, or a
+    /// command line) and the workspace sealed to every one of them.
+    fn task(&self, candidates: &[LiveOffer]) -> Result<Task, OpsError> {
+        let job = self.job.request();
         let keys: Vec<_> = candidates.iter().map(|o| o.key.clone()).collect();
         let (payload, max_tokens) = match &job.work {
             Work::Prompt { text, max_tokens } => (text.clone().into_bytes(), *max_tokens),
@@ -274,225 +336,34 @@ impl Trade<'_> {
             }),
             _ => None,
         };
-        let task = Task {
+        Ok(Task {
             task: job.id.clone(),
             model: job.model.clone(),
             max_tokens,
             prompt_bytes: payload.len() as u64,
             prompt_sha256: hex::encode(Sha256::digest(&payload)),
-            bid,
+            bid: self.bid,
             candidates: candidates.iter().map(|o| o.node.clone()).collect(),
-            timeout_secs,
+            timeout_secs: self.timeout_secs,
             payload: b64(&sealed),
             command,
-        };
-        let step = MarketStep {
-            task: &task.task,
-            role: "requester",
-            counterpart: None,
-            price: None,
-            state: "posted",
-            detail: None,
-        };
-        ctx.store.market_step(
-            step,
-            "market.task-posted",
-            &json!({
-                "job": record,
-                "bid": bid,
-                "candidates": task.candidates,
-            }),
-        )?;
-        progress(&MarketProgress::Posted {
-            task: task.task.clone(),
-            bid,
-            candidates: task.candidates.clone(),
-        });
-        let started = Instant::now();
-        rt.block_on(peer.publish(Body::Task(task.clone())))?;
-
-        let unfinished =
-            |outcome: &str, provider: Option<String>, price, detail: String| MarketRun {
-                task: task.task.clone(),
-                provider,
-                price,
-                outcome: outcome.into(),
-                job_state: None,
-                detail: Some(detail),
-                output: String::new(),
-                input_tokens: 0,
-                output_tokens: 0,
-                elapsed_ms: elapsed_ms(started),
-                paid: None,
-                receipt: None,
-                exit_code: None,
-                workspace: None,
-            };
-
-        // The claim.
-        let posted = Posted::new(task.clone(), peer.node());
-        let claimed = match await_claim(ctx, rt, peer, &task)? {
-            Some(msg) => {
-                let bid = current_bid(ctx, rt, peer, &task)?;
-                posted.claimed(&msg, bid).map_err(|_| {
-                    super::count_drop(&mut ctx.store, crate::market::DropReason::NotAuthorised);
-                })
-            }
-            None => Err(()),
-        };
-        let Ok(claimed) = claimed else {
-            let detail = format!(
-                "no provider claimed the task within {} s (market.claimWaitSecs)",
-                peer.settings.claim_wait_secs
-            );
-            ctx.store.market_step(
-                MarketStep {
-                    state: "unclaimed",
-                    detail: Some(&detail),
-                    ..step
-                },
-                "market.unclaimed",
-                &json!({}),
-            )?;
-            return Ok(unfinished("unclaimed", None, None, detail));
-        };
-        let (provider, price) = (claimed.provider().to_owned(), claimed.price());
-        progress(&MarketProgress::Claimed {
-            provider: provider.clone(),
-            price,
-        });
-
-        // The escrow, before the provider runs anything.
-        let step = MarketStep {
-            counterpart: Some(&provider),
-            price: Some(price),
-            state: "locked",
-            ..step
-        };
-        let lock = claimed.lock();
-        ctx.store
-            .market_step(step, "market.lock", &json!({ "lock": lock }))?;
-        rt.block_on(peer.publish(Body::Lock(lock)))?;
-        rt.block_on(catch_up(&peer.transport, ledger))?;
-        let Ok(mut locked) = claimed.locked(ledger) else {
-            let detail = "the lock was not applied (the balance no longer covers it)".to_owned();
-            ctx.store.market_step(
-                MarketStep {
-                    state: "unfunded",
-                    detail: Some(&detail),
-                    ..step
-                },
-                "market.unfunded",
-                &json!({}),
-            )?;
-            return Ok(unfinished("unfunded", Some(provider), Some(price), detail));
-        };
-        progress(&MarketProgress::Locked { amount: price });
-        let locked_at = Instant::now();
-
-        // The result, or the provider giving up, or the timeout.
-        let deadline = locked_at + secs(timeout_secs);
-        let watch = |stream, subject: String| {
-            rt.block_on(peer.transport.watch(stream, &subject, Start::Seq(1)))
-        };
-        let statuses = watch(TASKS_STREAM, format!("cmm.status.{}", task.task))?;
-        let results = watch(RESULTS_STREAM, format!("cmm.result.{}", task.task))?;
-        // Both feeds are pushed as they are stored; nothing is asked again
-        // on a timer.
-        let window = peer.window_ms();
-        let followed = rt.block_on(locked.follow(
-            futures_util::stream::select(statuses, results),
-            tokio::time::Instant::from_std(deadline),
-            |stored| {
-                accept(
-                    &mut ctx.store,
-                    &stored.bytes,
-                    stored.at,
-                    window,
-                    Some(&provider),
-                )
-            },
-            |event| match event {
-                Event::Running => progress(&MarketProgress::Running),
-                Event::Output(part) => {
-                    match open_sealed(own_keys, &part.payload, "a part of the output") {
-                        Ok(piece) => progress(&MarketProgress::Output(piece)),
-                        Err(e) => tracing::warn!(error = %e, "skipped a part of the output"),
-                    }
-                }
-                Event::Failed | Event::Delivered(_) => {}
-            },
-        ))?;
-
-        let elapsed = elapsed_ms(locked_at);
-        let (ending, (output, workspace), detail, result) = match followed {
-            Followed::TimedOut => (
-                Ending::TimedOut,
-                (String::new(), None),
-                Some(format!("no result within {timeout_secs} s")),
-                None,
-            ),
-            Followed::ProviderFailed => (
-                Ending::ProviderFailed,
-                (String::new(), None),
-                Some("the provider reported that it could not run the task".to_owned()),
-                None,
-            ),
-            Followed::Delivered(result) => {
-                let opened = self.open(ctx, &result);
-                let finished = result.state == "finished";
-                let detail = match &opened {
-                    Err(why) => Some(why.clone()),
-                    Ok(_) if !finished => {
-                        Some(format!("the job ended {} on the provider", result.state))
-                    }
-                    Ok(_) => None,
-                };
-                let ending = Ending::Delivered {
-                    elapsed_ms: elapsed,
-                    finished,
-                    verified: opened.as_ref().map(drop).map_err(Clone::clone),
-                };
-                (ending, opened.unwrap_or_default(), detail, Some(result))
-            }
-        };
-        // The provider's receipt, or its own refund, is on the ledger by now.
-        rt.block_on(catch_up(&peer.transport, ledger))?;
-        let settled = locked.settle(ending, ledger);
-        let outcome = settled.outcome.as_str();
-        let kind = if settled.outcome == Outcome::Completed {
-            "market.release"
-        } else {
-            "market.refund"
-        };
-        ctx.store.market_step(
-            MarketStep {
-                state: outcome,
-                detail: detail.as_deref(),
-                ..step
-            },
-            kind,
-            &json!({ "outcome": outcome, "elapsed_ms": elapsed, "detail": detail }),
-        )?;
-        if let Some(body) = settled.body {
-            rt.block_on(peer.publish(body))?;
-        }
-        Ok(MarketRun {
-            paid: settled.paid,
-            receipt: ledger.escrow(&task.task).and_then(|e| e.receipt.clone()),
-            task: task.task.clone(),
-            provider: Some(provider),
-            price: Some(price),
-            outcome: outcome.into(),
-            job_state: result.as_ref().map(|r| r.state.clone()),
-            detail,
-            output,
-            input_tokens: result.as_ref().map_or(0, |r| r.input_tokens),
-            output_tokens: result.as_ref().map_or(0, |r| r.output_tokens),
-            elapsed_ms: elapsed_ms(started),
-            exit_code: result.as_ref().and_then(|r| r.exit_code),
-            workspace,
         })
+    }
+
+    /// Where the task's steps are kept: the job's market record and the
+    /// audit log; what it hears goes to `progress`.
+    fn journal<'a>(
+        &'a self,
+        store: &'a mut Store,
+        progress: &'a mut dyn FnMut(&MarketProgress),
+    ) -> Journal<'a> {
+        Journal {
+            store,
+            window_ms: self.peer.window_ms(),
+            job: self.job.request(),
+            own_keys: self.own_keys,
+            progress,
+        }
     }
 
     /// The result's output and, for a command task, its workspace, which
@@ -691,42 +562,125 @@ fn choose(
     Ok(fits.into_iter().map(|(o, _)| o).collect())
 }
 
-/// Waits for the task's claim, signed and fresh; whether it may count is
-/// the task's to decide ([`Posted::claimed`]).
-fn await_claim(
-    ctx: &mut Context,
-    rt: &tokio::runtime::Runtime,
-    peer: &Peer,
-    task: &Task,
-) -> Result<Option<Signed>, OpsError> {
-    let wait = secs(peer.settings.claim_wait_secs);
-    let Some((at, bytes)) = rt.block_on(peer.transport.await_claim(&task.task, wait))? else {
-        return Ok(None);
-    };
-    Ok(accept(&mut ctx.store, &bytes, at, peer.window_ms(), None))
+/// A market task's journal on this node: each step on the job's market
+/// record and the audit log, each message checked (and each refusal
+/// counted), and what the task hears passed on as progress.
+struct Journal<'a> {
+    store: &'a mut Store,
+    window_ms: i64,
+    job: &'a JobRequest,
+    own_keys: &'a [NodeKey],
+    progress: &'a mut dyn FnMut(&MarketProgress),
 }
 
-/// The task's bid as last changed by its requester.
-fn current_bid(
-    ctx: &mut Context,
-    rt: &tokio::runtime::Runtime,
-    peer: &Peer,
-    task: &Task,
-) -> Result<u64, OpsError> {
-    let mut bids = Feed::new(
-        TASKS_STREAM,
-        format!("cmm.bid.{}", task.task),
-        Some(&peer.node()),
-    );
-    Ok(bids
-        .poll(rt, peer, &mut ctx.store)?
-        .into_iter()
-        .rev()
-        .find_map(|m| match m.body {
-            Body::Bid(b) if b.task == task.task => Some(b.bid),
-            _ => None,
-        })
-        .unwrap_or(task.bid))
+/// A step of this node's task as requester: with the provider and price
+/// once claimed.
+fn requester_step<'a>(
+    task: &'a str,
+    state: &'a str,
+    claimed: Option<(&'a str, u64)>,
+    detail: Option<&'a str>,
+) -> MarketStep<'a> {
+    MarketStep {
+        task,
+        role: "requester",
+        counterpart: claimed.map(|(provider, _)| provider),
+        price: claimed.map(|(_, price)| price),
+        state,
+        detail,
+    }
+}
+
+impl trade::Journal for Journal<'_> {
+    type Error = OpsError;
+
+    fn record(&mut self, step: Step<'_>) -> Result<(), OpsError> {
+        let task = self.job.id.as_str();
+        let at = |state, lock, detail| requester_step(task, state, lock, detail);
+        match step {
+            Step::Posted(task) => {
+                self.store.market_step(
+                    at("posted", None, None),
+                    "market.task-posted",
+                    &json!({
+                        "job": self.job.record(),
+                        "bid": task.bid,
+                        "candidates": task.candidates,
+                    }),
+                )?;
+                (self.progress)(&MarketProgress::Posted {
+                    task: task.task.clone(),
+                    bid: task.bid,
+                    candidates: task.candidates.clone(),
+                });
+            }
+            Step::Unclaimed { detail } => self.store.market_step(
+                at("unclaimed", None, Some(detail)),
+                "market.unclaimed",
+                &json!({}),
+            )?,
+            Step::Locking(lock) => self.store.market_step(
+                at("locked", Some((&lock.provider, lock.amount)), None),
+                "market.lock",
+                &json!({ "lock": lock }),
+            )?,
+            Step::Unfunded { lock, detail } => self.store.market_step(
+                at(
+                    "unfunded",
+                    Some((&lock.provider, lock.amount)),
+                    Some(detail),
+                ),
+                "market.unfunded",
+                &json!({}),
+            )?,
+            Step::Settled {
+                provider,
+                price,
+                outcome,
+                elapsed_ms,
+                detail,
+            } => {
+                let kind = if outcome == Outcome::Completed {
+                    "market.release"
+                } else {
+                    "market.refund"
+                };
+                let state = outcome.as_str();
+                self.store.market_step(
+                    at(state, Some((provider, price)), detail),
+                    kind,
+                    &json!({ "outcome": state, "elapsed_ms": elapsed_ms, "detail": detail }),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, stored: &Stored, from: Option<&str>) -> Option<Signed> {
+        accept(self.store, &stored.bytes, stored.at, self.window_ms, from)
+    }
+
+    fn dropped(&mut self, reason: DropReason) {
+        count_drop(self.store, reason);
+    }
+
+    fn heard(&mut self, news: News) {
+        let progress = match news {
+            News::Claimed { provider, price } => MarketProgress::Claimed { provider, price },
+            News::Locked { amount } => MarketProgress::Locked { amount },
+            News::Running => MarketProgress::Running,
+            News::Output(part) => {
+                match open_sealed(self.own_keys, &part.payload, "a part of the output") {
+                    Ok(piece) => MarketProgress::Output(piece),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipped a part of the output");
+                        return;
+                    }
+                }
+            }
+        };
+        (self.progress)(&progress);
+    }
 }
 
 /// Decrypts a result and checks it against its digest.
@@ -766,9 +720,8 @@ pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced
     }
     let rt = runtime()?;
     let peer = Peer::connect(ctx, &rt)?;
-    let mut posts = Feed::new(TASKS_STREAM, format!("cmm.task.{task_id}"), None);
-    let (from, task) = posts
-        .poll(&rt, &peer, &mut ctx.store)?
+    let subject = format!("cmm.task.{task_id}");
+    let (from, task) = read_verified(&rt, &peer, &mut ctx.store, &subject, None)?
         .into_iter()
         .find_map(|m| match m.body {
             Body::Task(task) if task.task == task_id => Some((m.from, task)),
@@ -802,7 +755,10 @@ pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced
             needed: max_price,
         });
     }
-    let previous = current_bid(ctx, &rt, &peer, &task)?;
+    let (market, window, me) = (peer.exchange(), peer.window_ms(), peer.node());
+    let previous = rt.block_on(trade::current_bid(&market, &task, |m| {
+        accept(&mut ctx.store, &m.bytes, m.at, window, Some(&me))
+    }))?;
     let step = MarketStep {
         task: task_id,
         role: "requester",

@@ -10,14 +10,14 @@ use serde::Serialize;
 use crate::market::ledger::{Account, Line};
 use crate::market::message::now_ms;
 use crate::market::reputation::{self, Reputation};
-use crate::market::transport::{RESULTS_STREAM, TASKS_STREAM};
+use crate::market::transport::TASKS_STREAM;
 use crate::market::types::Body;
 use crate::market::{DropReason, Settlement};
 
 use super::super::context::runtime;
 use super::super::{Context, OpsError, keys};
 use super::{
-    Feed, Peer, accept, catch_up, live_offers, matches_digest, open_sealed, reputation_of,
+    Peer, accept, catch_up, live_offers, matches_digest, open_sealed, read_verified, reputation_of,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -254,9 +254,8 @@ pub fn result(ctx: &mut Context, task: &str) -> Result<ResultView, OpsError> {
             hint: " that a provider has claimed".into(),
         });
     };
-    let mut results = Feed::new(RESULTS_STREAM, format!("cmm.result.{task}"), None);
-    let (from, r) = results
-        .poll(&rt, &peer, &mut ctx.store)?
+    let subject = format!("cmm.result.{task}");
+    let (from, r) = read_verified(&rt, &peer, &mut ctx.store, &subject, None)?
         .into_iter()
         .find_map(|m| match m.body {
             Body::Result(r) if r.task == task && m.from == provider => Some((m.from, r)),
