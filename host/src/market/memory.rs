@@ -58,6 +58,14 @@ impl Memory {
         }
     }
 
+    /// The same market, seen by the node of `key`.
+    pub fn as_node(&self, key: &'static NodeKey) -> Memory {
+        Memory {
+            key,
+            ..self.clone()
+        }
+    }
+
     /// How the other side answers each message published from now on.
     pub fn answer(&self, script: impl FnMut(&Body) -> Vec<Answer> + Send + 'static) {
         self.lock().script = Some(Box::new(script));

@@ -24,6 +24,8 @@
 //!   an [`exchange::Exchange`].
 //! - [`serving`]: a task as its provider serves it: addressed, taken,
 //!   locked, and its receipt.
+//! - [`provide`]: the provider's side of a taken task driven: the claim,
+//!   the escrow, and delivery in order.
 //!
 //! The whole protocol, step by step, is in docs/market.md.
 
@@ -33,6 +35,7 @@ pub mod ledger;
 #[cfg(test)]
 mod memory;
 pub mod message;
+pub mod provide;
 pub mod replay;
 pub mod reputation;
 pub mod sealed;
@@ -74,6 +77,8 @@ pub enum MarketError {
     Setup { what: String, detail: String },
     #[error("cannot sign a market message: {0}")]
     Sign(#[from] crate::crypto::KeyError),
+    #[error("cannot seal a market message to its reader: {0}")]
+    Seal(#[from] crate::crypto::EnvelopeError),
     #[error("cannot publish to {subject}: {detail}")]
     Publish { subject: String, detail: String },
     #[error("cannot read {what}: {detail}")]

@@ -25,7 +25,7 @@ use crate::config::MarketSettings;
 use crate::crypto::NodeKey;
 use crate::market::exchange::{Exchange as _, Signer};
 use crate::market::message::{self, DropReason, Signed};
-use crate::market::replay::{apply_in_order, catch_up};
+use crate::market::replay::catch_up;
 use crate::market::reputation::{self, Reputation};
 use crate::market::transport::{Auth, Tls};
 use crate::market::types::{Body, Offer};

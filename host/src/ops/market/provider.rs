@@ -15,22 +15,22 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
+use crate::market::provide::{self, Delivery, Done};
 use crate::market::reputation;
-use crate::market::serving::{Desk, LockState, Taken, addressed};
-use crate::market::transport::{LEDGER_STREAM, Start, TASKS_STREAM};
-use crate::market::types::{Body, Claim, Offer, Part, Status, Task, TaskResult, TaskState};
-use crate::market::{ClaimOutcome, Ledger, ReplayGuard, Signed};
+use crate::market::serving::{Desk, Taken, addressed};
+use crate::market::transport::{Start, TASKS_STREAM};
+use crate::market::types::{Body, Claim, Offer, Task};
+use crate::market::{Ledger, ReplayGuard, Signed};
 use crate::metrics;
 use crate::policy::{DecisionInput, MarketContext, Role};
 use crate::runner::{Docker, RunnerError, Stream};
@@ -45,7 +45,7 @@ use super::super::job::request::{JobRequest, Requester, ResolvedImage, Work};
 use super::super::job::run::run as run_job;
 use super::super::limits::today;
 use super::super::{Context, OpsError, policy, reconcile};
-use super::{Peer, accept, apply_in_order, b64, catch_up, count_drop, receipt, secs, work};
+use super::{Peer, accept, catch_up, count_drop, receipt, secs, work};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
@@ -601,9 +601,8 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     };
     ctx.store
         .market_step(step, "market.claim", &json!({ "claim": claim }))?;
-    let taken = Taken::new(&claim, peer.node());
-    let (bytes, _) = message::seal(&peer.key, Body::Claim(claim))?;
-    if let ClaimOutcome::Lost(_) = rt.block_on(peer.transport.claim(&task.task, bytes))? {
+    let market = peer.exchange();
+    let Some(taken) = rt.block_on(provide::claim(&market, claim))? else {
         let reason = "another provider claimed it first";
         ctx.store
             .end_job(&task.task, JobEnd::Cancelled, None, Some(reason))?;
@@ -619,7 +618,7 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
             task: task.task,
             reason: reason.into(),
         });
-    }
+    };
     let _ = shared.events.send(ServeEvent::Claimed {
         task: task.task.clone(),
         requester: msg.from.clone(),
@@ -627,7 +626,14 @@ fn take(shared: &Shared, msg: &Signed, task: Task) -> Result<ServeEvent, OpsErro
     });
 
     // Run only once the requester's escrow is on the ledger.
-    let Some(timeout_secs) = await_lock(shared, &rt, &taken)? else {
+    let locked = provide::await_lock(
+        &market,
+        &shared.ledger,
+        &taken,
+        secs(peer.settings.claim_wait_secs),
+        shared.cancel.cancelled(),
+    );
+    let Some(timeout_secs) = rt.block_on(locked)? else {
         let reason = "the requester did not lock the price in time";
         ctx.store
             .end_job(&task.task, JobEnd::Cancelled, None, Some(reason))?;
@@ -674,7 +680,7 @@ struct Running<'a> {
 }
 
 /// Runs a locked task, streaming its output to the requester as parts,
-/// and publishes the result encrypted to the requester.
+/// and delivers its receipt and result sealed to the requester.
 fn deliver(
     shared: &Shared,
     ctx: &mut Context,
@@ -683,17 +689,14 @@ fn deliver(
     step: MarketStep<'_>,
 ) -> Result<ServeEvent, OpsError> {
     let (peer, rt, task) = (&shared.peer, running.rt, step.task);
-    rt.block_on(peer.publish(Body::Status(Status {
-        task: task.to_owned(),
-        state: TaskState::Running,
-        detail: None,
-    })))?;
-    let requester_key = running.requester;
+    let market = peer.exchange();
+    let delivery = Delivery::new(&market, task, running.requester);
+    rt.block_on(delivery.running())?;
     let mut output = Vec::new();
     let (pieces, received) = mpsc::channel::<Vec<u8>>();
     let report = std::thread::scope(|scope| {
-        let handle = rt.handle();
-        scope.spawn(move || stream_parts(peer, handle, task, requester_key, received));
+        let (handle, delivery) = (rt.handle(), &delivery);
+        scope.spawn(move || delivery.stream_parts(handle, received));
         let pieces = pieces;
         let report = run_job(
             ctx,
@@ -719,15 +722,6 @@ fn deliver(
         report
     })?;
 
-    let mut sealed = Vec::new();
-    crate::crypto::encrypt(
-        output.as_slice(),
-        &mut sealed,
-        std::slice::from_ref(requester_key),
-        crate::crypto::DEFAULT_SEGMENT_SIZE,
-    )?;
-    // The receipt goes on the ledger before the result: a requester that
-    // reads the result finds it there and releases what it asks.
     let receipt = running
         .taken
         .receipt(receipt::metered(ctx, task)?, shared.offer.token_price);
@@ -736,27 +730,26 @@ fn deliver(
         task,
         &serde_json::to_value(&receipt).unwrap_or_default(),
     )?;
-    rt.block_on(peer.publish(Body::Receipt(receipt)))?;
     let workspace = match &report.workspace {
-        Some(kept) if kept.returned => match work::send_back(ctx, rt, peer, task, requester_key) {
-            Ok(object) => Some(object),
-            Err(e) => {
-                tracing::warn!(task, error = %e, "could not send the workspace back");
-                None
+        Some(kept) if kept.returned => {
+            match work::send_back(ctx, rt, peer, task, running.requester) {
+                Ok(object) => Some(object),
+                Err(e) => {
+                    tracing::warn!(task, error = %e, "could not send the workspace back");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
-    let result = TaskResult {
-        task: task.to_owned(),
+    let result = delivery.result(Done {
         state: report.state.clone(),
-        sha256: hex::encode(Sha256::digest(&output)),
-        payload: b64(&sealed),
+        output,
         input_tokens: report.input_tokens,
         output_tokens: report.output_tokens,
         exit_code: report.exit_code,
         workspace,
-    };
+    })?;
     ctx.store.market_step(
         MarketStep {
             state: if report.state == "finished" {
@@ -775,130 +768,11 @@ fn deliver(
             "output_tokens": result.output_tokens,
         }),
     )?;
-    rt.block_on(peer.publish(Body::Result(result)))?;
+    rt.block_on(delivery.deliver(receipt, result))?;
     Ok(ServeEvent::Finished {
         task: task.to_owned(),
         state: report.state,
         output_tokens: report.output_tokens,
         elapsed_ms: report.elapsed_ms,
-    })
-}
-
-/// How often a running task's new output goes out as a part, and the most
-/// held back meanwhile.
-const PART_INTERVAL: Duration = Duration::from_millis(200);
-const PART_BYTES: usize = 16 * 1024;
-
-/// Publishes a running task's output as it comes, as parts encrypted to
-/// the requester, until `pieces` closes. Best effort: a part that cannot be
-/// sent is logged and skipped, since the result carries all of it.
-fn stream_parts(
-    peer: &Peer,
-    rt: &tokio::runtime::Handle,
-    task: &str,
-    to: &crate::crypto::PublicKey,
-    pieces: mpsc::Receiver<Vec<u8>>,
-) {
-    let mut held = Vec::new();
-    let mut seq = 0;
-    let mut last = Instant::now();
-    loop {
-        let open = match pieces.recv_timeout(PART_INTERVAL) {
-            Ok(piece) => {
-                held.extend_from_slice(&piece);
-                true
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => true,
-            Err(mpsc::RecvTimeoutError::Disconnected) => false,
-        };
-        let due = held.len() >= PART_BYTES || last.elapsed() >= PART_INTERVAL || !open;
-        if due && !held.is_empty() {
-            let mut sealed = Vec::new();
-            let sent = crate::crypto::encrypt(
-                held.as_slice(),
-                &mut sealed,
-                std::slice::from_ref(to),
-                crate::crypto::DEFAULT_SEGMENT_SIZE,
-            )
-            .map_err(OpsError::from)
-            .and_then(|_| {
-                rt.block_on(peer.publish(Body::Part(Part {
-                    task: task.to_owned(),
-                    seq,
-                    payload: b64(&sealed),
-                })))
-            });
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, seq, "could not send a part of the output");
-            }
-            seq += 1;
-            held.clear();
-            last = Instant::now();
-        }
-        if !open {
-            return;
-        }
-    }
-}
-
-/// Waits for the requester's lock of the taken task, for
-/// `market.claimWaitSecs`. The lock's timeout when it comes; `None` when
-/// none comes, or the task was locked for another node or price.
-fn await_lock(
-    shared: &Shared,
-    rt: &tokio::runtime::Runtime,
-    taken: &Taken,
-) -> Result<Option<u32>, OpsError> {
-    let lock_of = |ledger: &Ledger| match taken.lock_on(ledger) {
-        LockState::Waiting => None,
-        LockState::Locked { timeout_secs } => Some(Some(timeout_secs)),
-        LockState::Other => Some(None),
-    };
-    let transport = &shared.peer.transport;
-    let ledger = || shared.ledger.lock().unwrap_or_else(|p| p.into_inner());
-    // Reads what the ledger lacks without holding it, then applies it: other
-    // handlers use the ledger meanwhile.
-    let read_missing = || async {
-        let from = ledger().last_seq() + 1;
-        let missing = transport.read(LEDGER_STREAM, "cmm.ledger.>", from).await?;
-        let mut ledger = ledger();
-        for stored in &missing {
-            apply_in_order(&mut ledger, stored);
-        }
-        Ok::<_, OpsError>(lock_of(&ledger))
-    };
-    rt.block_on(async {
-        if let Some(lock) = read_missing().await? {
-            return Ok(lock);
-        }
-        // The ledger is pushed as it is stored: the lock is seen the moment
-        // the requester publishes it.
-        let from = ledger().last_seq() + 1;
-        let mut feed = transport
-            .watch(LEDGER_STREAM, "cmm.ledger.>", Start::Seq(from))
-            .await?;
-        let until = tokio::time::Instant::now() + secs(shared.peer.settings.claim_wait_secs);
-        loop {
-            let stored = tokio::select! {
-                stored = feed.next() => stored,
-                () = tokio::time::sleep_until(until) => return Ok(None),
-                () = shared.cancel.cancelled() => return Ok(None),
-            };
-            let Some(stored) = stored else {
-                return Ok(None);
-            };
-            let stored = stored?;
-            let found = {
-                let mut ledger = ledger();
-                apply_in_order(&mut ledger, &stored).then(|| lock_of(&ledger))
-            };
-            let found = match found {
-                Some(found) => found,
-                None => read_missing().await?,
-            };
-            if let Some(lock) = found {
-                return Ok(lock);
-            }
-        }
     })
 }
