@@ -447,6 +447,17 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(30);
 
+    /// Posts task t1 to `provider` alone.
+    async fn post_t1(
+        market: &Memory,
+        kept: &mut Kept,
+        ledger: &mut Ledger,
+        provider: &NodeKey,
+    ) -> Reached {
+        let task = task(vec![provider.node_id()]);
+        post(market, kept, task, ledger, WAIT).await.unwrap()
+    }
+
     async fn settle(
         market: &Memory,
         kept: &mut Kept,
@@ -487,15 +498,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
 
         assert_eq!(closed.settled.outcome, Outcome::Completed);
@@ -537,15 +540,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         assert!(
             matches!(&reached, Reached::Unclaimed { detail } if detail.contains("within 30 s")),
             "{reached:?}"
@@ -599,15 +594,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         assert!(
             matches!(&reached, Reached::Unfunded { price: 15, .. }),
             "{reached:?}"
@@ -626,15 +613,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
         assert_eq!(
             closed.settled.outcome,
@@ -662,15 +641,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
         assert_eq!(
             closed.settled.outcome,
@@ -694,15 +665,7 @@ mod tests {
             _ => vec![],
         });
         let mut kept = Kept::default();
-        let reached = post(
-            &market,
-            &mut kept,
-            task(vec![provider.node_id()]),
-            &mut ledger,
-            WAIT,
-        )
-        .await
-        .unwrap();
+        let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
         assert_eq!(
             closed.settled.outcome,
