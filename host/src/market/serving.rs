@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use sha2::{Digest, Sha256};
 
 use super::ledger::Ledger;
-use super::message::{DropReason, Signed};
+use super::message::{DropReason, ReplayGuard, Signed};
 use super::types::{Bid, Body, Claim, ModelUsage, Receipt, Task};
 
 /// `msg` as a task this node may take: posted by another node, naming
@@ -25,9 +25,27 @@ pub fn addressed<'a>(msg: &'a Signed, me: &str) -> Option<&'a Task> {
 /// The tasks addressed to this node that it has not taken, kept while
 /// their requesters wait for a claim: a slot freeing up or a raised bid
 /// brings one back to the policies, which judge a task once per bid.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Desk {
+    /// This node.
+    me: String,
     pending: HashMap<String, Pending>,
+    /// A message republished within the window is the same message again:
+    /// its id gives it away.
+    replays: ReplayGuard,
+}
+
+/// What a message on the tasks feed is to the desk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// A task for this node, new to it: now on the desk.
+    Posted(String),
+    /// The task's requester raised its bid.
+    Raised { task: String, bid: u64 },
+    /// Refused, for this reason.
+    Refused(DropReason),
+    /// Nothing for this node.
+    Ignored,
 }
 
 #[derive(Debug)]
@@ -43,6 +61,52 @@ struct Pending {
 }
 
 impl Desk {
+    /// The desk of node `me`, refusing messages replayed within
+    /// `window_ms`.
+    pub fn new(me: String, window_ms: i64) -> Desk {
+        Desk {
+            me,
+            pending: HashMap::new(),
+            replays: ReplayGuard::new(window_ms),
+        }
+    }
+
+    /// Takes `msg`, checked and read from the tasks feed where it was
+    /// stored at server time `at`. A task addressed to this node goes on
+    /// the desk unless it is there already or `handled` says this node saw
+    /// it before (an earlier run of `serve`); a bid may raise a task on
+    /// the desk ([`Desk::raise`]). Only `handled` can fail.
+    pub fn receive<E>(
+        &mut self,
+        msg: Signed,
+        at: i64,
+        handled: impl FnOnce(&str) -> Result<bool, E>,
+    ) -> Result<Intake, E> {
+        if let Err(reason) = self.replays.admit(&msg, at) {
+            return Ok(Intake::Refused(reason));
+        }
+        Ok(match &msg.body {
+            Body::Task(task) => {
+                let id = task.task.clone();
+                if addressed(&msg, &self.me).is_none() || self.knows(&id) || handled(&id)? {
+                    return Ok(Intake::Ignored);
+                }
+                let task = task.clone();
+                self.post(msg, task, at);
+                Intake::Posted(id)
+            }
+            Body::Bid(bid) => match self.raise(&msg, bid) {
+                Err(reason) => Intake::Refused(reason),
+                Ok(None) => Intake::Ignored,
+                Ok(Some(raised)) => Intake::Raised {
+                    task: bid.task.clone(),
+                    bid: raised,
+                },
+            },
+            _ => Intake::Ignored,
+        })
+    }
+
     pub fn knows(&self, task: &str) -> bool {
         self.pending.contains_key(task)
     }
@@ -297,7 +361,7 @@ mod tests {
             let msg = open(&seal_at(by, Body::Bid(body.clone()), 1).unwrap().0).unwrap();
             (msg, body)
         };
-        let mut desk = Desk::default();
+        let mut desk = Desk::new(me.node_id(), 60_000);
         desk.post(posted, task(vec![me.node_id()]), 1_000);
         assert!(desk.knows("t1"));
         assert!(desk.hand_out("t1", false).is_none(), "no free slot");
@@ -378,5 +442,59 @@ mod tests {
         assert_eq!(taken.receipt(requests.clone(), 3).amount, 12);
         assert_eq!(taken.receipt(requests, 9).amount, 20);
         assert_eq!(taken.receipt(Vec::new(), 3).amount, 0);
+    }
+
+    /// No earlier run of `serve` saw the task.
+    fn unseen(_: &str) -> Result<bool, ()> {
+        Ok(false)
+    }
+
+    #[test]
+    fn the_desk_takes_new_tasks_for_this_node_and_raised_bids_once_each() {
+        let [requester, me, other, stranger] = shared_keys().each_ref();
+        let seal =
+            |by: &crate::crypto::NodeKey, body| open(&seal_at(by, body, 1_000).unwrap().0).unwrap();
+        let mut desk = Desk::new(me.node_id(), 60_000);
+        let posted = seal(requester, Body::Task(task(vec![me.node_id()])));
+        let elsewhere = seal(requester, Body::Task(task(vec![other.node_id()])));
+        assert_eq!(
+            desk.receive(elsewhere, 1_000, unseen).unwrap(),
+            Intake::Ignored
+        );
+        let mut handled_before = Desk::new(me.node_id(), 60_000);
+        assert_eq!(
+            handled_before
+                .receive(posted.clone(), 1_000, |_| Ok::<_, ()>(true))
+                .unwrap(),
+            Intake::Ignored,
+            "an earlier run handled it"
+        );
+        assert_eq!(
+            desk.receive(posted.clone(), 1_000, unseen).unwrap(),
+            Intake::Posted("t1".into())
+        );
+        assert_eq!(
+            desk.receive(posted, 1_001, unseen).unwrap(),
+            Intake::Refused(DropReason::Replayed),
+            "the same message again"
+        );
+        let bid = |by, amount| {
+            let body = Bid {
+                task: "t1".into(),
+                bid: amount,
+            };
+            seal(by, Body::Bid(body))
+        };
+        assert_eq!(
+            desk.receive(bid(stranger, 30), 1_002, unseen).unwrap(),
+            Intake::Refused(DropReason::NotAuthorised)
+        );
+        assert_eq!(
+            desk.receive(bid(requester, 30), 1_003, unseen).unwrap(),
+            Intake::Raised {
+                task: "t1".into(),
+                bid: 30
+            }
+        );
     }
 }

@@ -27,10 +27,10 @@ use crate::gateway::ApiKey;
 use crate::market::message::{self, now_ms};
 use crate::market::provide::{self, Delivery, Done};
 use crate::market::reputation;
-use crate::market::serving::{Desk, Taken, addressed};
+use crate::market::serving::{Desk, Intake, Taken};
 use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{Body, Claim, Offer, Task};
-use crate::market::{Ledger, ReplayGuard, Signed};
+use crate::market::{Ledger, Signed};
 use crate::metrics;
 use crate::policy::{DecisionInput, MarketContext, Role};
 use crate::runner::{Docker, RunnerError, Stream};
@@ -371,10 +371,7 @@ async fn serve_loop(
     let mut term =
         signal(SignalKind::terminate()).map_err(|source| OpsError::Runtime { source })?;
     let mut summary = ServeSummary::default();
-    // A message republished within the window is the same message again:
-    // the id gives it away.
-    let mut replays = ReplayGuard::new(peer.window_ms());
-    let mut desk = Desk::default();
+    let mut desk = Desk::new(peer.node(), peer.window_ms());
     let mut advertised_busy = 0;
     loop {
         if opts.max_tasks.is_some_and(|max| summary.handled >= max) {
@@ -417,35 +414,22 @@ async fn serve_loop(
                 let Some(msg) = accept(&mut ctx.store, &stored.bytes, stored.at, peer.window_ms(), None) else {
                     continue;
                 };
-                if let Err(reason) = replays.admit(&msg, stored.at) {
-                    count_drop(&mut ctx.store, reason);
-                    continue;
-                }
-                match msg.body.clone() {
-                    Body::Task(task) => {
-                        let id = task.task.clone();
-                        if addressed(&msg, &peer.node()).is_none()
-                            || desk.knows(&id)
-                            || ctx.store.market_task(&id)?.is_some()
-                        {
-                            continue;
-                        }
-                        desk.post(msg, task, stored.at);
+                let store = &ctx.store;
+                let handled = |id: &str| store.market_task(id).map(|row| row.is_some());
+                match desk.receive(msg, stored.at, handled)? {
+                    Intake::Posted(id) => {
                         if shared.busy.load(Ordering::SeqCst) >= shared.offer.slots {
                             report(&ServeEvent::Waiting { task: id, reason: "every slot is busy".into() });
                             continue;
                         }
                         consider(&mut desk, shared, &id);
                     }
-                    Body::Bid(bid) => match desk.raise(&msg, &bid) {
-                        Err(reason) => count_drop(&mut ctx.store, reason),
-                        Ok(None) => {}
-                        Ok(Some(raised)) => {
-                            report(&ServeEvent::BidRaised { task: bid.task.clone(), bid: raised });
-                            consider(&mut desk, shared, &bid.task);
-                        }
-                    },
-                    _ => {}
+                    Intake::Raised { task, bid } => {
+                        report(&ServeEvent::BidRaised { task: task.clone(), bid });
+                        consider(&mut desk, shared, &task);
+                    }
+                    Intake::Refused(reason) => count_drop(&mut ctx.store, reason),
+                    Intake::Ignored => {}
                 }
             }
         }
