@@ -145,7 +145,7 @@ impl<'a, X: Exchange> Delivery<'a, X> {
 
     /// Publishes the output as it comes through `pieces`, as parts sealed
     /// to the requester, until `pieces` closes: at most every
-    /// [`PART_INTERVAL`], sooner once [`PART_BYTES`] are held. Best effort,
+    /// `PART_INTERVAL`, sooner once `PART_BYTES` are held. Best effort,
     /// on a thread of its own: a part that cannot be sent is logged and
     /// skipped, since the result carries all of it.
     pub fn stream_parts(&self, rt: &tokio::runtime::Handle, pieces: mpsc::Receiver<Vec<u8>>) {

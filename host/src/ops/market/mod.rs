@@ -6,6 +6,8 @@
 
 mod checkpoint;
 mod grant;
+mod journal;
+mod offer;
 mod own_job;
 mod provider;
 mod receipt;
@@ -36,9 +38,8 @@ use super::{Context, OpsError, keys};
 
 pub use checkpoint::{Checkpointed, checkpoint};
 pub use grant::{Granted, grant};
-pub use provider::{
-    AdvertiseOptions, Advertised, ServeEvent, ServeOptions, ServeSummary, advertise, serve,
-};
+pub use offer::{AdvertiseOptions, Advertised, advertise};
+pub use provider::{ServeEvent, ServeOptions, ServeSummary, serve};
 pub use requester::{BidPlaced, MarketExecuteOptions, MarketProgress, MarketRun, bid, execute};
 pub use views::{
     Balance, LedgerView, MarketStats, OfferView, ResultView, TaskView, balance, ledger, offers,

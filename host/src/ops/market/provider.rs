@@ -1,9 +1,9 @@
-//! The provider: `advertise` publishes an offer once; `serve` keeps it
-//! alive, watches for tasks addressed to this node, decides on each with
-//! the active policies (approval, limits, compliance, pricing), claims the
-//! ones it takes, waits for the requester's lock, runs the job through the
-//! same Docker + gateway path as a local `execute`, and returns the result
-//! encrypted to the requester.
+//! The provider: `serve` puts this node's offer and keeps it alive, keeps
+//! the tasks addressed to this node on the market's desk, and decides on
+//! each with the active policies (approval, limits, compliance, pricing).
+//! For a task it takes, the market's [`provide`] claims it, waits for the
+//! requester's lock and delivers it; the job runs here through the same
+//! Docker + gateway path as a local `execute`.
 //!
 //! Each task is handled on its own thread with its own database connection
 //! and a pipeline built for it, so a policy changed while serving applies
@@ -32,151 +32,23 @@ use crate::market::transport::{Start, TASKS_STREAM};
 use crate::market::types::{Body, Claim, Offer, Task};
 use crate::market::{Ledger, Signed};
 use crate::metrics;
-use crate::policy::{DecisionInput, MarketContext, Role};
+use crate::policy::MarketContext;
 use crate::runner::{Docker, RunnerError, Stream};
-use crate::store::{Budget, JobEnd, MarketStep};
+use crate::store::{JobEnd, MarketStep};
 
 use super::super::context::runtime;
 use super::super::execute::require_consent;
 use super::super::job::JobEvent;
-use super::super::job::admit::{AdmittedJob, MarketTerms, admit_market, limits_of, usage_of};
+use super::super::job::admit::{AdmittedJob, MarketTerms, admit_market};
 use super::super::job::folder::JobFolder;
-use super::super::job::request::{JobRequest, Requester, ResolvedImage, Work};
+use super::super::job::request::{JobRequest, Requester};
 use super::super::job::run::run as run_job;
-use super::super::limits::today;
-use super::super::{Context, OpsError, policy, reconcile};
+use super::super::{Context, OpsError, reconcile};
+use super::offer::{AdvertiseOptions, offer, put_offer, quote};
 use super::{Peer, accept, catch_up, count_drop, receipt, secs, work};
 
 /// The most output a market job returns; the rest stays in the provider's log.
 const MAX_RESULT_BYTES: usize = 512 * 1024;
-
-#[derive(Debug, Clone, Default)]
-pub struct AdvertiseOptions {
-    /// Defaults to `market.slots`.
-    pub slots: Option<u32>,
-    /// Defaults to what the pricing policy quotes for a job of
-    /// `limits.maxTokensPerTask`.
-    pub price: Option<u64>,
-    /// RUV per 1,000 tokens used, when charging by use (0: by task). The
-    /// price is then the most a task costs.
-    pub token_price: u64,
-    /// Defaults to `compliance.allowedModels`.
-    pub models: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Advertised {
-    pub node: String,
-    #[serde(flatten)]
-    pub offer: Offer,
-    /// Seconds the offer lives unless refreshed (`serve` refreshes it).
-    pub ttl_secs: u32,
-}
-
-/// Publishes this node's offer once.
-pub fn advertise(ctx: &mut Context, opts: &AdvertiseOptions) -> Result<Advertised, OpsError> {
-    let rt = runtime()?;
-    let peer = Peer::connect(ctx, &rt)?;
-    let offer = offer(ctx, opts)?;
-    put_offer(ctx, &rt, &peer, &offer)?;
-    Ok(Advertised {
-        node: peer.node(),
-        offer,
-        ttl_secs: peer.settings.offer_ttl_secs,
-    })
-}
-
-fn put_offer(
-    ctx: &mut Context,
-    rt: &tokio::runtime::Runtime,
-    peer: &Peer,
-    offer: &Offer,
-) -> Result<(), OpsError> {
-    ctx.store.append_audit(
-        "market.offer",
-        &peer.node(),
-        &serde_json::to_value(offer).unwrap_or_default(),
-    )?;
-    let (bytes, _) = message::seal(&peer.key, Body::Offer(offer.clone()))?;
-    rt.block_on(peer.transport.put_offer(&peer.node(), bytes))?;
-    Ok(())
-}
-
-/// The offer from the options and the node's settings; the price, unless
-/// given, is the pricing policy's quote (see [`quote`]) at no load.
-fn offer(ctx: &Context, opts: &AdvertiseOptions) -> Result<Offer, OpsError> {
-    let slots = opts.slots.unwrap_or(ctx.settings.market.slots).max(1);
-    let max_tokens = u32::try_from(ctx.settings.limits.max_tokens_per_task).unwrap_or(u32::MAX);
-    let models = opts
-        .models
-        .clone()
-        .unwrap_or_else(|| ctx.settings.compliance.allowed_models.clone());
-    let mut offer = Offer {
-        slots,
-        busy: 0,
-        price: 0,
-        models,
-        max_tokens,
-        images: ctx.settings.compliance.allowed_images.clone(),
-        token_price: opts.token_price,
-    };
-    offer.price = match opts.price {
-        Some(price) => price,
-        None => quote(ctx, &offer)?,
-    };
-    Ok(offer)
-}
-
-/// Pricing's quote for `offer`: what a job of the largest size it grants
-/// costs at its load, with the node's settings and policies in `ctx`.
-fn quote(ctx: &Context, offer: &Offer) -> Result<u64, OpsError> {
-    let engine = ctx.engine()?;
-    let mut pipeline = policy::pipeline(ctx, &engine)?;
-    let largest = JobRequest {
-        id: "offer".into(),
-        requester: Requester::Market("market".into()),
-        model: offer.models.first().cloned().unwrap_or_default(),
-        image: ResolvedImage {
-            reference: ctx.settings.docker.image.clone(),
-            id: String::new(),
-        },
-        budget: Budget {
-            tokens: u64::from(offer.max_tokens),
-            requests: 1,
-            timeout_secs: ctx.settings.limits.timeout_secs,
-        },
-        work: Work::Prompt {
-            text: String::new(),
-            max_tokens: offer.max_tokens,
-        },
-        egress: false,
-        pre_approved: false,
-    };
-    let usage = ctx.store.usage_snapshot(today())?;
-    let input = DecisionInput {
-        job: largest.policy_job().into(),
-        usage: usage_of(&usage, limits_of(&ctx.settings)),
-        market: MarketContext {
-            slots: offer.slots,
-            load: f64::from(offer.busy) / f64::from(offer.slots.max(1)),
-            reputation: 0.5,
-            offered_price: None,
-            asked_price: None,
-        },
-        facts: Vec::new(),
-        at: crate::policy::unix_now(),
-    };
-    let decision = pipeline.decide_role(Role::Pricing, &input);
-    decision
-        .quote
-        .map(|q| q.price)
-        .ok_or_else(|| OpsError::Denied {
-            reason: format!(
-                "pricing gave no price for the offer ({}); set one with --price",
-                decision.reason.as_deref().unwrap_or("no reason given")
-            ),
-        })
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {

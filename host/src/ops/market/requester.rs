@@ -1,11 +1,12 @@
 //! The requester: `execute --market` has the job admitted by this node's
 //! own policies, chooses among the live offers with the pricing policy
 //! (under `market.maxBidPrice` and the balance), waiting a little for the
-//! first when none fits yet, posts the task with the prompt encrypted to
-//! every candidate, locks the claimed price in escrow, waits for the
-//! result, and pays on a result that decrypts and verifies, or refunds
-//! itself on failure or timeout. `bid` changes the bid on a task still
-//! open, never beyond what the balance covers.
+//! first when none fits yet, and seals the payload and the workspace to
+//! every candidate. The market's [`trade`] then posts the task, locks the
+//! claimed price in escrow and follows it; this node opens and checks the
+//! result, and the task settles on it: paid on a result that decrypts and
+//! verifies, refunded on failure or timeout. `bid` changes the bid on a
+//! task still open, never beyond what the balance covers.
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +17,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
-use crate::market::message::DropReason;
-use crate::market::task::{Needs, Outcome, better};
-use crate::market::trade::{self, News, Reached, Step};
+use crate::market::task::{Needs, better};
+use crate::market::trade::{self, Reached};
 use crate::market::types::{
     Bid, Body, CommandPayload, CommandTask, Receipt, Task, TaskResult, WorkspaceObject,
 };
-use crate::market::{Ledger, Signed, Stored, reputation, workspace};
+use crate::market::{Ledger, reputation, workspace};
 use crate::policy::{DecisionInput, MarketContext};
 use crate::runner::Docker;
 use crate::runner::program::WORKSPACE_IN;
@@ -37,9 +37,10 @@ use super::super::job::request::{JobRequest, Work, new_job_id};
 use super::super::job::results::{self, WorkspaceSummary};
 use super::super::limits::today;
 use super::super::{Context, OpsError, keys, policy};
+use super::journal::Journal;
 use super::{
-    LiveOffer, Peer, accept, b64, catch_up, count_drop, live_offers, matches_digest, open_sealed,
-    own_job, read_verified, reputation_of, secs, short,
+    LiveOffer, Peer, accept, b64, catch_up, live_offers, matches_digest, open_sealed, own_job,
+    read_verified, reputation_of, secs, short,
 };
 
 #[derive(Debug, Clone)]
@@ -357,13 +358,13 @@ impl Trade<'_> {
         store: &'a mut Store,
         progress: &'a mut dyn FnMut(&MarketProgress),
     ) -> Journal<'a> {
-        Journal {
+        Journal::new(
             store,
-            window_ms: self.peer.window_ms(),
-            job: self.job.request(),
-            own_keys: self.own_keys,
+            self.peer.window_ms(),
+            self.job.request(),
+            self.own_keys,
             progress,
-        }
+        )
     }
 
     /// The result's output and, for a command task, its workspace, which
@@ -560,127 +561,6 @@ fn choose(
     }
     fits.sort_by(|(a, ra), (b, rb)| better((&a.node, &a.offer, *ra), (&b.node, &b.offer, *rb)));
     Ok(fits.into_iter().map(|(o, _)| o).collect())
-}
-
-/// A market task's journal on this node: each step on the job's market
-/// record and the audit log, each message checked (and each refusal
-/// counted), and what the task hears passed on as progress.
-struct Journal<'a> {
-    store: &'a mut Store,
-    window_ms: i64,
-    job: &'a JobRequest,
-    own_keys: &'a [NodeKey],
-    progress: &'a mut dyn FnMut(&MarketProgress),
-}
-
-/// A step of this node's task as requester: with the provider and price
-/// once claimed.
-fn requester_step<'a>(
-    task: &'a str,
-    state: &'a str,
-    claimed: Option<(&'a str, u64)>,
-    detail: Option<&'a str>,
-) -> MarketStep<'a> {
-    MarketStep {
-        task,
-        role: "requester",
-        counterpart: claimed.map(|(provider, _)| provider),
-        price: claimed.map(|(_, price)| price),
-        state,
-        detail,
-    }
-}
-
-impl trade::Journal for Journal<'_> {
-    type Error = OpsError;
-
-    fn record(&mut self, step: Step<'_>) -> Result<(), OpsError> {
-        let task = self.job.id.as_str();
-        let at = |state, lock, detail| requester_step(task, state, lock, detail);
-        match step {
-            Step::Posted(task) => {
-                self.store.market_step(
-                    at("posted", None, None),
-                    "market.task-posted",
-                    &json!({
-                        "job": self.job.record(),
-                        "bid": task.bid,
-                        "candidates": task.candidates,
-                    }),
-                )?;
-                (self.progress)(&MarketProgress::Posted {
-                    task: task.task.clone(),
-                    bid: task.bid,
-                    candidates: task.candidates.clone(),
-                });
-            }
-            Step::Unclaimed { detail } => self.store.market_step(
-                at("unclaimed", None, Some(detail)),
-                "market.unclaimed",
-                &json!({}),
-            )?,
-            Step::Locking(lock) => self.store.market_step(
-                at("locked", Some((&lock.provider, lock.amount)), None),
-                "market.lock",
-                &json!({ "lock": lock }),
-            )?,
-            Step::Unfunded { lock, detail } => self.store.market_step(
-                at(
-                    "unfunded",
-                    Some((&lock.provider, lock.amount)),
-                    Some(detail),
-                ),
-                "market.unfunded",
-                &json!({}),
-            )?,
-            Step::Settled {
-                provider,
-                price,
-                outcome,
-                elapsed_ms,
-                detail,
-            } => {
-                let kind = if outcome == Outcome::Completed {
-                    "market.release"
-                } else {
-                    "market.refund"
-                };
-                let state = outcome.as_str();
-                self.store.market_step(
-                    at(state, Some((provider, price)), detail),
-                    kind,
-                    &json!({ "outcome": state, "elapsed_ms": elapsed_ms, "detail": detail }),
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn check(&mut self, stored: &Stored, from: Option<&str>) -> Option<Signed> {
-        accept(self.store, &stored.bytes, stored.at, self.window_ms, from)
-    }
-
-    fn dropped(&mut self, reason: DropReason) {
-        count_drop(self.store, reason);
-    }
-
-    fn heard(&mut self, news: News) {
-        let progress = match news {
-            News::Claimed { provider, price } => MarketProgress::Claimed { provider, price },
-            News::Locked { amount } => MarketProgress::Locked { amount },
-            News::Running => MarketProgress::Running,
-            News::Output(part) => {
-                match open_sealed(self.own_keys, &part.payload, "a part of the output") {
-                    Ok(piece) => MarketProgress::Output(piece),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "skipped a part of the output");
-                        return;
-                    }
-                }
-            }
-        };
-        (self.progress)(&progress);
-    }
 }
 
 /// Decrypts a result and checks it against its digest.
