@@ -398,6 +398,30 @@ mod tests {
         (market, ledger, nodes)
     }
 
+    /// What the provider earned and what the requester has available,
+    /// once `ledger` has caught up with the market.
+    async fn balances(market: &Memory, ledger: &mut Ledger, n: &Nodes) -> (u64, u64) {
+        crate::market::replay::catch_up(market, ledger)
+            .await
+            .unwrap();
+        (
+            ledger.account(&n.provider.node_id()).earned,
+            ledger.account(&n.requester.node_id()).available,
+        )
+    }
+
+    /// The provider claims t1 at `price` and answers the lock with
+    /// `on_lock`.
+    fn provider_plays(market: &Memory, n: &Nodes, price: u64, on_lock: Vec<Answer>) {
+        let (provider, requester) = (n.provider, n.requester);
+        let mut on_lock = Some(on_lock);
+        market.answer(move |body| match body {
+            Body::Task(_) => vec![claim(provider, requester, price)],
+            Body::Lock(_) => on_lock.take().unwrap_or_default(),
+            _ => vec![],
+        });
+    }
+
     fn claim(by: &'static NodeKey, to: &NodeKey, price: u64) -> Answer {
         Answer::Claim(
             by,
@@ -477,10 +501,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_delivered_result_is_paid_what_the_receipt_asks() {
         let (market, mut ledger, n) = market(100);
-        let (provider, requester, stranger) = (n.provider, n.requester, n.stranger);
-        market.answer(move |body| match body {
-            Body::Task(_) => vec![claim(provider, requester, 15)],
-            Body::Lock(_) => vec![
+        let (provider, stranger) = (n.provider, n.stranger);
+        provider_plays(
+            &market,
+            &n,
+            15,
+            vec![
                 status(provider, TaskState::Running),
                 Answer::publish(
                     provider,
@@ -495,8 +521,7 @@ mod tests {
                 Answer::publish(provider, receipt("t1", 12)),
                 result(provider, "genuine"),
             ],
-            _ => vec![],
-        });
+        );
         let mut kept = Kept::default();
         let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
@@ -523,11 +548,7 @@ mod tests {
                 }),
             ]
         );
-        crate::market::replay::catch_up(&market, &mut ledger)
-            .await
-            .unwrap();
-        assert_eq!(ledger.account(&provider.node_id()).earned, 12);
-        assert_eq!(ledger.account(&requester.node_id()).available, 88);
+        assert_eq!(balances(&market, &mut ledger, &n).await, (12, 88));
     }
 
     #[tokio::test(start_paused = true)]
@@ -589,10 +610,7 @@ mod tests {
     async fn a_lock_the_balance_does_not_cover_is_unfunded() {
         let (market, mut ledger, n) = market(10);
         let (provider, requester) = (n.provider, n.requester);
-        market.answer(move |body| match body {
-            Body::Task(_) => vec![claim(provider, requester, 15)],
-            _ => vec![],
-        });
+        provider_plays(&market, &n, 15, vec![]);
         let mut kept = Kept::default();
         let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         assert!(
@@ -606,12 +624,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_result_by_the_timeout_is_refunded_by_the_requester() {
         let (market, mut ledger, n) = market(100);
-        let (provider, requester) = (n.provider, n.requester);
-        market.answer(move |body| match body {
-            Body::Task(_) => vec![claim(provider, requester, 15)],
-            Body::Lock(_) => vec![status(provider, TaskState::Running)],
-            _ => vec![],
-        });
+        let provider = n.provider;
+        provider_plays(&market, &n, 15, vec![status(provider, TaskState::Running)]);
         let mut kept = Kept::default();
         let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
@@ -621,25 +635,22 @@ mod tests {
         );
         assert_eq!(closed.detail.as_deref(), Some("no result within 60 s"));
         assert_eq!(market.stored("cmm.ledger.refund").len(), 1);
-        crate::market::replay::catch_up(&market, &mut ledger)
-            .await
-            .unwrap();
-        assert_eq!(ledger.account(&requester.node_id()).available, 100);
-        assert_eq!(ledger.account(&provider.node_id()).earned, 0);
+        assert_eq!(balances(&market, &mut ledger, &n).await, (0, 100));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_provider_that_gives_up_and_refunds_is_not_refunded_twice() {
         let (market, mut ledger, n) = market(100);
-        let (provider, requester) = (n.provider, n.requester);
-        market.answer(move |body| match body {
-            Body::Task(_) => vec![claim(provider, requester, 15)],
-            Body::Lock(_) => vec![
+        let provider = n.provider;
+        provider_plays(
+            &market,
+            &n,
+            15,
+            vec![
                 Answer::publish(provider, refund("t1", RefundReason::Failed)),
                 status(provider, TaskState::Failed),
             ],
-            _ => vec![],
-        });
+        );
         let mut kept = Kept::default();
         let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
@@ -655,15 +666,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_result_that_does_not_verify_is_disputed_and_nothing_is_paid() {
         let (market, mut ledger, n) = market(100);
-        let (provider, requester, issuer) = (n.provider, n.requester, n.issuer);
-        market.answer(move |body| match body {
-            Body::Task(_) => vec![claim(provider, requester, 15)],
-            Body::Lock(_) => vec![
+        let provider = n.provider;
+        provider_plays(
+            &market,
+            &n,
+            15,
+            vec![
                 Answer::publish(provider, receipt("t1", 15)),
                 result(provider, "tampered"),
             ],
-            _ => vec![],
-        });
+        );
         let mut kept = Kept::default();
         let reached = post_t1(&market, &mut kept, &mut ledger, provider).await;
         let closed = settle(&market, &mut kept, &mut ledger, reached).await;
@@ -677,11 +689,7 @@ mod tests {
             Some("the result does not match its digest")
         );
         assert!(market.stored("cmm.ledger.release").is_empty());
-        let mut replayed = Ledger::new([issuer.node_id()], 60_000);
-        crate::market::replay::catch_up(&market, &mut replayed)
-            .await
-            .unwrap();
-        assert_eq!(replayed.account(&provider.node_id()).earned, 0);
-        assert_eq!(replayed.account(&requester.node_id()).available, 100);
+        let mut replayed = Ledger::new([n.issuer.node_id()], 60_000);
+        assert_eq!(balances(&market, &mut replayed, &n).await, (0, 100));
     }
 }
