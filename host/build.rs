@@ -26,6 +26,7 @@ fn main() {
     let mut watched = vec![
         plugins.join("Cargo.toml"),
         plugins.join("Cargo.lock"),
+        plugins.join(".cargo/config.toml"),
         plugins.join("sdk"),
         manifest_dir.join("../wit"),
     ];
