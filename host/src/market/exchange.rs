@@ -30,8 +30,8 @@ pub trait Exchange: LedgerStore + Sync {
     /// This node's id: who its messages are from.
     fn node(&self) -> String;
     /// Signs `body` and publishes it where its kind belongs ([`subject_of`]);
-    /// the message's id.
-    fn publish(&self, body: Body) -> impl Future<Output = Result<String, MarketError>> + Send;
+    /// the stream sequence it was stored at.
+    fn publish(&self, body: Body) -> impl Future<Output = Result<u64, MarketError>> + Send;
     /// Signs `claim` and stores it as the one claim on its task, unless
     /// another is there first.
     fn claim(&self, claim: Claim)
@@ -118,11 +118,10 @@ impl Exchange for Signer<'_> {
         self.key.node_id()
     }
 
-    async fn publish(&self, body: Body) -> Result<String, MarketError> {
+    async fn publish(&self, body: Body) -> Result<u64, MarketError> {
         let subject = subject_of(&body);
         let (bytes, id) = message::seal(self.key, body)?;
-        self.transport.publish(&subject, &id, bytes).await?;
-        Ok(id)
+        self.transport.publish(&subject, &id, bytes).await
     }
 
     async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, MarketError> {

@@ -78,18 +78,20 @@ impl Memory {
         self.store_bytes(&subject, bytes);
     }
 
-    /// Stores `bytes` on `subject` as they are.
-    pub fn store_bytes(&self, subject: &str, bytes: Vec<u8>) {
+    /// Stores `bytes` on `subject` as they are; their stream sequence.
+    pub fn store_bytes(&self, subject: &str, bytes: Vec<u8>) -> u64 {
         let mut shared = self.lock();
         let stream = shared.streams.entry(stream_of(subject)).or_default();
+        let seq = stream.len() as u64 + 1;
         stream.push(Stored {
-            seq: stream.len() as u64 + 1,
+            seq,
             at: now_ms(),
             subject: subject.to_owned(),
             bytes: bytes.into(),
         });
         drop(shared);
         self.version.send_modify(|v| *v += 1);
+        seq
     }
 
     /// What is stored on subjects starting with `prefix`, oldest first.
@@ -181,12 +183,12 @@ impl Exchange for Memory {
         self.key.node_id()
     }
 
-    async fn publish(&self, body: Body) -> Result<String, MarketError> {
+    async fn publish(&self, body: Body) -> Result<u64, MarketError> {
         let subject = subject_of(&body);
-        let (bytes, id) = message::seal(self.key, body.clone())?;
-        self.store_bytes(&subject, bytes);
+        let (bytes, _) = message::seal(self.key, body.clone())?;
+        let seq = self.store_bytes(&subject, bytes);
         self.answered(&body);
-        Ok(id)
+        Ok(seq)
     }
 
     async fn claim(&self, claim: Claim) -> Result<ClaimOutcome, MarketError> {

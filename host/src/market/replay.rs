@@ -45,6 +45,32 @@ impl LedgerStore for Transport {
     }
 }
 
+/// How often, and how far apart, [`catch_up_to`] reads before it takes the
+/// ledger as it is: two seconds in all.
+const LAG_READS: u32 = 40;
+const LAG_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Catches `ledger` up until it holds entry `seq`, one this node just had
+/// acknowledged. In a cluster a read can lag a moment behind an
+/// acknowledgement (the read is served by a server that has not applied
+/// the entry yet); reading again until the entry is there keeps a lock
+/// this node just published from looking unfunded. After two seconds
+/// without it, the ledger is taken as it is.
+pub async fn catch_up_to(
+    store: &impl LedgerStore,
+    ledger: &mut Ledger,
+    seq: u64,
+) -> Result<(), MarketError> {
+    for _ in 0..LAG_READS {
+        catch_up(store, ledger).await?;
+        if ledger.last_seq() >= seq {
+            return Ok(());
+        }
+        tokio::time::sleep(LAG_PAUSE).await;
+    }
+    Ok(())
+}
+
 /// Applies the entries stored after the last one `ledger` applied. When
 /// the first of them is not the next one, the ledger carries on from the
 /// latest checkpoint, which must cover the gap.
@@ -180,6 +206,8 @@ mod tests {
 
     fn run<T>(future: impl Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
             .build()
             .unwrap()
             .block_on(future)
@@ -256,5 +284,51 @@ mod tests {
         assert!(apply_in_order(&mut ledger, &full.entries[0]), "seen");
         assert!(apply_in_order(&mut ledger, &full.entries[1]));
         assert_eq!(ledger.last_seq(), 2);
+    }
+
+    /// A store whose reads lag: the newest entry shows only from the
+    /// `shows_at`-th read on.
+    struct Lagging {
+        kept: Kept,
+        reads: std::sync::atomic::AtomicU32,
+        shows_at: u32,
+    }
+
+    impl LedgerStore for Lagging {
+        async fn entries_from(&self, from: u64) -> Result<Vec<Stored>, MarketError> {
+            let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let mut entries = self.kept.entries_from(from).await?;
+            if read < self.shows_at {
+                entries.retain(|s| s.seq < self.kept.entries.len() as u64);
+            }
+            Ok(entries)
+        }
+
+        async fn latest_checkpoint(&self) -> Result<Option<Stored>, MarketError> {
+            self.kept.latest_checkpoint().await
+        }
+
+        async fn state(&self, digest: &str) -> Result<Option<Vec<u8>>, MarketError> {
+            self.kept.state(digest).await
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_entry_is_waited_for_when_a_read_lags_behind_it() {
+        let (kept, [issuer, requester, _]) = market(false, false);
+        let newest = kept.entries.len() as u64;
+        let lagging = Lagging {
+            kept,
+            reads: Default::default(),
+            shows_at: 3,
+        };
+        let mut once = Ledger::new([issuer.node_id()], 60_000);
+        run(catch_up(&lagging, &mut once)).unwrap();
+        assert_eq!(once.last_seq(), newest - 1, "one read misses it");
+
+        let mut ledger = Ledger::new([issuer.node_id()], 60_000);
+        run(catch_up_to(&lagging, &mut ledger, newest)).unwrap();
+        assert_eq!(ledger.last_seq(), newest);
+        assert_eq!(ledger.account(&requester.node_id()).locked, 20);
     }
 }

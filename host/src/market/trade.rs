@@ -15,7 +15,7 @@ use super::MarketError;
 use super::exchange::Exchange;
 use super::ledger::Ledger;
 use super::message::{DropReason, Signed};
-use super::replay::catch_up;
+use super::replay::{catch_up, catch_up_to};
 use super::task::{Ending, Event, Followed, Locked, Outcome, Posted, Settled};
 use super::transport::Stored;
 use super::types::{Body, Lock, Part, Receipt, Task, TaskResult};
@@ -140,8 +140,8 @@ pub async fn post<J: Journal>(
     // The escrow, before the provider runs anything.
     let lock = claimed.lock();
     journal.record(Step::Locking(&lock))?;
-    market.publish(Body::Lock(lock.clone())).await?;
-    catch_up(market, ledger).await?;
+    let stored_at = market.publish(Body::Lock(lock.clone())).await?;
+    catch_up_to(market, ledger, stored_at).await?;
     let Ok(mut locked) = claimed.locked(ledger) else {
         let detail = "the lock was not applied (the balance no longer covers it)".to_owned();
         journal.record(Step::Unfunded {

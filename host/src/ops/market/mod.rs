@@ -135,8 +135,9 @@ impl Peer {
         }
     }
 
-    /// Signs `body` and publishes it where its kind belongs.
-    async fn publish(&self, body: Body) -> Result<String, OpsError> {
+    /// Signs `body` and publishes it where its kind belongs; the stream
+    /// sequence it was stored at.
+    async fn publish(&self, body: Body) -> Result<u64, OpsError> {
         Ok(self.exchange().publish(body).await?)
     }
 }
