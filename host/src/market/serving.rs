@@ -112,7 +112,7 @@ impl Desk {
     }
 
     /// Keeps task `msg` (its body `task`), posted at server time `posted`.
-    pub fn post(&mut self, msg: Signed, task: Task, posted: i64) {
+    fn post(&mut self, msg: Signed, task: Task, posted: i64) {
         self.pending.insert(
             task.task.clone(),
             Pending {
@@ -128,7 +128,7 @@ impl Desk {
     /// Applies `bid` (signed as `msg`) to its task: only the task's
     /// requester may change it, and only a raise is news to a provider that
     /// passed at the lower one. The new bid when it is one.
-    pub fn raise(&mut self, msg: &Signed, bid: &Bid) -> Result<Option<u64>, DropReason> {
+    fn raise(&mut self, msg: &Signed, bid: &Bid) -> Result<Option<u64>, DropReason> {
         let Some(p) = self.pending.get_mut(&bid.task) else {
             return Ok(None);
         };

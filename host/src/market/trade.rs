@@ -205,14 +205,6 @@ pub async fn current_bid(
 }
 
 impl Following {
-    pub fn provider(&self) -> &str {
-        self.locked.provider()
-    }
-
-    pub fn price(&self) -> u64 {
-        self.locked.price()
-    }
-
     /// How waiting ended, with the result (when one came) opened and
     /// checked by `open`, which says why when it does not verify.
     pub fn end<T>(self, open: impl FnOnce(&TaskResult) -> Result<T, String>) -> Ended<T> {

@@ -134,12 +134,6 @@ impl Peer {
             transport: &self.transport,
         }
     }
-
-    /// Signs `body` and publishes it where its kind belongs; the stream
-    /// sequence it was stored at.
-    async fn publish(&self, body: Body) -> Result<u64, OpsError> {
-        Ok(self.exchange().publish(body).await?)
-    }
 }
 
 /// Opens a message read from the market at server time `at`, refusing it

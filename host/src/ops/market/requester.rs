@@ -17,6 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::NodeKey;
+use crate::market::exchange::Exchange as _;
 use crate::market::task::{Needs, better};
 use crate::market::trade::{self, Reached};
 use crate::market::types::{
@@ -652,7 +653,7 @@ pub fn bid(ctx: &mut Context, task_id: &str, max_price: u64) -> Result<BidPlaced
         "market.bid",
         &json!({ "bid": max_price, "previous": previous }),
     )?;
-    rt.block_on(peer.publish(Body::Bid(Bid {
+    rt.block_on(market.publish(Body::Bid(Bid {
         task: task_id.to_owned(),
         bid: max_price,
     })))?;
